@@ -1,0 +1,42 @@
+# Warden: `make run` starts a broker and one device twin; `make test` runs every test.
+# Both set up what they need first (a pinned venv, mosquitto) and skip work already done.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+WARDEN := $(VENV)/bin/warden
+STATE  ?= .warden
+THING  ?= twin-001
+
+.PHONY: run test bench setup venv broker-bin build clean distclean
+
+setup: venv broker-bin
+
+# The venv is rebuilt only when requirements.txt or the package metadata change.
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+broker-bin:
+	@scripts/ensure-mosquitto.sh
+
+build: venv
+	$(WARDEN) build app
+
+run: setup
+	@scripts/run-demo.sh "$(STATE)" "$(THING)"
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) $(STATE)

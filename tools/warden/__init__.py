@@ -1,0 +1,1 @@
+"""Warden host tools: a library with a thin CLI on top (warden.cli)."""
