@@ -1,0 +1,63 @@
+# The device configuration: /config.json, checked once at boot.
+#
+# A missing or malformed file, or a field of the wrong type, raises ConfigError
+# naming the field; nothing runs on a half-understood configuration.
+import json
+
+PATH = "/config.json"
+
+DEFAULTS = {
+    "app": "warden",
+    "keepalive": 60,          # seconds; AWS IoT accepts 30..1200
+    "interval_ms": 5000,      # one reading every interval
+    "qos": 1,                 # telemetry QoS (0 or 1)
+    "timeout": 10,            # seconds for TCP connect, TLS handshake and each read
+    "sensors": {"temperature": {"kind": "sine", "base": 21.0, "amplitude": 2.0, "period": 60}},
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _check(cfg, key, types, what):
+    v = cfg.get(key)
+    if not isinstance(v, types):
+        raise ConfigError("config: %s must be %s, got %r" % (key, what, v))
+    return v
+
+
+def validate(cfg):
+    if not isinstance(cfg, dict):
+        raise ConfigError("config: top level must be a JSON object")
+    for k, v in DEFAULTS.items():
+        if k not in cfg:
+            cfg[k] = v
+    _check(cfg, "thing", str, "the thing name (a string)")
+    _check(cfg, "app", str, "a string")
+    broker = _check(cfg, "broker", dict, 'an object {"host": ..., "port": ...}')
+    if not isinstance(broker.get("host"), str) or not broker["host"]:
+        raise ConfigError("config: broker.host must be a host name")
+    if not isinstance(broker.get("port", 8883), int) or not 0 < broker.get("port", 8883) < 65536:
+        raise ConfigError("config: broker.port must be a TCP port")
+    keepalive = _check(cfg, "keepalive", int, "an integer (seconds)")
+    if not 30 <= keepalive <= 1200:
+        raise ConfigError("config: keepalive must be 30..1200 s (AWS IoT limits), got %d" % keepalive)
+    if _check(cfg, "interval_ms", int, "an integer (ms)") < 10:
+        raise ConfigError("config: interval_ms must be at least 10")
+    if _check(cfg, "qos", int, "0 or 1") not in (0, 1):
+        raise ConfigError("config: qos must be 0 or 1")
+    _check(cfg, "timeout", (int, float), "a number (seconds)")
+    _check(cfg, "sensors", dict, "an object of sensor specs")
+    return cfg
+
+
+def load(path=PATH):
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except OSError:
+        raise ConfigError("config: %s is missing: provision the device (warden device add / deploy)" % path)
+    except ValueError as e:
+        raise ConfigError("config: %s is not valid JSON (%s)" % (path, e))
+    return validate(cfg)

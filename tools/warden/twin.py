@@ -1,0 +1,139 @@
+"""The device twin: a device's flash file, and running the device code on it under `micropython`.
+
+A twin's flash (devices/<thing>/flash.bin in the project state) is built like a
+board's: partition table, app slots, and a littlefs vfs holding boot.py, main.py,
+the compiled app, /identity/ (certificate, key, fleet CA) and /config.json.
+`run_twin` starts `micropython twin/rom.py` on it and restarts it when the device
+resets (exit code RESET_EXIT), as a board reboots.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from . import build, flashimage
+
+ROOT = build.ROOT
+ROM = ROOT / "twin" / "rom.py"
+RESET_EXIT = 75          # firmware/hal/unix.py: machine.reset() on the twin
+RESET_SOFT, RESET_PWRON = 5, 1
+DEFAULT_HEAP = "64k"     # DESIGN.md section 4: the device's whole-life heap budget
+APP_DIRS = ("/firmware", "/lib")
+
+
+class TwinError(Exception):
+    pass
+
+
+def flash_path(state, thing):
+    return Path(state.device_dir(thing)) / "flash.bin"
+
+
+def device_config(state, thing, **overrides):
+    cfg = {
+        "thing": thing,
+        "app": state.app,
+        "broker": {"host": state.broker_host, "port": state.broker_port},
+        "keepalive": 60,
+        "interval_ms": 1000,
+        "qos": 1,
+        "timeout": 10,
+        "sensors": {
+            "temperature": {"kind": "sine", "base": 21.0, "amplitude": 2.0, "period": 60},
+            "humidity": {"kind": "sine", "base": 45.0, "amplitude": 5.0, "period": 90},
+        },
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def identity_files(state, cert_der, key_der):
+    ca = (Path(state.pki_dir) / "ca.der").read_bytes()
+    return {"/identity/cert.der": cert_der, "/identity/key.der": key_der, "/identity/ca.der": ca}
+
+
+def provision_twin(state, thing, cert_der, key_der, config=None):
+    """Build the twin's flash file with the app, the identity and the config."""
+    files = dict(build.build_app())
+    files.update(identity_files(state, cert_der, key_der))
+    cfg = config if config is not None else device_config(state, thing)
+    files["/config.json"] = json.dumps(cfg, indent=1).encode()
+    path = flash_path(state, thing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(flashimage.new_flash(files))
+    os.replace(tmp, path)
+    return path
+
+
+def sync_app(path):
+    """Replace the app in a twin's flash with the current build; identity, config and data stay."""
+    files = build.build_app()
+    ff = flashimage.FlashFile(path)
+    for d in APP_DIRS:
+        ff.remove_tree(d)
+    ff.write(files)
+    ff.save()
+
+
+def update_config(path, **changes):
+    ff = flashimage.FlashFile(path)
+    cfg = json.loads(ff.read("/config.json"))
+    cfg.update(changes)
+    ff.write({"/config.json": json.dumps(cfg, indent=1).encode()})
+    ff.save()
+    return cfg
+
+
+def micropython_binary():
+    exe = os.environ.get("MICROPYTHON")
+    if exe:
+        return exe
+    exe = Path(sys.executable).parent / "micropython"
+    if not exe.exists():
+        raise TwinError("micropython not found: run `make setup`, or set MICROPYTHON to a unix port you built")
+    return str(exe)
+
+
+def twin_command(path, heap=DEFAULT_HEAP, reset_cause=RESET_PWRON):
+    """(argv, env) that boot the twin on flash file `path` once."""
+    env = dict(os.environ)
+    env["WARDEN_FLASH"] = str(path)
+    env["WARDEN_RESET_CAUSE"] = str(reset_cause)
+    env["MICROPYPATH"] = ".frozen:" + str(ROOT / "twin")  # only the ROM's modules; the rest comes from flash
+    return [micropython_binary(), "-X", "heapsize=" + heap, str(ROM)], env
+
+
+def run_twin(path, heap=DEFAULT_HEAP, max_restarts=None, stdout=None, on_start=None):
+    """Run the twin until it exits without a reset; returns its last exit code.
+
+    A reset (exit RESET_EXIT) starts it again as a soft reset. Ctrl-C is passed to the
+    device (KeyboardInterrupt: it publishes `offline` and disconnects), then we return.
+    """
+    if not Path(path).exists():
+        raise TwinError("no twin flash at %s: run `warden device add THING` first" % path)
+    cause = RESET_PWRON
+    restarts = 0
+    while True:
+        argv, env = twin_command(path, heap, cause)
+        proc = subprocess.Popen(argv, env=env, stdout=stdout)
+        if on_start:
+            on_start(proc)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        if code != RESET_EXIT:
+            return code
+        restarts += 1
+        if max_restarts is not None and restarts > max_restarts:
+            return code
+        cause = RESET_SOFT
