@@ -1,0 +1,101 @@
+# Device tests for config, topics, sequence numbers and sensors (firmware/).
+import json
+import os
+
+import devtest
+from devtest import raises
+
+from firmware import config, topics
+from firmware.hal import unix as hal_unix
+from firmware.sensors import Sensors
+from firmware.seqno import BLOCK, SequenceNumbers
+
+GOOD = {"thing": "t-1", "broker": {"host": "localhost", "port": 8883}}
+
+
+def cfg(**kw):
+    c = json.loads(json.dumps(GOOD))
+    c.update(kw)
+    return c
+
+
+def test_config_defaults_fill_in():
+    c = config.validate(cfg())
+    assert c["app"] == "warden" and c["keepalive"] == 60 and c["qos"] == 1
+
+
+def test_config_errors_name_the_field():
+    for bad, field in ((cfg(keepalive=5), "keepalive"), (cfg(qos=2), "qos"), (cfg(broker={}), "broker.host"),
+                       (cfg(interval_ms="x"), "interval_ms"), ({"broker": GOOD["broker"]}, "thing")):
+        e = raises(config.ConfigError, config.validate, bad)
+        assert field in str(e), (field, e)
+
+
+def test_config_file_missing_or_not_json():
+    p = devtest.tmp + "/config.json"
+    assert "missing" in str(raises(config.ConfigError, config.load, p))
+    devtest.write(p, b"{not json")
+    assert "not valid JSON" in str(raises(config.ConfigError, config.load, p))
+    devtest.write(p, json.dumps(GOOD).encode())
+    assert config.load(p)["thing"] == "t-1"
+
+
+def test_topics_shape():
+    t = topics.Topics("warden", "t-1")
+    assert t.telemetry == "dt/warden/t-1/telemetry"
+    assert t.status == "dt/warden/t-1/status"
+    assert t.ota == "dt/warden/t-1/ota"
+    assert t.command_filter == "cmd/warden/t-1/#"
+    assert t.command_name("cmd/warden/t-1/reboot") == "reboot"
+    assert t.command_name("cmd/warden/t-2/reboot") is None
+
+
+def test_topics_refuse_other_things_and_wildcards():
+    t = topics.Topics("warden", "t-1")
+    for bad in ("dt/warden/t-2/telemetry", "dt/warden/+/telemetry", "dt/warden/t-1/#",
+                "dt/warden/t-10/telemetry", "cmd/warden/t-1/x", "dt/warden/t-1/" + "a/" * 6):
+        raises(topics.TopicError, t.guard_publish, bad)
+    assert t.guard_publish("dt/warden/t-1/telemetry")
+
+
+def test_topics_refuse_bad_thing_names():
+    for bad in ("", "a/b", "a+b", "a#", "$sys", "x" * 129):
+        raises(topics.TopicError, topics.Topics, "warden", bad)
+
+
+def test_sequence_numbers_never_repeat_across_restarts():
+    p = devtest.tmp + "/state/seq"
+    s = SequenceNumbers(p)
+    first = [s.next() for _ in range(BLOCK + 5)]
+    assert first == list(range(1, BLOCK + 6))
+    s2 = SequenceNumbers(p)  # a reset: resumes after the reserved block
+    n = s2.next()
+    assert n > first[-1] and n <= first[-1] + BLOCK + 1, n
+
+
+def test_sequence_numbers_survive_a_corrupt_file():
+    p = devtest.tmp + "/seq"
+    devtest.write(p, b"garbage")
+    assert SequenceNumbers(p).next() == 1
+
+
+def test_simulated_sensors_are_deterministic():
+    spec = {"sensors": {"t": {"kind": "sine", "base": 20, "amplitude": 2, "period": 4},
+                        "r": {"kind": "ramp", "start": 1, "step": 0.5}}}
+    a = Sensors(hal_unix.sensor_sources(spec))
+    b = Sensors(hal_unix.sensor_sources(spec))
+    ra = json.loads(a.reading(3, 1000))
+    assert ra == json.loads(b.reading(3, 1000))
+    assert ra["seq"] == 3 and ra["ts"] == 1000
+    assert ra["values"] == {"t": 18.0, "r": 2.5}, ra
+
+
+def test_a_failing_sensor_yields_null_and_others_continue():
+    s = Sensors({"ok": lambda n: 1.0, "bad": lambda n: 1 / 0})
+    r = json.loads(s.reading(1, 0))
+    assert r["values"] == {"ok": 1.0, "bad": None}
+
+
+def test_unknown_simulated_sensor_kind_is_a_clear_error():
+    e = raises(ValueError, hal_unix.sensor_sources, {"sensors": {"x": {"kind": "warp"}}})
+    assert "warp" in str(e)

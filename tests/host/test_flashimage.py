@@ -1,0 +1,98 @@
+"""The twin's flash file: the 4 MiB OTA layout, read back by the twin's esp32.Partition under micropython."""
+import hashlib
+import struct
+
+import pytest
+
+from devrun import ROOT, run_mp
+from warden import flashimage as fi
+
+
+def test_layout_is_the_esp32_4mib_ota_table():
+    assert [(p.label, hex(p.offset), hex(p.size)) for p in fi.LAYOUT] == [
+        ("nvs", "0x9000", "0x4000"), ("otadata", "0xd000", "0x2000"), ("phy_init", "0xf000", "0x1000"),
+        ("ota_0", "0x10000", "0x180000"), ("ota_1", "0x190000", "0x180000"), ("vfs", "0x310000", "0xf0000")]
+    assert fi.VFS.offset + fi.VFS.size == fi.FLASH_SIZE == 4 * 1024 * 1024
+    ends = [p.offset + p.size for p in fi.LAYOUT]
+    assert all(e <= nxt.offset for e, nxt in zip(ends, fi.LAYOUT[1:])), "partitions overlap"
+
+
+def test_partition_table_binary_format():
+    t = fi.partition_table()
+    assert len(t) == fi.TABLE_MAX
+    n = len(fi.LAYOUT)
+    magic, ptype, sub, off, size, label, flags = struct.unpack("<HBBII16sI", t[:32])
+    assert (magic, ptype, off, label.rstrip(b"\0")) == (0x50AA, fi.TYPE_DATA, 0x9000, b"nvs")
+    md5_entry = t[32 * n:32 * n + 32]
+    assert md5_entry[:2] == b"\xeb\xeb" and md5_entry[16:] == hashlib.md5(t[:32 * n]).digest()
+
+
+@pytest.fixture
+def flash(tmp_path):
+    p = tmp_path / "flash.bin"
+    p.write_bytes(fi.new_flash({"/hello.txt": b"hello twin", "/a/b/c.bin": bytes(range(256)) * 40}))
+    return p
+
+
+def test_twin_partition_reads_the_table_and_mounts_the_vfs(flash):
+    code = """
+import os, esp32
+P = esp32.Partition
+vfs = P.find(P.TYPE_DATA, label='vfs')[0]
+print(vfs.info()[2], vfs.ioctl(4, 0), vfs.ioctl(5, 0))
+print(sorted(p.info()[4] for p in P.find(P.TYPE_APP)))
+os.mount(os.VfsLfs2(vfs), '/flash')
+print(open('/flash/hello.txt').read(), len(open('/flash/a/b/c.bin', 'rb').read()))
+with open('/flash/new.txt', 'w') as f:
+    f.write('from the twin')
+"""
+    r = run_mp(code, path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "%d 240 4096" % 0x310000
+    assert lines[1] == "['ota_0', 'ota_1']"
+    assert lines[2] == "hello twin 10240"
+    # and the host reads what the twin wrote
+    assert fi.FlashFile(flash).read("/new.txt") == b"from the twin"
+
+
+def test_partition_refuses_out_of_range_access_and_bad_labels(flash):
+    code = """
+import esp32
+try:
+    esp32.Partition('nope')
+except ValueError as e:
+    print('label', e)
+p = esp32.Partition('nvs')
+buf = bytearray(16)
+try:
+    p.readblocks(4, buf)
+except OSError as e:
+    print('range', e.errno)
+p.writeblocks(0, b'abc')
+p.readblocks(0, buf)
+print(bytes(buf[:4]))
+p.writeblocks(0, b'Z', 1)
+p.readblocks(0, buf)
+print(bytes(buf[:4]))
+"""
+    r = run_mp(code, path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split("\n")[:4] == ["label partition not found", "range 22", "b'abc\\xff'", "b'aZc\\xff'"]
+
+
+def test_flashfile_edits_preserve_other_files(flash):
+    ff = fi.FlashFile(flash)
+    ff.write({"/x/y.txt": b"1"})
+    ff.remove_tree("/a")
+    ff.save()
+    ff2 = fi.FlashFile(flash)
+    assert ff2.read("/hello.txt") == b"hello twin" and ff2.read("/x/y.txt") == b"1"
+    assert not ff2.exists("/a")
+
+
+def test_flashfile_refuses_a_file_of_the_wrong_size(tmp_path):
+    p = tmp_path / "short.bin"
+    p.write_bytes(b"\xff" * 1000)
+    with pytest.raises(ValueError, match="not a 4 MiB twin flash"):
+        fi.FlashFile(p)
