@@ -1,0 +1,220 @@
+"""The project state folder: PKI, device registry, policy, broker files, per-device files.
+
+Everything the host tools keep lives under one folder (default `.warden/` in the current
+directory; the `WARDEN_STATE` environment variable or the CLI's `--state` option choose
+another). The folder and every folder inside it are created with mode 0700; private keys are
+written with mode 0600, atomically (temporary file + rename), so a crash never leaves a
+half-written key behind.
+
+Layout::
+
+    <root>/project.json     settings (app name, broker host and port)
+    <root>/pki/             fleet CA, broker and role certificates, CRL
+    <root>/registry.sqlite  device registry
+    <root>/policy.json      roles and their topic rules
+    <root>/broker/          generated mosquitto.conf, ACL, broker log
+    <root>/devices/<thing>/ cert.der, key.der (and whatever the twin keeps)
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+
+DEFAULT_ROOT = ".warden"
+ENV_VAR = "WARDEN_STATE"
+
+DEFAULT_SETTINGS = {"app": "warden", "broker": {"host": "localhost", "port": 8883}}
+
+
+class WardenError(Exception):
+    """Base of every error the host tools raise for a user mistake or a bad environment.
+
+    `hint` says what to do about it; the CLI prints it under the message.
+    """
+
+    def __init__(self, message, hint=None):
+        super().__init__(message)
+        self.hint = hint
+
+
+class StateError(WardenError):
+    pass
+
+
+def _merge(defaults, values):
+    out = copy.deepcopy(defaults)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create `path` (and parents) with mode 0700 if missing; return it."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def write_file(path: Path, data: bytes | str, mode: int = 0o644) -> Path:
+    """Write `data` to `path` atomically with the given mode (not subject to the umask)."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    if isinstance(data, str):
+        data = data.encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_private(path: Path, data: bytes | str) -> Path:
+    """Write a secret (private key, ...) atomically with mode 0600."""
+    return write_file(path, data, 0o600)
+
+
+class State:
+    """The project state folder rooted at `root` (it need not exist yet)."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._settings = None
+
+    @classmethod
+    def default(cls, root: Path | str | None = None) -> "State":
+        """`root` if given, else $WARDEN_STATE, else `.warden` in the current directory."""
+        if root is None:
+            root = os.environ.get(ENV_VAR) or DEFAULT_ROOT
+        return cls(root)
+
+    def __repr__(self):
+        return f"State({str(self.root)!r})"
+
+    # -- paths -----------------------------------------------------------------------------
+    @property
+    def project_path(self) -> Path:
+        return self.root / "project.json"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / "registry.sqlite"
+
+    @property
+    def policy_path(self) -> Path:
+        return self.root / "policy.json"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.root / "broker"
+
+    @property
+    def devices_dir(self) -> Path:
+        return self.root / "devices"
+
+    def device_dir(self, thing: str) -> Path:
+        """Folder of one device's files. The name is validated, so it can never escape the folder."""
+        from .names import validate_thing
+
+        return self.devices_dir / validate_thing(thing)
+
+    def exists(self) -> bool:
+        return self.project_path.exists()
+
+    def ensure(self) -> "State":
+        """Create the folder (0700) and project.json with default settings if missing."""
+        ensure_dir(self.root)
+        if not self.project_path.exists():
+            self._write_settings(copy.deepcopy(DEFAULT_SETTINGS))
+        return self
+
+    # -- settings --------------------------------------------------------------------------
+    @property
+    def settings(self) -> dict:
+        """The settings in project.json merged over the defaults (a copy: use `set` to change)."""
+        if self._settings is None:
+            values = {}
+            if self.project_path.exists():
+                try:
+                    values = json.loads(self.project_path.read_text())
+                except (OSError, ValueError) as e:
+                    raise StateError(
+                        f"cannot read {self.project_path}: {e}",
+                        hint="fix or delete the file (defaults are used when it is missing)",
+                    ) from e
+                if not isinstance(values, dict):
+                    raise StateError(f"{self.project_path} must hold a JSON object")
+            self._settings = _merge(DEFAULT_SETTINGS, values)
+        return copy.deepcopy(self._settings)
+
+    def _write_settings(self, values: dict):
+        write_file(self.project_path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+        self._settings = _merge(DEFAULT_SETTINGS, values)
+
+    def set(self, key: str, value) -> None:
+        """Set one setting by dotted key (`app`, `broker.host`, `broker.port`) and save it."""
+        values = self.settings
+        if key == "app":
+            from .names import validate_app
+
+            value = validate_app(value)
+        elif key == "broker.port":
+            value = int(value)
+            if not 0 < value < 65536:
+                raise StateError(f"broker.port must be 1..65535, not {value}")
+        elif key == "broker.host":
+            value = str(value)
+            if not value or any(c.isspace() for c in value):
+                raise StateError(f"broker.host {value!r} is not a host name")
+        else:
+            raise StateError(f"unknown setting {key!r}", hint="settings: app, broker.host, broker.port")
+        node = values
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        ensure_dir(self.root)
+        self._write_settings(values)
+
+    @property
+    def app(self) -> str:
+        return self.settings["app"]
+
+    @app.setter
+    def app(self, value: str):
+        self.set("app", value)
+
+    @property
+    def broker_host(self) -> str:
+        return self.settings["broker"]["host"]
+
+    @broker_host.setter
+    def broker_host(self, value: str):
+        self.set("broker.host", value)
+
+    @property
+    def broker_port(self) -> int:
+        return int(self.settings["broker"]["port"])
+
+    @broker_port.setter
+    def broker_port(self, value: int):
+        self.set("broker.port", value)
