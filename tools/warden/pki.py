@@ -1,0 +1,349 @@
+"""The fleet PKI: one CA, a broker server certificate, role principals and device certificates.
+
+EC P-256 and ECDSA-SHA256 everywhere. On the host everything is PEM (in `state.pki_dir`):
+
+    ca.crt.pem ca.key.pem ca.der      fleet CA (the device gets ca.der: its TLS parses DER only)
+    broker.crt.pem broker.key.pem     broker server cert, SAN DNS:localhost + IP:127.0.0.1
+    operator.crt.pem operator.key.pem         client cert CN=operator.default, OU=operator
+    technician.crt.pem technician.key.pem     client cert CN=technician.default, OU=technician
+    crl.pem                            CRL signed by the CA (mosquitto's crlfile)
+
+Device identities are DER: the certificate, and the private key in SEC1 ("traditional
+OpenSSL") EC form, which embeds the public key and is what MicroPython's mbedTLS parses.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .names import principal_cn, validate_thing
+from .state import State, WardenError, ensure_dir, write_file, write_private
+
+CA_CN = "Warden Fleet CA"
+ORG = "Warden"
+CA_DAYS = 3650
+SERVER_DAYS = 825
+PRINCIPAL_DAYS = 730
+DEVICE_DAYS = 365
+CRL_DAYS = 365
+# Certificates start a little in the past so a device whose clock is slightly behind accepts them.
+BACKDATE = _dt.timedelta(hours=1)
+
+ROLE_PRINCIPALS = ("operator", "technician")
+BROKER_HOSTS = ("localhost", "127.0.0.1")
+
+CA_CERT = "ca.crt.pem"
+CA_KEY = "ca.key.pem"
+CA_DER = "ca.der"
+BROKER_CERT = "broker.crt.pem"
+BROKER_KEY = "broker.key.pem"
+CRL = "crl.pem"
+
+
+class PkiError(WardenError):
+    pass
+
+
+def _now():
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(cn: str, ou: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG)]
+    if ou:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def _validity(days, not_before, not_after):
+    start = not_before if not_before is not None else _now() - BACKDATE
+    end = not_after if not_after is not None else start + BACKDATE + _dt.timedelta(days=days)
+    if end <= start:
+        raise PkiError(f"certificate would end ({end}) before it starts ({start})")
+    return start, end
+
+
+def make_ca(cn: str = CA_CN, *, days: int = CA_DAYS, key=None):
+    """A self-signed CA: (certificate, private key). Used for the fleet CA and, in tests, foreign CAs."""
+    key = key or new_key()
+    start, end = _validity(days, None, None)
+    name = _name(cn)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _leaf(ca, subject, eku, *, days, not_before, not_after, key, san=None):
+    ca_cert, ca_key = ca
+    key = key or new_key()
+    start, end = _validity(days, not_before, not_after)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def issue_server_cert(ca, hosts=BROKER_HOSTS, *, cn=None, days=SERVER_DAYS, not_before=None,
+                      not_after=None, key=None):
+    """A TLS server certificate signed by `ca` ((cert, key)) for `hosts` (DNS names or IPs).
+
+    Returns (certificate, private key). The CN is `cn` or the first host.
+    """
+    hosts = list(hosts)
+    if not hosts:
+        raise PkiError("a server certificate needs at least one host name or IP address")
+    san = []
+    for host in hosts:
+        try:
+            san.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            san.append(x509.DNSName(host))
+    return _leaf(ca, _name(cn or hosts[0]), ExtendedKeyUsageOID.SERVER_AUTH, days=days,
+                 not_before=not_before, not_after=not_after, key=key, san=san)
+
+
+def issue_client_cert(ca, cn, ou, *, days=DEVICE_DAYS, not_before=None, not_after=None, key=None):
+    """A TLS client certificate (clientAuth) with subject CN=`cn`, OU=`ou`: (certificate, key)."""
+    return _leaf(ca, _name(cn, ou), ExtendedKeyUsageOID.CLIENT_AUTH, days=days,
+                 not_before=not_before, not_after=not_after, key=key)
+
+
+# -- serialisation -------------------------------------------------------------------------------
+def cert_pem(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def cert_der(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def key_der_sec1(key) -> bytes:
+    """DER, SEC1 ("traditional OpenSSL") EC private key: embeds the public key; mbedTLS parses it."""
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def fingerprint(cert) -> str:
+    """SHA-256 of the DER certificate, lower-case hex. Accepts DER bytes or a certificate object."""
+    if isinstance(cert, x509.Certificate):
+        cert = cert_der(cert)
+    return hashlib.sha256(bytes(cert)).hexdigest()
+
+
+def load_cert(data: bytes):
+    """A certificate from PEM or DER bytes."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+# -- the fleet PKI in a state folder ------------------------------------------------------------
+@dataclass
+class PkiFiles:
+    """What init_pki wrote: the CA fingerprint and the files by name."""
+    ca_fingerprint: str
+    files: dict = field(default_factory=dict)
+
+
+def pki_path(state: State, name: str) -> Path:
+    return state.pki_dir / name
+
+
+def principal_paths(state: State, role: str):
+    """(certificate PEM path, key PEM path) of the default principal of `role`."""
+    return state.pki_dir / f"{role}.crt.pem", state.pki_dir / f"{role}.key.pem"
+
+
+def broker_paths(state: State):
+    """(CA PEM, broker cert PEM, broker key PEM, CRL PEM) paths."""
+    d = state.pki_dir
+    return d / CA_CERT, d / BROKER_CERT, d / BROKER_KEY, d / CRL
+
+
+def has_ca(state: State) -> bool:
+    return (state.pki_dir / CA_CERT).exists() or (state.pki_dir / CA_KEY).exists()
+
+
+def load_ca(state: State):
+    """The fleet CA of `state`: (certificate, private key)."""
+    cert_path, key_path = state.pki_dir / CA_CERT, state.pki_dir / CA_KEY
+    if not cert_path.exists() or not key_path.exists():
+        raise PkiError(f"no fleet CA in {state.pki_dir}", hint="run `warden pki init` first")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (ValueError, TypeError) as e:
+        raise PkiError(f"cannot load the fleet CA from {state.pki_dir}: {e}",
+                       hint="restore the files or re-create the PKI with `warden pki init --force`") from e
+    return cert, key
+
+
+def make_crl(ca, revoked=(), *, days=CRL_DAYS) -> bytes:
+    """A PEM CRL signed by `ca` listing `revoked`: an iterable of (serial, revocation datetime)."""
+    ca_cert, ca_key = ca
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - BACKDATE)
+        .next_update(now + _dt.timedelta(days=days))
+        .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+    )
+    for serial, when in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(int(serial)).revocation_date(when).build()
+        )
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def load_crl(state: State):
+    return x509.load_pem_x509_crl((state.pki_dir / CRL).read_bytes())
+
+
+def revoked_serials(state: State) -> list:
+    """Serial numbers listed in the state's CRL."""
+    return [r.serial_number for r in load_crl(state)]
+
+
+def write_crl(state: State, revoked=None) -> Path:
+    """Re-sign the state's CRL. `revoked`: iterable of serials to list; None keeps the current list.
+
+    Serials already listed keep their revocation dates. mosquitto refuses every client once the
+    CRL's nextUpdate has passed, so the broker refreshes it on start (`refresh_crl`).
+    """
+    ca = load_ca(state)
+    existing = {}
+    path = state.pki_dir / CRL
+    if path.exists():
+        existing = {r.serial_number: r.revocation_date_utc for r in load_crl(state)}
+    serials = existing.keys() if revoked is None else [int(s) for s in revoked]
+    now = _now()
+    entries = [(s, existing.get(s, now)) for s in sorted(set(serials))]
+    return write_file(path, make_crl(ca, entries))
+
+
+def refresh_crl(state: State, min_days: int = 30) -> bool:
+    """Re-sign the CRL (same entries) if it expires within `min_days`. True if it did."""
+    path = state.pki_dir / CRL
+    if path.exists():
+        crl = load_crl(state)
+        nxt = crl.next_update_utc
+        if nxt is not None and nxt - _now() > _dt.timedelta(days=min_days):
+            return False
+    write_crl(state)
+    return True
+
+
+def _write_pair(state, stem, cert, key):
+    c = write_file(state.pki_dir / f"{stem}.crt.pem", cert_pem(cert))
+    k = write_private(state.pki_dir / f"{stem}.key.pem", key_pem(key))
+    return c, k
+
+
+def init_pki(state: State, force: bool = False) -> PkiFiles:
+    """Create the fleet PKI in `state` (CA, broker cert, operator and technician certs, empty CRL).
+
+    Refuses (PkiError) if a CA exists, unless `force`: replacing the CA invalidates every
+    device certificate it signed. Also creates project.json and the default policy if missing.
+    """
+    from .policy import ensure_policy
+
+    if has_ca(state) and not force:
+        raise PkiError(
+            f"a fleet CA already exists in {state.pki_dir}",
+            hint="replacing it invalidates every device certificate; use --force (force=True) to do so anyway",
+        )
+    state.ensure()
+    ensure_dir(state.pki_dir)
+    files = {}
+    ca = make_ca(CA_CN)
+    # The key first: a crash between the two leaves no certificate without its key.
+    files["ca.key"] = write_private(state.pki_dir / CA_KEY, key_pem(ca[1]))
+    files["ca.crt"] = write_file(state.pki_dir / CA_CERT, cert_pem(ca[0]))
+    files["ca.der"] = write_file(state.pki_dir / CA_DER, cert_der(ca[0]))
+    server = issue_server_cert(ca, BROKER_HOSTS, cn="localhost")
+    files["broker.crt"], files["broker.key"] = _write_pair(state, "broker", *server)
+    for role in ROLE_PRINCIPALS:
+        pair = issue_client_cert(ca, principal_cn(role), role, days=PRINCIPAL_DAYS)
+        files[f"{role}.crt"], files[f"{role}.key"] = _write_pair(state, role, *pair)
+    files["crl"] = write_file(state.pki_dir / CRL, make_crl(ca))
+    files["policy"] = ensure_policy(state)
+    return PkiFiles(fingerprint(ca[0]), files)
+
+
+def issue_device_cert(state: State | None, thing: str, *, days: int = DEVICE_DAYS, not_before=None,
+                      not_after=None, key=None, ca=None):
+    """Issue a device identity: (certificate DER, private key DER in SEC1 form).
+
+    CN = `thing`, OU = device, clientAuth. Signed by the state's fleet CA, or by `ca`
+    ((cert, key), e.g. a foreign CA from make_ca in tests; `state` may then be None).
+    `key` reuses an existing EC private key; not_before/not_after override the validity.
+    """
+    validate_thing(thing)
+    if ca is None:
+        if state is None:
+            raise PkiError("issue_device_cert needs a state or a ca")
+        ca = load_ca(state)
+    cert, key = issue_client_cert(ca, thing, "device", days=days, not_before=not_before,
+                                  not_after=not_after, key=key)
+    return cert_der(cert), key_der_sec1(key)
