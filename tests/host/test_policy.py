@@ -1,0 +1,74 @@
+"""Roles as data, rendered to a mosquitto ACL."""
+import json
+
+import pytest
+
+from warden import policy
+from warden.policy import PolicyError, parse_policy, render_mosquitto_acl
+from warden.state import State
+
+
+def acl_lines(text):
+    return [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+
+
+def test_default_acl():
+    lines = acl_lines(render_mosquitto_acl("warden"))
+    assert lines[:2] == ["pattern write dt/warden/%u/#", "pattern read cmd/warden/%u/#"]
+    op = lines.index("user operator.default")
+    assert lines[op + 1:op + 3] == ["topic read dt/#", "topic write cmd/warden/#"]
+    tech = lines.index("user technician.default")
+    assert lines[tech + 1:] == ["topic read dt/warden/#"]
+    assert not [ln for ln in lines if "$SYS" in ln or ln.endswith(" #")]
+
+
+def test_app_is_substituted_and_validated():
+    assert "pattern write dt/farm/%u/#" in render_mosquitto_acl("farm")
+    with pytest.raises(ValueError):
+        render_mosquitto_acl("evil\nuser operator.default\ntopic readwrite #")
+
+
+def test_policy_file_created_by_init_and_loaded(tmp_path):
+    from warden import pki
+
+    s = State(tmp_path / "st")
+    pki.init_pki(s)
+    data = json.loads(s.policy_path.read_text())
+    assert set(data["roles"]) == {"device", "operator", "technician"}
+    data["roles"]["operator"]["principals"].append("operator.alice")
+    policy.save_policy(s, data)
+    text = render_mosquitto_acl(s.app, policy.load_policy(s))
+    assert "user operator.alice" in text and "user operator.default" in text
+
+
+def test_missing_policy_file_means_default(tmp_path):
+    assert policy.load_policy(State(tmp_path)).principals("operator") == ["operator.default"]
+
+
+@pytest.mark.parametrize("mutate, fragment", [
+    (lambda d: d["roles"]["operator"]["principals"].append("twin-001"), "<role>.<name>"),
+    (lambda d: d["roles"]["technician"]["principals"].append("operator.default"), "two roles"),
+    (lambda d: d["roles"]["operator"]["allow"].append({"action": "publish", "topic": "cmd/{thing}/#"}),
+     "placeholder"),
+    (lambda d: d["roles"]["operator"]["allow"].append({"action": "delete", "topic": "x"}), "action"),
+    (lambda d: d["roles"]["operator"]["allow"].append({"action": "subscribe", "topic": "$SYS/#"}), "reserved"),
+    (lambda d: d["roles"]["operator"]["allow"].append({"action": "subscribe", "topic": "a/#/b"}), "'#'"),
+    (lambda d: d["roles"]["operator"]["allow"].append({"action": "subscribe", "topic": "a b"}), "space"),
+    (lambda d: d["roles"]["device"]["allow"].append({"action": "publish", "topic": "dt/%c"}), "%u"),
+    (lambda d: d.update(version=99), "version"),
+])
+def test_bad_policies_are_refused(mutate, fragment):
+    data = policy.default_policy_data()
+    mutate(data)
+    with pytest.raises(PolicyError) as e:
+        parse_policy(data)
+    assert fragment in str(e.value)
+
+
+def test_broken_policy_file(tmp_path):
+    s = State(tmp_path)
+    s.ensure()
+    s.policy_path.write_text("{")
+    with pytest.raises(PolicyError) as e:
+        policy.load_policy(s)
+    assert "policy.json" in str(e.value)
