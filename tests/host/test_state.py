@@ -58,6 +58,8 @@ def test_modes(tmp_path):
     assert mode(s.root) == 0o700
     key = write_private(s.root / "sub" / "k.pem", b"secret")
     assert mode(key) == 0o600 and mode(key.parent) == 0o700
+    deep = write_private(s.root / "a" / "b" / "k", b"x")
+    assert mode(s.root / "a") == 0o700 and mode(deep.parent) == 0o700
     write_private(key, b"again")   # atomic replace keeps the mode
     assert mode(key) == 0o600 and key.read_bytes() == b"again"
     assert [p.name for p in key.parent.iterdir()] == ["k.pem"]   # no temporary left behind

@@ -55,9 +55,22 @@ def _merge(defaults, values):
 
 
 def ensure_dir(path: Path) -> Path:
-    """Create `path` (and parents) with mode 0700 if missing; return it."""
+    """Create `path` and any missing parents with mode 0700; return it."""
     path = Path(path)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.is_dir():
+        missing = []
+        p = path
+        while not p.exists() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        # Path.mkdir(parents=True) would give the parents the default mode: create each one.
+        for p in reversed(missing):
+            try:
+                p.mkdir(mode=0o700)
+            except FileExistsError:
+                pass
+        if not path.is_dir():
+            path.mkdir(mode=0o700)   # raises the right error (e.g. a file in the way)
     return path
 
 
