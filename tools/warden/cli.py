@@ -1,10 +1,171 @@
-"""The `warden` command line: a thin click layer over the warden library."""
+"""The `warden` command line: a thin click layer over the warden library.
+
+Every command calls one library function; this module only parses options and prints. Errors
+the user can fix (any `warden.state.WardenError`, or an OSError such as a permission problem)
+print `error: ...` and what to do, and exit with code 1, never with a traceback.
+
+Commands are grouped (`pki`, `device`, `broker`, ...): add new ones with `@main.command()` or
+`@main.group()`, and get the project state with the `pass_state` decorator.
+"""
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
 import click
+from rich.console import Console
+from rich.table import Table
+
+from .state import DEFAULT_ROOT, ENV_VAR, State, WardenError
+
+console = Console(highlight=False, soft_wrap=True)
 
 
-@click.group()
-def main():
+def fail(message: str, hint: str | None = None, code: int = 1):
+    """Print `error: message` (and the hint) on stderr and exit with `code`."""
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"  {hint}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+class WardenGroup(click.Group):
+    """A click group that turns user errors into `error: ...` and exit code 1."""
+
+    group_class = type   # sub-groups made with @group.group() are WardenGroups too
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except WardenError as e:
+            fail(str(e), e.hint)
+        except OSError as e:
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            fail(f"{e.strerror or e}{where}",
+                 "check the path and its permissions (the state folder is --state / $WARDEN_STATE)")
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(cls=WardenGroup)
+@click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), envvar=ENV_VAR,
+              default=DEFAULT_ROOT, show_default=True, help=f"Project state folder (or ${ENV_VAR}).")
+@click.version_option(package_name="warden-tools", prog_name="warden")
+@click.pass_context
+def main(ctx, state_dir):
     """Warden: provision, run, update and audit a fleet of ESP32 devices."""
+    ctx.obj = State(state_dir)
+
+
+cli = main
+
+
+# -- pki -----------------------------------------------------------------------------------------
+@main.group()
+def pki():
+    """The fleet PKI: CA, broker and role certificates."""
+
+
+@pki.command("init")
+@click.option("--force", is_flag=True, help="Replace an existing CA (invalidates every device certificate).")
+@pass_state
+def pki_init(state, force):
+    """Create the fleet CA, broker certificate, operator/technician certificates and CRL."""
+    from . import pki as lib
+    from .devices import list_devices
+
+    old = list_devices(state) if force and lib.has_ca(state) else []
+    result = lib.init_pki(state, force=force)
+    console.print(f"[bold green]Fleet PKI created[/] in {state.pki_dir}")
+    console.print(f"CA fingerprint (SHA-256): {result.ca_fingerprint}")
+    table = Table("file", "path", box=None, pad_edge=False)
+    for name, path in result.files.items():
+        table.add_row(name, str(path))
+    console.print(table)
+    if old:
+        console.print(f"[yellow]warning:[/] {len(old)} registered device(s) have certificates from the "
+                      "replaced CA; they cannot connect until re-provisioned.")
+
+
+# -- device --------------------------------------------------------------------------------------
+@main.group()
+def device():
+    """Provision and list devices."""
+
+
+@device.command("add")
+@click.argument("thing")
+@pass_state
+def device_add(state, thing):
+    """Provision THING: certificate and key, registry entry, twin flash."""
+    from .devices import add_device
+
+    with console.status(f"provisioning {thing}..."):
+        dev = add_device(state, thing)
+    folder = state.device_dir(thing)
+    console.print(f"[bold green]Device {dev.thing} added[/]")
+    console.print(f"fingerprint (SHA-256): {dev.fingerprint}")
+    console.print(f"certificate expires:   {dev.not_after}")
+    console.print(f"identity files:        {folder}")
+
+
+@device.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (every field but secrets).")
+@pass_state
+def device_list(state, as_json):
+    """List the registered devices."""
+    from .devices import list_devices
+
+    devices = list_devices(state)
+    if as_json:
+        click.echo(json.dumps([d.public_dict() for d in devices], indent=2))
+        return
+    if not devices:
+        console.print("no devices yet: add one with `warden device add NAME`")
+        return
+    table = Table("name", "fingerprint", "status", "created")
+    for d in devices:
+        style = "green" if d.status == "active" else "red"
+        table.add_row(d.thing, d.fingerprint[:16], f"[{style}]{d.status}[/]", d.created)
+    console.print(table)
+
+
+# -- broker --------------------------------------------------------------------------------------
+@main.group()
+def broker():
+    """The local MQTT broker (mosquitto, TLS with client certificates)."""
+
+
+@broker.command("run")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="TCP port on 127.0.0.1 (default: the project's broker port, 8883).")
+@pass_state
+def broker_run(state, port):
+    """Run the broker in the foreground until Ctrl-C."""
+    from .broker import Broker, BrokerError
+
+    b = Broker(state, port=port or state.broker_port, log_stdout=True, output=None)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        b.start()
+        console.print(f"[bold green]broker running[/] on {b.host}:{b.port} (pid {b.pid}): TLS 1.2+, "
+                      "client certificates from the fleet CA, ACL from the policy")
+        console.print(f"config {b.conf_path}, log {b.log_path}. Ctrl-C stops it.")
+        code = b.wait()
+        raise BrokerError(f"mosquitto exited by itself (code {code}):\n{b.log_tail()}",
+                          hint=f"see {b.log_path}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        b.stop()
+    console.print("broker stopped")
 
 
 if __name__ == "__main__":
