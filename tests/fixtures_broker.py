@@ -153,7 +153,8 @@ class Probe:
     def _on_publish(self, client, userdata, mid, reason, props):
         self._notify(lambda: self._pubacks.add(mid))
 
-    def _wait(self, predicate, what):
+    def wait_for(self, predicate, what):
+        """Wait (bounded by self.timeout) until predicate() is true after some callback; TimeoutError if not."""
         with self._cond:
             if not self._cond.wait_for(predicate, timeout=self.timeout):
                 raise TimeoutError(f"{what}: nothing within {self.timeout} s")
@@ -170,7 +171,7 @@ class Probe:
             raise Refused(f"connect failed: {e!r}") from e
         self.client.loop_start()
         self._started = True
-        self._wait(lambda: self.connack is not None or self.disconnects, "CONNACK")
+        self.wait_for(lambda: self.connack is not None or self.disconnects, "CONNACK")
         if self.connack is None:
             raise Refused(f"disconnected before CONNACK: {self.disconnect_reason}")
         if self.connack.is_failure:
@@ -180,7 +181,7 @@ class Probe:
     def subscribe(self, topic, qos=1):
         rc, mid = self.client.subscribe(topic, qos)
         assert rc == paho.MQTT_ERR_SUCCESS, rc
-        self._wait(lambda: mid in self._subacks or self.disconnects, f"SUBACK for {topic}")
+        self.wait_for(lambda: mid in self._subacks or self.disconnects, f"SUBACK for {topic}")
         if mid not in self._subacks:
             raise Refused(f"disconnected while subscribing to {topic}")
         return self._subacks[mid]
@@ -190,7 +191,7 @@ class Probe:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise Refused(f"publish to {topic} failed: rc={info.rc}")
-        self._wait(lambda: info.mid in self._pubacks or self.disconnects, f"PUBACK for {topic}")
+        self.wait_for(lambda: info.mid in self._pubacks or self.disconnects, f"PUBACK for {topic}")
         if info.mid not in self._pubacks:
             raise Refused(f"disconnected while publishing to {topic}")
         return info.mid

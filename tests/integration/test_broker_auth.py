@@ -80,5 +80,5 @@ def test_the_same_device_reconnecting_replaces_its_old_session(mqtt_client, prov
     first = mqtt_client(dev)
     second = mqtt_client(dev, client_id="whatever")
     assert second.connected
-    first._wait(lambda: first.disconnects > 0, "takeover disconnect")
+    first.wait_for(lambda: first.disconnects > 0, "takeover disconnect")
     assert first.disconnects == 1

@@ -34,7 +34,7 @@ def test_restart_keeps_the_port(pki_state, tmp_path, provision):
         p = connect(b, pki_state, dev, dev.thing)
         b.restart()
         assert b.port == port and b.pid != pid
-        p._wait(lambda: p.disconnects > 0, "disconnect on restart")
+        p.wait_for(lambda: p.disconnects > 0, "disconnect on restart")
         p.close()
         again = connect(b, pki_state, dev, dev.thing)
         assert again.connected
