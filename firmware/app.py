@@ -8,11 +8,11 @@
 #   dropped and retried with a capped backoff; readings are not lost in the
 #   meantime once the outbox arrives (issue 4), here they are counted as missed;
 # - Ctrl-C / shutdown: `offline` is published and the session closed cleanly.
+import gc
+import sys
 import time
 
-from mqtt import MQTTClient
-
-from firmware import config, eventlog, hal, identity
+from firmware import eventlog, hal
 from firmware.seqno import SequenceNumbers
 from firmware.sensors import Sensors
 from firmware.topics import Topics
@@ -23,9 +23,9 @@ _BACKOFF_MAX_MS = 30000
 
 
 class Device:
-    def __init__(self, cfg, ident):
+    def __init__(self, cfg, ssl_context):
         self.cfg = cfg
-        self.ident = ident
+        self.ssl_context = ssl_context
         self.topics = Topics(cfg["app"], cfg["thing"])
         self.sensors = Sensors(hal.sensor_sources(cfg))
         self.seq = SequenceNumbers()
@@ -39,11 +39,12 @@ class Device:
         return s + "}"
 
     def connect(self):
+        from mqtt import MQTTClient  # imported after the boot checks are unloaded (heap peak)
         b = self.cfg["broker"]
         host = b["host"]
         c = MQTTClient(
             self.topics.thing, host, b.get("port", 8883),
-            keepalive=self.cfg["keepalive"], ssl=self.ident.ssl_context(),
+            keepalive=self.cfg["keepalive"], ssl=self.ssl_context,
             server_hostname=b.get("hostname", host), timeout=self.cfg["timeout"],
         )
         c.set_last_will(self.topics.status, self._status("offline", "lost"), retain=True, qos=1)
@@ -53,7 +54,10 @@ class Device:
         self.client = c
         c.subscribe(self.topics.command_filter, qos=1)
         c.publish(self.topics.status, self._status("online"), retain=True, qos=1)
-        eventlog.info("mqtt", "connected to %s:%d in %d ms" % (host, b.get("port", 8883), time.ticks_diff(time.ticks_ms(), t0)))
+        ms = time.ticks_diff(time.ticks_ms(), t0)
+        gc.collect()
+        eventlog.info("mqtt", "connected to %s:%d in %d ms, heap in use %d bytes" % (
+            host, b.get("port", 8883), ms, gc.mem_alloc()))
 
     def on_command(self, topic, msg):
         name = self.topics.command_name(topic.decode() if isinstance(topic, bytes) else topic)
@@ -113,28 +117,55 @@ class Device:
                 self.client = None
 
 
-def _wait_for_fix(err):
-    eventlog.error("boot", "%s" % err)
-    time.sleep_ms(_IDLE_RETRY_MS)
+# Modules needed only once, at boot. They are dropped afterwards so their
+# bytecode does not occupy the heap for the device's whole life.
+_BOOT_ONLY = ("firmware.config", "firmware.identity", "der")
 
 
-def main():
-    eventlog.info("boot", "warden %s on %s, reset cause %s" % (
-        VERSION, hal.PLATFORM, hal.RESET_NAMES.get(hal.reset_cause(), "?")))
+def unload(names):
+    """Forget modules so the GC can reclaim their bytecode (sys.modules and the parent package)."""
+    for name in names:
+        sys.modules.pop(name, None)
+        pkg, _, leaf = name.rpartition(".")
+        if pkg in sys.modules:
+            try:
+                delattr(sys.modules[pkg], leaf)
+            except (AttributeError, TypeError):
+                pass
+    gc.collect()
+
+
+def boot_checks():
+    """Config, network, clock and identity, retried until they pass.
+
+    Returns (config, TLS context). A bad config or identity is logged and
+    re-checked every minute: the device idles instead of rebooting in a loop.
+    """
+    from firmware import config, identity
     while True:
         try:
             cfg = config.load()
             hal.connect_network(cfg, eventlog)
             hal.sync_clock(cfg, eventlog)
-            ident = identity.load(cfg["thing"], int(hal.unix_time()))
+            now = int(hal.unix_time())
+            ident = identity.load(cfg["thing"], now)
             break
         except (config.ConfigError, identity.IdentityError) as e:
-            _wait_for_fix(e)
-    days = ident.days_left(int(hal.unix_time()))
+            eventlog.error("boot", "%s" % e)
+            time.sleep_ms(_IDLE_RETRY_MS)
+    days = ident.days_left(now)
     if days < identity.EXPIRY_WARNING_DAYS:
         eventlog.warn("identity", "certificate expires in %d days: rotate it (warden device rotate)" % days)
     eventlog.info("identity", "%s, certificate valid for %d more days" % (ident.thing, days))
-    dev = Device(cfg, ident)
+    return cfg, ident.ssl_context()
+
+
+def main():
+    eventlog.info("boot", "warden %s on %s, reset cause %s" % (
+        VERSION, hal.PLATFORM, hal.RESET_NAMES.get(hal.reset_cause(), "?")))
+    cfg, ctx = boot_checks()
+    unload(_BOOT_ONLY)
+    dev = Device(cfg, ctx)
     try:
         # max_readings (0 = forever) lets tests and benchmarks run a bounded session.
         dev.run(cfg.get("max_readings", 0))

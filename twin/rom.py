@@ -1,10 +1,11 @@
 # The twin's boot ROM: what the ESP32 port does in C and _boot.py before user code.
 #
-# Run as `micropython -X heapsize=64k twin/rom.py` with WARDEN_FLASH naming the
+# Run as `micropython -X heapsize=64k -c 'import rom'` (precompiled) with WARDEN_FLASH naming the
 # flash file. It mounts the vfs partition (littlefs2) at `/` in place of the host
 # filesystem, so the device sees only its own flash, sets sys.path as the board
 # does, then runs /boot.py and /main.py from flash. machine.reset() on the twin is
 # sys.exit(RESET_EXIT) (see firmware/hal/unix.py); the host runner restarts us.
+import gc
 import os
 import sys
 
@@ -39,6 +40,7 @@ def _run(name):
 
 _mount_vfs()
 os.chdir("/")
+gc.collect()
 sys.path[:] = ["", ".frozen", "/lib"]
 _run("boot.py")
 _run("main.py")

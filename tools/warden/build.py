@@ -68,3 +68,14 @@ def build_app(out=None, root=ROOT):
         if k.lstrip("/") in SOURCE_FILES:
             (out / k.lstrip("/")).write_bytes(v)
     return files
+
+
+def build_twin_rom(out=None, root=ROOT):
+    """Compile the twin's ROM modules (twin/*.py) to .mpy: on a board this code is C and
+    firmware, not heap, so the twin loads it precompiled to keep the heap figure honest."""
+    out = Path(out or root / "build" / "twin")
+    for src in sorted((root / "twin").glob("*.py")):
+        dst = out / (src.stem + ".mpy")
+        if not dst.exists() or dst.stat().st_mtime_ns < src.stat().st_mtime_ns:
+            compile_file(src, dst, "twin/" + src.name)
+    return out

@@ -168,5 +168,101 @@ def broker_run(state, port):
     console.print("broker stopped")
 
 
+# -- build ---------------------------------------------------------------------------------------
+@main.group()
+def build():
+    """Compile device code."""
+
+
+@build.command("app")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default build/app).")
+def build_app(out):
+    """Compile firmware/ and lib/ to .mpy with mpy-cross (only what changed)."""
+    from . import build as b
+
+    files = b.build_app(out)
+    total = sum(len(v) for v in files.values())
+    console.print(f"app built: {len(files)} files, {total} bytes -> {out or b.ROOT / 'build' / 'app'}")
+
+
+# -- twin ----------------------------------------------------------------------------------------
+@main.group()
+def twin():
+    """The device twin: device code under `micropython` on a flash file."""
+
+
+@twin.command("run")
+@click.argument("thing")
+@click.option("--heap", default="64k", show_default=True, help="MicroPython heap (the device budget).")
+@click.option("--keep-app", is_flag=True, help="Boot the app already in the flash; do not install the current build.")
+@click.option("--interval-ms", type=click.IntRange(10), default=None, help="Change the reading interval first.")
+@pass_state
+def twin_run(state, thing, heap, keep_app, interval_ms):
+    """Run THING's twin until Ctrl-C; it restarts when the device resets, as a board does."""
+    from . import devices, twin as t
+
+    devices.get_device(state, thing)
+    path = t.flash_path(state, thing)
+    if not path.exists():
+        raise t.TwinError(f"no twin flash at {path}", hint=f"run `warden device add {thing}` first")
+    if not keep_app:
+        t.sync_app(path)
+    if interval_ms:
+        t.update_config(path, interval_ms=interval_ms)
+    console.print(f"twin {thing}: flash {path}, heap {heap}. Ctrl-C stops it.", style="dim")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt  # SIGTERM stops the twin as cleanly as Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        code = t.run_twin(path, heap=heap)
+    except KeyboardInterrupt:
+        console.print("twin stopped", style="dim")
+        return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        fail(f"the twin exited with code {code} (see its output above)",
+             "a device error that escapes main.py drops a board to its REPL; the twin exits instead")
+
+
+# -- watch ---------------------------------------------------------------------------------------
+@main.command()
+@click.option("--thing", default=None, help="Only this device (default: all).")
+@click.option("--count", type=click.IntRange(1), default=None, help="Exit 0 after N readings.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None,
+              help="Exit non-zero if --count readings did not arrive within S seconds.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per reading.")
+@click.option("--status", is_flag=True, help="Also show online/offline status messages.")
+@pass_state
+def watch(state, thing, count, timeout, as_json, status):
+    """Print readings as they arrive (connects with the operator certificate)."""
+    from . import watch as w
+
+    def show(m):
+        body = m.json()
+        if as_json:
+            click.echo(json.dumps({"thing": m.thing, "kind": m.kind, "retained": m.retain,
+                                   "payload": body if body is not None else m.payload.decode("utf-8", "replace")}))
+        elif m.kind == "telemetry" and isinstance(body, dict):
+            values = "  ".join(f"{k}={v}" for k, v in (body.get("values") or {}).items())
+            console.print(f"[bold]{m.thing}[/] #{body.get('seq')}  {values}")
+        else:
+            console.print(f"[bold]{m.thing}[/] {m.kind}: {m.payload.decode('utf-8', 'replace')}", style="cyan")
+
+    kinds = ("telemetry", "status") if status else ("telemetry",)
+    if not as_json:
+        console.print(f"watching {state.broker_host}:{state.broker_port} "
+                      f"({'all devices' if not thing else thing}); Ctrl-C stops", style="dim")
+    try:
+        w.watch(state, thing=thing, count=count, timeout=timeout, on_message=show, kinds=kinds)
+    except w.WatchError as e:
+        fail(str(e), "is the broker running (warden broker run) and the device connected?")
+    except KeyboardInterrupt:
+        pass
+
+
 if __name__ == "__main__":
     main()

@@ -14,16 +14,16 @@ import sys
 from pathlib import Path
 
 from . import build, flashimage
+from .state import WardenError
 
 ROOT = build.ROOT
-ROM = ROOT / "twin" / "rom.py"
 RESET_EXIT = 75          # firmware/hal/unix.py: machine.reset() on the twin
 RESET_SOFT, RESET_PWRON = 5, 1
 DEFAULT_HEAP = "64k"     # DESIGN.md section 4: the device's whole-life heap budget
 APP_DIRS = ("/firmware", "/lib")
 
 
-class TwinError(Exception):
+class TwinError(WardenError):
     pass
 
 
@@ -64,6 +64,7 @@ def provision_twin(state, thing, cert_der, key_der, config=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(flashimage.new_flash(files))
+    os.chmod(tmp, 0o600)  # the flash holds the device private key
     os.replace(tmp, path)
     return path
 
@@ -102,8 +103,9 @@ def twin_command(path, heap=DEFAULT_HEAP, reset_cause=RESET_PWRON):
     env = dict(os.environ)
     env["WARDEN_FLASH"] = str(path)
     env["WARDEN_RESET_CAUSE"] = str(reset_cause)
-    env["MICROPYPATH"] = ".frozen:" + str(ROOT / "twin")  # only the ROM's modules; the rest comes from flash
-    return [micropython_binary(), "-X", "heapsize=" + heap, str(ROM)], env
+    # Only the ROM's modules (precompiled) are on the host path; the rest comes from flash.
+    env["MICROPYPATH"] = ".frozen:" + str(build.build_twin_rom())
+    return [micropython_binary(), "-X", "heapsize=" + heap, "-c", "import rom"], env
 
 
 def run_twin(path, heap=DEFAULT_HEAP, max_restarts=None, stdout=None, on_start=None):

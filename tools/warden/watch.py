@@ -1,0 +1,125 @@
+"""`warden watch`: an operator's live view of the fleet's readings.
+
+Connects to the broker with the operator certificate (mutual TLS, broker name
+checked), subscribes to the telemetry and status topics, and hands each reading
+to a callback. Used by the CLI and by tests as a privileged observer.
+"""
+import json
+import queue
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+
+class WatchError(Exception):
+    pass
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+    received: float
+
+    @property
+    def thing(self):
+        parts = self.topic.split("/")
+        return parts[2] if len(parts) > 3 else None
+
+    @property
+    def kind(self):
+        return self.topic.rsplit("/", 1)[-1]
+
+    def json(self):
+        try:
+            return json.loads(self.payload)
+        except ValueError:
+            return None
+
+
+class Observer:
+    """A paho client with the operator's identity, collecting messages in a queue."""
+
+    def __init__(self, state, host=None, port=None, principal="operator", client_id=None):
+        pki = Path(state.pki_dir)
+        self.host = host or state.broker_host
+        self.port = port or state.broker_port
+        self.messages = queue.Queue()
+        self._connected = queue.Queue()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", protocol=mqtt.MQTTv311)
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt.pem"))
+        ctx.load_cert_chain(str(pki / ("%s.crt.pem" % principal)), str(pki / ("%s.key.pem" % principal)))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        c.tls_set_context(ctx)
+        c.on_connect = lambda cl, ud, flags, rc, props=None: self._connected.put(rc)
+        c.on_message = lambda cl, ud, m: self.messages.put(Message(m.topic, m.payload, m.retain, time.monotonic()))
+        self.client = c
+
+    def connect(self, timeout=10):
+        try:
+            self.client.connect(self.host, self.port, keepalive=30)
+        except (OSError, ssl.SSLError) as e:
+            raise WatchError("cannot reach the broker at %s:%d (%s): is it running? (warden broker run)"
+                             % (self.host, self.port, e))
+        self.client.loop_start()
+        try:
+            rc = self._connected.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise WatchError("no CONNACK from %s:%d within %ss" % (self.host, self.port, timeout))
+        if rc != 0:
+            self.close()
+            raise WatchError("broker refused the operator connection: %s" % rc)
+        return self
+
+    def subscribe(self, topic, qos=1, timeout=10):
+        done = queue.Queue()
+        self.client.on_subscribe = lambda cl, ud, mid, rcs, props=None: done.put(rcs)
+        self.client.subscribe(topic, qos)
+        try:
+            done.get(timeout=timeout)
+        except queue.Empty:
+            raise WatchError("no SUBACK for %s" % topic)
+        return self
+
+    def next(self, timeout):
+        """The next message, or None after `timeout` seconds."""
+        try:
+            return self.messages.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def watch(state, thing=None, count=None, timeout=None, on_message=None, kinds=("telemetry",)):
+    """Print/collect readings; returns the number of readings seen. Raises WatchError at the timeout
+    when `count` readings did not arrive."""
+    app = state.app
+    who = thing or "+"
+    obs = Observer(state).connect()
+    try:
+        for kind in kinds:
+            obs.subscribe("dt/%s/%s/%s" % (app, who, kind))
+        seen = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while count is None or seen < count:
+            left = 1.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise WatchError("timed out after %ss with %d of %s readings" % (timeout, seen, count))
+            m = obs.next(min(left, 1.0))
+            if m is None:
+                continue
+            if m.kind == "telemetry":
+                seen += 1
+            if on_message:
+                on_message(m)
+        return seen
+    finally:
+        obs.close()
