@@ -49,24 +49,29 @@ def device_config(state, thing, **overrides):
     return cfg
 
 
-def identity_files(state, cert_der, key_der):
-    ca = (Path(state.pki_dir) / "ca.der").read_bytes()
-    return {"/identity/cert.der": cert_der, "/identity/key.der": key_der, "/identity/ca.der": ca}
+def identity_files(cert_der, key_der, ca_der):
+    return {"/identity/cert.der": cert_der, "/identity/key.der": key_der, "/identity/ca.der": ca_der}
 
 
-def provision_twin(state, thing, cert_der, key_der, config=None):
-    """Build the twin's flash file with the app, the identity and the config."""
+def build_flash(path, identity, config):
+    """Write a twin flash file at `path`: the current app build, `identity` files and `config`."""
     files = dict(build.build_app())
-    files.update(identity_files(state, cert_der, key_der))
-    cfg = config if config is not None else device_config(state, thing)
-    files["/config.json"] = json.dumps(cfg, indent=1).encode()
-    path = flash_path(state, thing)
+    files.update(identity)
+    files["/config.json"] = json.dumps(config, indent=1).encode()
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(flashimage.new_flash(files))
     os.chmod(tmp, 0o600)  # the flash holds the device private key
     os.replace(tmp, path)
     return path
+
+
+def provision_twin(state, thing, cert_der, key_der, config=None):
+    """Build THING's twin flash in the project state with its identity and the default config."""
+    ca_der = (Path(state.pki_dir) / "ca.der").read_bytes()
+    cfg = config if config is not None else device_config(state, thing)
+    return build_flash(flash_path(state, thing), identity_files(cert_der, key_der, ca_der), cfg)
 
 
 def sync_app(path):
