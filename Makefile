@@ -27,7 +27,7 @@ build: venv
 	$(WARDEN) build app
 
 run: setup
-	@scripts/run-demo.sh "$(STATE)" "$(THING)"
+	$(WARDEN) --state $(STATE) demo $(THING)
 
 test: setup
 	$(PY) -m pytest

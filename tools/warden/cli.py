@@ -264,5 +264,18 @@ def watch(state, thing, count, timeout, as_json, status):
         pass
 
 
+# -- demo ----------------------------------------------------------------------------------------
+@main.command()
+@click.argument("thing", default="twin-001")
+@pass_state
+@click.pass_context
+def demo(ctx, state, thing):
+    """Broker + one twin + the live view (what `make run` does). Ctrl-C stops all of it."""
+    from . import demo as d
+
+    d.run_demo(state, thing, watch=lambda: ctx.invoke(watch, thing=thing, status=True),
+               say=lambda s: console.print(s, style="dim"))
+
+
 if __name__ == "__main__":
     main()

@@ -18,6 +18,9 @@ class WatchError(Exception):
     pass
 
 
+_LOST = object()  # queued when the broker connection drops
+
+
 @dataclass
 class Message:
     topic: str
@@ -50,13 +53,16 @@ class Observer:
         self.port = port or state.broker_port
         self.messages = queue.Queue()
         self._connected = queue.Queue()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", protocol=mqtt.MQTTv311)
+        # No automatic reconnect: a lost broker is reported, and close() never waits out a backoff.
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", protocol=mqtt.MQTTv311,
+                        reconnect_on_failure=False)
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt.pem"))
         ctx.load_cert_chain(str(pki / ("%s.crt.pem" % principal)), str(pki / ("%s.key.pem" % principal)))
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         c.tls_set_context(ctx)
         c.on_connect = lambda cl, ud, flags, rc, props=None: self._connected.put(rc)
         c.on_message = lambda cl, ud, m: self.messages.put(Message(m.topic, m.payload, m.retain, time.monotonic()))
+        c.on_disconnect = lambda cl, ud, flags, rc, props=None: self.messages.put(_LOST)
         self.client = c
 
     def connect(self, timeout=10):
@@ -87,15 +93,18 @@ class Observer:
         return self
 
     def next(self, timeout):
-        """The next message, or None after `timeout` seconds."""
+        """The next message, or None after `timeout` seconds. Raises WatchError if the link dropped."""
         try:
-            return self.messages.get(timeout=max(0.0, timeout))
+            m = self.messages.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return None
+        if m is _LOST:
+            raise WatchError("lost the connection to the broker at %s:%d" % (self.host, self.port))
+        return m
 
     def close(self):
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 def watch(state, thing=None, count=None, timeout=None, on_message=None, kinds=("telemetry",)):

@@ -1,0 +1,54 @@
+"""`make run` / `warden demo`: a local broker, one device twin, and the operator's live view.
+
+Idempotent: the PKI and the device are made only when missing, so running it
+again reuses them. On Ctrl-C (or SIGTERM) the twin is stopped first (it publishes
+`offline`), then the broker; nothing is left running.
+"""
+import signal
+import subprocess
+import sys
+
+from . import devices, pki
+from .broker import Broker
+from .registry import RegistryError
+
+
+def ensure_fleet(state, thing, say=print):
+    if not pki.has_ca(state):
+        pki.init_pki(state)
+        say("fleet PKI created in %s" % state.pki_dir)
+    try:
+        devices.get_device(state, thing)
+    except devices.DeviceError:
+        devices.add_device(state, thing)
+        say("device %s provisioned (twin flash in %s)" % (thing, state.device_dir(thing)))
+
+
+def run_demo(state, thing, watch, say=print):
+    """Start broker and twin, run `watch()` in the foreground, stop everything on the way out."""
+    ensure_fleet(state, thing, say)
+    log = state.device_dir(thing) / "console.log"
+    broker = Broker(state, port=state.broker_port)
+    twin = None
+    previous = signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        broker.start()
+        say("broker on %s:%d (log %s)" % (broker.host, broker.port, broker.log_path))
+        with open(log, "ab") as out:
+            twin = subprocess.Popen([sys.executable, "-m", "warden.cli", "--state", str(state.root),
+                                     "twin", "run", thing], stdout=out, stderr=subprocess.STDOUT)
+        say("twin %s running (console %s)" % (thing, log))
+        watch()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if twin is not None and twin.poll() is None:
+            twin.terminate()  # the twin runner turns SIGTERM into Ctrl-C for the device
+            try:
+                twin.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                twin.kill()
+                twin.wait()
+        broker.stop()
+        signal.signal(signal.SIGTERM, previous)
+        say("stopped: twin and broker are down")
