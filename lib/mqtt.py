@@ -50,11 +50,9 @@ _PINGRESP = const(0xD0)
 _MAX_LEN = const(268435455)  # largest remaining length MQTT can encode
 _TXBUF = const(256)  # PUBLISH packets up to this size are sent with one write
 
-_NAMES = (
-    "reserved(0)", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL",
-    "PUBCOMP", "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ",
-    "PINGRESP", "DISCONNECT", "reserved(15)",
-)
+# packet type names by type number, split only to word an error
+_NAMES = ("reserved(0) CONNECT CONNACK PUBLISH PUBACK PUBREC PUBREL PUBCOMP SUBSCRIBE SUBACK"
+          " UNSUBSCRIBE UNSUBACK PINGREQ PINGRESP DISCONNECT reserved(15)")
 _REFUSED = (
     None,
     "unacceptable protocol version",
@@ -94,8 +92,12 @@ class MQTTConnectError(MQTTError):
         )
 
 
+def _kind(op):
+    return _NAMES.split()[op >> 4]
+
+
 def _name(op):
-    return "%s (0x%02x)" % (_NAMES[op >> 4], op)
+    return "%s (0x%02x)" % (_kind(op), op)
 
 
 def _b(s):
@@ -152,7 +154,7 @@ class MQTTClient:
         self.lw_retain = False
         self.pid = 0
         self._raw = None
-        self._poll = None
+        self._poll = None  # polls the plain socket (see _start)
         self._tmo = 86400000 if timeout is None else int(timeout * 1000)  # None: one day
         self._subs = {}  # topic filter (bytes) -> qos, for resubscribe()
         self._inflight = []  # packet ids of QoS 1 PUBLISHes awaiting PUBACK
@@ -224,10 +226,13 @@ class MQTTClient:
             pass
         if self.ssl:
             try:
-                if self.ssl is True:
+                if self.ssl is True:  # legacy: ssl.wrap_socket(sock, **ssl_params)
                     import ssl
 
-                    self.sock = ssl.wrap_socket(raw, **self.ssl_params)
+                    kw = dict(self.ssl_params)
+                    if "server_hostname" not in kw:
+                        kw["server_hostname"] = self.server_hostname or self.server
+                    self.sock = ssl.wrap_socket(raw, **kw)
                 else:
                     self.sock = self.ssl.wrap_socket(
                         raw, server_hostname=self.server_hostname or self.server
@@ -239,11 +244,11 @@ class MQTTClient:
         if tmo != self.timeout:
             raw.settimeout(self.timeout)
         self._poll = select.poll()
-        self._poll.register(self.sock, select.POLLIN)
+        self._poll.register(raw, select.POLLIN)
         self._send(pkt)
-        if not self._readable(int(tmo * 1000) if tmo is not None else self._tmo):
+        op = self._start(int(tmo * 1000) if tmo is not None else self._tmo)
+        if op < 0:
             raise self._fail(MQTTTimeoutError("no CONNACK within %s s" % tmo))
-        op = self._read_byte(True)
         if op != _CONNACK:
             raise self._proto("expected CONNACK, got " + _name(op))
         n = self._read_len(op)
@@ -518,18 +523,49 @@ class MQTTClient:
               or ticks_diff(now, self._rx_t) >= self.keepalive * 500):
             self.ping()
 
-    def _readable(self, ms):
-        for _ in self._poll.ipoll(ms):
-            return True
-        return False
+    def _start(self, ms):
+        # Wait up to ms for a packet to start; return its first byte, or -1.
+        s = self.sock
+        if s is None:
+            raise OSError(errno.ENOTCONN, "not connected")
+        if s is self._raw:  # plain TCP: poll() sees every byte
+            for _ in self._poll.ipoll(ms):
+                return self._read_into(self._rb1, 0, True)[0]
+            return -1
+        # TLS: mbedTLS may hold decrypted bytes the plain socket no longer shows, and
+        # polling the SSLSocket itself costs a 1 ms sleep per call on the unix port.
+        # So: try a non-blocking read (it serves buffered bytes first), and between
+        # tries wait on the plain socket, where anything new must arrive.
+        t0 = ticks_ms()
+        rb = self._rb1
+        s.setblocking(False)
+        try:
+            while True:
+                try:
+                    r = s.readinto(rb)
+                except OSError as e:
+                    if e.args[0] != errno.EAGAIN:
+                        raise self._ioerr(e, "reading a packet")
+                    r = None
+                if r is not None:
+                    break
+                left = ms - ticks_diff(ticks_ms(), t0)
+                if left <= 0:
+                    return -1
+                for _ in self._poll.ipoll(left):
+                    break
+        finally:
+            if self.sock is not None:
+                self._raw.settimeout(self.timeout)  # blocking again, with the timeout
+        if not r:
+            raise self._fail(OSError(errno.ECONNRESET, "connection closed by broker"))
+        return self._rb[0]
 
     def _wait_packet(self, ms):
         # wait up to ms for a packet to start; read and process it; return its first byte
-        if self._poll is None:
-            raise OSError(errno.ENOTCONN, "not connected")
-        if not self._readable(ms):
+        op = self._start(ms)
+        if op < 0:
             return None
-        op = self._read_byte(True)
         self._rx_t = ticks_ms()
         t = op & 0xF0
         if t == _PUBLISH:
@@ -537,36 +573,36 @@ class MQTTClient:
             return op
         if op & 0x0F:
             raise self._proto("reserved flags set in " + _name(op))
+        if t == _PUBACK or t == _UNSUBACK:
+            want = 2
+        elif t == _SUBACK:
+            want = 3
+        elif t == _PINGRESP:
+            want = 0
+        else:
+            raise self._proto("unexpected %s from broker" % _name(op))
         n = self._read_len(op)
+        if n != want:
+            raise self._proto("bad %s remaining length %d (expected %d)" % (_kind(op), n, want))
+        if not n:
+            self._ping_t = -1  # PINGRESP
+            return op
+        rb = self._read_into(self._rb2, op)
+        pid = rb[0] << 8 | rb[1]
         if t == _PUBACK:
-            if n != 2:
-                raise self._proto("bad PUBACK remaining length %d (expected 2)" % n)
-            rb = self._read_into(self._rb2, op)
-            pid = rb[0] << 8 | rb[1]
             if pid in self._inflight:
                 self._inflight.remove(pid)
             elif pid != self._dup_pid:
                 raise self._proto("PUBACK for unknown packet id %d" % pid)
-        elif t == _PINGRESP:
-            if n:
-                raise self._proto("bad PINGRESP remaining length %d (expected 0)" % n)
-            self._ping_t = -1
-        elif t == _SUBACK or t == _UNSUBACK:
-            want = 3 if t == _SUBACK else 2
-            if n != want:
-                raise self._proto("bad %s remaining length %d (expected %d)" % (_NAMES[t >> 4], n, want))
-            rb = self._read_into(self._rb2, op)
-            pid = rb[0] << 8 | rb[1]
-            if pid != self._await:
-                raise self._proto("%s for packet id %d, none awaited" % (_NAMES[t >> 4], pid))
-            if t == _SUBACK:
-                rc = self._read_into(self._rb1, op)[0]
-                if rc != 0 and rc != 1 and rc != 0x80:
-                    raise self._proto("SUBACK with invalid return code 0x%02x" % rc)
-                self._ack = rc
-            self._await = -1
-        else:
-            raise self._proto("unexpected %s from broker" % _name(op))
+            return op
+        if pid != self._await:
+            raise self._proto("%s for packet id %d, none awaited" % (_kind(op), pid))
+        if n == 3:
+            rc = self._read_into(self._rb1, op)[0]
+            if rc != 0 and rc != 1 and rc != 0x80:
+                raise self._proto("SUBACK with invalid return code 0x%02x" % rc)
+            self._ack = rc
+        self._await = -1
         return op
 
     def _recv_publish(self, op):
@@ -604,7 +640,7 @@ class MQTTClient:
         n = 0
         sh = 0
         while True:
-            b = self._read_byte(False, op)
+            b = self._read_into(self._rb1, op)[0]
             n |= (b & 0x7F) << sh
             if not b & 0x80:
                 break
@@ -615,15 +651,12 @@ class MQTTClient:
             raise self._proto("%s of %d bytes exceeds max_packet %d" % (_name(op), n, self.max_packet))
         return n
 
-    def _read_byte(self, first, op=0):
-        return self._read_into(self._rb1, op, first)[0]
-
     def _read_into(self, mv, op, first=False):
         # fill mv exactly; return the underlying buffer
         try:
             r = self.sock.readinto(mv)
         except OSError as e:
-            raise self._ioerr(e, "reading " + _NAMES[op >> 4] if not first else "reading a packet")
+            raise self._ioerr(e, "reading " + _kind(op) if not first else "reading a packet")
         if r != len(mv):
             if r == 0 and first:
                 raise self._fail(OSError(errno.ECONNRESET, "connection closed by broker"))
@@ -634,7 +667,7 @@ class MQTTClient:
         try:
             d = self.sock.read(n) if n else b""
         except OSError as e:
-            raise self._ioerr(e, "reading " + _NAMES[op >> 4])
+            raise self._ioerr(e, "reading " + _kind(op))
         if d is None or len(d) != n:
             buf = bytearray(n)
             k = len(d) if d else 0
@@ -650,12 +683,12 @@ class MQTTClient:
             try:
                 r = self.sock.readinto(mv[got:])
             except OSError as e:
-                raise self._ioerr(e, "reading " + _NAMES[op >> 4])
+                raise self._ioerr(e, "reading " + _kind(op))
             if r is None:
                 raise self._fail(MQTTTimeoutError(
-                    "timed out after %s s in the middle of a %s" % (self.timeout, _NAMES[op >> 4])))
+                    "timed out after %s s in the middle of a %s" % (self.timeout, _kind(op))))
             if not r:
-                raise self._proto("connection closed mid-packet: truncated %s" % _NAMES[op >> 4])
+                raise self._proto("connection closed mid-packet: truncated %s" % _kind(op))
             got += r
 
     def _send(self, buf, n=-1):

@@ -62,10 +62,12 @@ CONNACK_OK = b"\x20\x02\x00\x00"
 class FakeBroker:
     """Accepts one connection and runs `script(conn, broker)` on it in a thread.
 
-    Every packet the script reads with `broker.read()` is recorded in `broker.received`."""
+    With `tls` (a server SSLContext) the connection is TLS. Every packet the script reads
+    with `broker.read()` is recorded in `broker.received`."""
 
-    def __init__(self, script):
+    def __init__(self, script, tls=None):
         self.script = script
+        self.tls = tls
         self.received = []
         self.error = None
         self.done = threading.Event()
@@ -80,8 +82,10 @@ class FakeBroker:
     def _run(self):
         try:
             conn, _ = self.lsock.accept()
-            self.conn = conn
             conn.settimeout(10)
+            if self.tls:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self.conn = conn
             with conn:
                 self.script(conn, self)
         except Exception as e:  # reported by the test if it matters
@@ -102,8 +106,8 @@ class FakeBroker:
 def fake():
     brokers = []
 
-    def make(script):
-        b = FakeBroker(script)
+    def make(script, tls=None):
+        b = FakeBroker(script, tls)
         brokers.append(b)
         return b
 
@@ -129,8 +133,10 @@ def _use_mpy(mpy_dir, monkeypatch):
 MPY_DIR = None
 
 
-def run_client(port, action, *, timeout=TMO, keepalive=0, extra="", limit=8.0, ssl=False):
-    """Run `action` in MicroPython against 127.0.0.1:port; return (outcome line, seconds, stdout)."""
+def run_client(port, action, *, timeout=TMO, keepalive=0, extra="", limit=8.0, ssl=False, ca=None):
+    """Run `action` in MicroPython against 127.0.0.1:port; return (outcome line, seconds, stdout).
+
+    ssl=True: TLS; with `ca` (a DER file) the server must present a certificate for localhost."""
     code = f"""
 from mqtt import *
 got = []
@@ -138,13 +144,18 @@ ctx = None
 if {ssl!r}:
     import ssl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-c = MQTTClient("hostile-test", "127.0.0.1", {port}, keepalive={keepalive}, timeout={timeout}, ssl=ctx{extra})
+    if {ca!r}:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile={ca!r})
+c = MQTTClient("hostile-test", "127.0.0.1", {port}, keepalive={keepalive}, timeout={timeout}, ssl=ctx,
+               server_hostname="localhost"{extra})
 c.set_callback(lambda t, m: len(got) < 5 and got.append((t, m)))
 try:
 {chr(10).join('    ' + line for line in action.strip().splitlines())}
     print("OUTCOME OK")
 except Exception as e:
-    print("OUTCOME", type(e).__name__, "|", e.args[-1] if e.args else "", "|", getattr(e, "code", None))
+    text = str(e.args[-1]).replace("\\n", " ").strip() if e.args else ""
+    print("OUTCOME", type(e).__name__, "|", text, "|", getattr(e, "code", None))
 print("CONNECTED", c.isconnected())
 print("GOT", got)
 """
@@ -495,3 +506,89 @@ def test_closed_client_raises_enotconn(fake):
     b = fake(connack_then())
     out, _, _ = run_client(b.port, "c.connect()\nc.disconnect()\nc.publish('t', 'm')")
     expect(out, "OSError", "not connected")
+
+
+# ---- over TLS: what mbedTLS buffers, stalls and closes ----
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """(server SSLContext for CN=localhost, path of the CA in DER) for a fake TLS broker."""
+    import ssl
+
+    import certfactory as cf
+    from cryptography.hazmat.primitives import serialization
+
+    d = tmp_path_factory.mktemp("tls")
+    ca_key, key = cf.ec_key(), cf.ec_key()
+    ca = cf.make_cert("Test CA", ca_key, ca=True)
+    cert = cf.make_cert("localhost", key, ca_key, "Test CA")
+    (d / "ca.der").write_bytes(cf.der(ca))
+    (d / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                      serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # what MicroPython speaks
+    ctx.load_cert_chain(d / "server.pem", d / "server.key")
+    return ctx, str(d / "ca.der")
+
+
+def test_tls_packets_sharing_one_record_are_all_seen_by_check_msg(fake, tls_server):
+    """CONNACK and three PUBLISHes in one TLS record: after connect() the PUBLISHes sit
+    decrypted inside mbedTLS, invisible to a poll of the plain socket; the non-blocking
+    check_msg() must still find every one."""
+    ctx, ca = tls_server
+    pubs = b"".join(publish_packet(b"t/%d" % i, b"m%d" % i) for i in range(3))
+
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK + pubs)  # one write: one record
+        while b.read(conn) is not None:
+            pass
+    b = fake(script, ctx)
+    action = "c.connect()\nops = [c.check_msg() for _ in range(4)]\nprint('OPS', ops)\nc.disconnect()"
+    out, _, stdout = run_client(b.port, action, ssl=True, ca=ca)
+    assert out == "OUTCOME OK", stdout
+    assert "OPS [48, 48, 48, None]" in stdout
+    assert "GOT [(b't/0', b'm0'), (b't/1', b'm1'), (b't/2', b'm2')]" in stdout
+
+
+def test_tls_idle_check_msg_is_cheap(fake, tls_server):
+    """check_msg() on an idle TLS link must not wait: polling an SSLSocket on the unix port
+    sleeps 1 ms per call, which would make 200 calls take over 200 ms."""
+    ctx, ca = tls_server
+    b = fake(connack_then(), ctx)
+    action = ("c.connect()\nimport time\nt0 = time.ticks_us()\nfor _ in range(200):\n    c.check_msg()\n"
+              "print('US', time.ticks_diff(time.ticks_us(), t0))\nc.disconnect()")
+    out, _, stdout = run_client(b.port, action, ssl=True, ca=ca)
+    assert out == "OUTCOME OK", stdout
+    assert int(stdout.split("US ")[1].split()[0]) < 100_000, stdout
+
+
+def test_tls_stall_mid_packet_times_out(fake, tls_server):
+    ctx, ca = tls_server
+    b = fake(connack_then(b"\x30\x10\x00\x05top"), ctx)
+    out, dt, stdout = run_client(b.port, "c.connect()\nc.wait_msg(2)", ssl=True, ca=ca)
+    expect(out, "MQTTTimeoutError", "timed out after 0.4 s")
+    assert "CONNECTED False" in stdout
+    assert dt < 3
+
+
+def test_tls_close_between_packets_is_a_network_error(fake, tls_server):
+    ctx, ca = tls_server
+    b = fake(connack_then(close=True), ctx)
+    out, _, stdout = run_client(b.port, "c.connect()\nc.wait_msg(2)", ssl=True, ca=ca)
+    expect(out, "OSError", "connection closed by broker")
+    assert "CONNECTED False" in stdout
+
+
+def test_tls_server_certificate_must_verify(fake, tls_server, tmp_path):
+    """CERT_REQUIRED against a server whose certificate another CA signed: refused, socket closed."""
+    import certfactory as cf
+    other = tmp_path / "other-ca.der"
+    other.write_bytes(cf.der(cf.make_cert("Other CA", cf.ec_key(), ca=True)))
+    ctx, _ = tls_server
+    b = fake(lambda conn, b: None, ctx)
+    out, _, stdout = run_client(b.port, "c.connect()", ssl=True, ca=str(other))
+    expect(out, "ValueError", "not correctly signed by the trusted CA")
+    assert "CONNECTED False" in stdout
