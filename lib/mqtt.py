@@ -24,15 +24,20 @@
 # raises OSError(ENOTCONN). Reconnect with connect() and, if the session was
 # not resumed, resubscribe(). To catch everything: except (OSError, MQTTError).
 #
-# Timeouts and TLS (measured on the MicroPython 1.29 unix port): an SSLSocket
-# has no settimeout(); the timeout of the plain socket it wraps applies to the
+# Timeouts and TLS (measured on the MicroPython 1.29 unix port; the TLS layer is
+# extmod/modtls_mbedtls.c, shared with the ESP32 port): an SSLSocket has no
+# settimeout(); the timeout of the plain socket it wraps applies to the
 # handshake and to every TLS read and write, and expiry raises
-# OSError(ETIMEDOUT) (EAGAIN on some ports). A timeout inside mbedTLS is
-# sticky: every later read or write on that SSLSocket fails with the same
-# error, so a TLS connection cannot survive a read timeout. This client
-# therefore never uses a read timeout to wait for a packet that may not come:
-# it waits with select.poll (which sees data mbedTLS has already buffered) and
-# uses the socket timeout only for the rest of a packet that has started.
+# OSError(ETIMEDOUT) (EAGAIN on some ports). An error inside mbedTLS other
+# than "would block", a timeout included, is sticky: every later read or write
+# on that SSLSocket fails with it, so a TLS connection cannot survive a read
+# timeout. setblocking() on an SSLSocket is passed to the plain socket.
+# Polling an SSLSocket with select.poll works (it counts bytes mbedTLS has
+# buffered) but costs a 1 ms sleep per call on the unix port, even poll(0).
+# So this client never uses a read timeout to wait for a packet that may not
+# come: it tries a non-blocking read (served from mbedTLS's buffer first) and
+# between tries polls the plain socket; the socket timeout only bounds the
+# rest of a packet that has started.
 
 from micropython import const
 import errno
@@ -122,7 +127,13 @@ class MQTTClient:
     keepalive (seconds, 0 = off) is sent to the broker; check_msg() and
     wait_msg() send PINGREQ when half of it passed without a packet sent or
     received, and declare the link dead if the PINGRESP does not come within
-    timeout.
+    timeout. Name resolution (getaddrinfo) cannot be bounded.
+
+    The callback runs inside check_msg(), wait_msg() and the waits of
+    publish(qos=1), subscribe() and unsubscribe(). If it raises, the exception
+    propagates to that caller and the connection stays open; a QoS 1 message
+    whose callback raised is not acknowledged (the broker sends it again after
+    a reconnect that resumes the session).
     """
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
@@ -423,7 +434,10 @@ class MQTTClient:
         return rc
 
     def unsubscribe(self, topic):
-        """Unsubscribe from one filter, wait for UNSUBACK, forget the filter."""
+        """Unsubscribe from one filter, wait for UNSUBACK, forget the filter.
+
+        Incoming PUBLISHes are delivered meanwhile; no UNSUBACK within timeout
+        raises MQTTTimeoutError (connection closed)."""
         topic = _b(topic)
         tl = len(topic)
         if not tl or tl > 65535:
@@ -439,7 +453,9 @@ class MQTTClient:
         self._subs.pop(topic, None)
 
     def resubscribe(self):
-        """Subscribe again to every remembered filter (call after a reconnect)."""
+        """Subscribe again to every remembered filter (call after a reconnect).
+
+        Stops at the first failure and raises it, as subscribe() does."""
         for t, q in list(self._subs.items()):
             self.subscribe(t, q)
 

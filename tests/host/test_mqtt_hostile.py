@@ -592,3 +592,55 @@ def test_tls_server_certificate_must_verify(fake, tls_server, tmp_path):
     out, _, stdout = run_client(b.port, "c.connect()", ssl=True, ca=str(other))
     expect(out, "ValueError", "not correctly signed by the trusted CA")
     assert "CONNECTED False" in stdout
+
+
+# ---- encoding: variable lengths, long topics, large messages ----
+
+def test_remaining_length_encoding_boundaries():
+    """_enc_len against the spec's table (MQTT 3.1.1, 2.2.3), up to 268,435,455; beyond: ValueError."""
+    values = [0, 127, 128, 16383, 16384, 2097151, 2097152, 268435455]
+    code = f"""
+import mqtt
+buf = bytearray(5)
+for n in {values!r}:
+    print("LEN", n, bytes(buf[:mqtt._enc_len(buf, 0, n) - 0]).hex())
+class Huge:
+    def __len__(self):
+        return 268435455
+c = mqtt.MQTTClient("x", "127.0.0.1", 1)
+try:
+    c.publish("t", Huge())
+except ValueError as e:
+    print("BIG", e)
+"""
+    r = run_mp(code, path=[MPY_DIR])
+    assert r.returncode == 0, r.stdout + r.stderr
+    for n in values:
+        assert f"LEN {n} {varint(n).hex()}" in r.stdout
+    assert "BIG PUBLISH too large for MQTT" in r.stdout
+
+
+def test_long_topics_and_large_messages_both_ways(fake):
+    """PUBLISHes over the one-write buffer (300 B topic, 20 KB message) go out intact, with
+    2- and 3-byte remaining lengths; a 16,000 B message comes in intact."""
+    topic = b"t/" + b"x" * 298
+    big_in = publish_packet(b"in/big", bytes(range(256)) * 62 + b"end!")
+
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK)
+        b.read(conn)                  # QoS 0, long topic
+        op, body = b.read(conn)       # QoS 1, large message
+        conn.sendall(b"\x40\x02" + body[7:9] + big_in)  # PUBACK, then a large PUBLISH
+        while b.read(conn) is not None:
+            pass
+    b = fake(script)
+    action = (f"c.connect()\nc.publish(b'{topic.decode()}', b'small', qos=0)\n"
+              "c.publish('t/big', bytes(20000), qos=1)\nc.wait_msg(2)\n"
+              "print('IN', got[0][0], len(got[0][1]), got[0][1][-4:])\nc.disconnect()")
+    out, _, stdout = run_client(b.port, action)
+    assert out == "OUTCOME OK", stdout
+    assert "IN b'in/big' 15876 b'end!'" in stdout
+    assert b.received[1] == (0x30, struct.pack("!H", len(topic)) + topic + b"small")
+    op, body = b.received[2]
+    assert op == 0x32 and body[:7] == b"\x00\x05t/big" and body[9:] == bytes(20000)

@@ -220,7 +220,7 @@ c.disconnect()
 
 
 def test_keepalive_pings_keep_an_idle_link(broker, provision, mqtt_client, mpy_dir, pki_state):
-    """keepalive=1: mosquitto drops a client silent for 1.5 s; 3 s of pings keep it connected."""
+    """keepalive=1: mosquitto drops a client silent for 1.5 s; pings keep it connected for 2.2 s."""
     dev = provision("mq-ping")
     base = f"dt/{pki_state.app}/{dev.thing}"
     op = mqtt_client("operator")
@@ -234,7 +234,7 @@ def counting_ping():
 c.ping = counting_ping
 c.connect()
 t0 = time.ticks_ms()
-while time.ticks_diff(time.ticks_ms(), t0) < 3000:
+while time.ticks_diff(time.ticks_ms(), t0) < 2200:
     c.wait_msg(0.5)
 c.publish({base + '/alive'!r}, "yes", qos=1)
 print("PINGS", len(pings), "PENDING", c._ping_t >= 0)
@@ -242,7 +242,7 @@ c.disconnect()
 """
     out = run_device(device_code(dev, broker, body, keepalive=1), mpy_dir)
     pings = int(out.split("PINGS ")[1].split()[0])
-    assert 4 <= pings <= 8, out
+    assert 3 <= pings <= 6, out  # one per 0.5 s of silence
     assert op.expect(f"{base}/alive").payload == b"yes"
 
 
