@@ -20,7 +20,7 @@ def micropython_binary():
 
 def device_path(*extra):
     """MICROPYPATH for running device code from the source tree (lib/ and the repo root)."""
-    parts = [str(p) for p in extra] + [str(ROOT / "lib"), str(ROOT)]
+    parts = [".frozen"] + [str(p) for p in extra] + [str(ROOT / "lib"), str(ROOT)]
     return ":".join(parts)
 
 
