@@ -12,7 +12,7 @@ from micropython import const
 
 _TABLE = const(0x8000)
 _TABLE_MAX = const(0xC00)
-_ERASED = b"\xff" * 4096
+_ERASED = b"\xff" * 256  # erase writes this 16 times: a 4 KiB constant would cost 4 KiB of heap
 
 _flash = None
 
@@ -80,6 +80,11 @@ class Partition:
         f.seek(self._off + block_num * 4096 + offset)
         return f
 
+    def _erase(self, block_num):
+        f = self._seek(block_num, 0, 4096)
+        for _ in range(16):
+            f.write(_ERASED)
+
     def readblocks(self, block_num, buf, offset=0):
         self._seek(block_num, offset, len(buf)).readinto(buf)
 
@@ -88,7 +93,7 @@ class Partition:
             # 3-argument form: erase every block the write covers, then write.
             n = (len(buf) + 4095) // 4096
             for b in range(block_num, block_num + n):
-                self._seek(b, 0, 4096).write(_ERASED)
+                self._erase(b)
             offset = 0
         self._seek(block_num, offset, len(buf)).write(buf)
 
@@ -98,6 +103,6 @@ class Partition:
         if op == 5:  # block size
             return 4096
         if op == 6:  # erase one block
-            self._seek(arg, 0, 4096).write(_ERASED)
+            self._erase(arg)
             return 0
         return None  # init/deinit/sync need nothing: file writes reach the OS at once
