@@ -225,36 +225,10 @@ def print_table(rows, out=sys.stdout):
 
 def _standalone():
     """A throwaway PKI, one device identity and a broker of our own (warden.broker)."""
-    from types import SimpleNamespace
+    from bench.common import fleet
 
-    from cryptography.hazmat.primitives import serialization
-
-    from warden import pki
-    from warden.broker import Broker
-    from warden.state import State
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        state = State(tmp / ".warden")
-        pki.init_pki(state)
-        thing = "bench-1"
-        cert_der, key_der = pki.issue_device_cert(state, thing)
-        d = tmp / "id"
-        d.mkdir()
-        files = {
-            "cert.der": cert_der,
-            "key.der": key_der,
-            "ca.der": pki.cert_der(pki.load_cert((state.pki_dir / pki.CA_CERT).read_bytes())),
-            "cert.pem": pki.cert_pem(pki.load_cert(cert_der)),
-            "key.pem": pki.key_pem(serialization.load_der_private_key(key_der, password=None)),
-            "ca.pem": (state.pki_dir / pki.CA_CERT).read_bytes(),
-        }
-        for name, data in files.items():
-            (d / name).write_bytes(data)
-        device = SimpleNamespace(thing=thing, cert=d / "cert.der", key=d / "key.der", ca=d / "ca.der",
-                                 cert_pem=d / "cert.pem", key_pem=d / "key.pem", ca_pem=d / "ca.pem")
-        with Broker(state, run_dir=tmp / "broker") as broker:
-            return run(broker, device, app=state.app)
+    with fleet() as f:
+        return run(f.broker, f.identity("bench-1"), app=f.state.app)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""`make bench`: every benchmark, measured side by side with its peers in one run, as tables.
+
+Each section runs against one throwaway fleet (PKI + mosquitto on loopback). A section
+whose module is missing is skipped with a note; one that fails prints its error and
+the others still run (the exit code is then non-zero).
+"""
+import importlib
+import sys
+import traceback
+
+from bench.common import fleet, print_table
+
+
+def _mqtt(f):
+    from bench import mqtt_bench
+    rows = mqtt_bench.run(f.broker, f.identity("bench-mqtt"), app=f.state.app)
+    print_table("MQTT client: lib/mqtt under micropython vs paho-mqtt under CPython", rows,
+                ["metric", "lib/mqtt (micropython)", "paho-mqtt (CPython)", "paho mode", "ratio"],
+                note="ratio >= 1.0: lib/mqtt at least as good as paho on that line")
+
+
+def _twin(f):
+    from bench import twin_bench
+    print_table("Device twin start-up", twin_bench.run(f), twin_bench.COLS,
+                note="ratio > 1: the twin is faster than a minimal paho script doing the same")
+
+
+def _optional(name, title):
+    def section(f):
+        try:
+            mod = importlib.import_module("bench." + name)
+        except ImportError:
+            print("\n## %s\n(skipped: bench/%s.py not present)" % (title, name))
+            return
+        rows = mod.run(f) if "fleet" in mod.run.__code__.co_varnames[:1] else mod.run()
+        cols = list(rows[0].keys()) if rows else ["metric"]
+        print_table(title, rows, cols)
+    return section
+
+
+SECTIONS = [
+    ("mqtt", _mqtt),
+    ("twin", _twin),
+    ("logstore", _optional("logstore_bench", "Encrypted log store")),
+    ("fleet", _optional("fleet_bench", "Fleet: provisioning and revocation")),
+    ("ota", _optional("ota_bench", "Signed OTA")),
+]
+
+
+def main(argv):
+    only = set(argv)
+    failed = []
+    with fleet() as f:
+        for name, fn in SECTIONS:
+            if only and name not in only:
+                continue
+            try:
+                fn(f)
+            except Exception:
+                failed.append(name)
+                print("\n## %s: FAILED" % name)
+                traceback.print_exc()
+    if failed:
+        print("\nfailed sections: %s" % ", ".join(failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
