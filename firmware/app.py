@@ -13,6 +13,7 @@ import sys
 import time
 
 from firmware import eventlog, hal
+from firmware.backoff import Backoff
 from firmware.seqno import SequenceNumbers
 from firmware.sensors import Sensors
 from firmware.topics import Topics
@@ -23,14 +24,24 @@ _BACKOFF_MAX_MS = 30000
 
 
 class Device:
+    """The device's session loop: readings on a fixed schedule, connected or not.
+
+    While the link is down readings keep being taken (and, once the outbox
+    lands, kept); reconnects are scheduled with Backoff, never slept through,
+    so one failing connect never stops the sampling clock.
+    """
+
     def __init__(self, cfg, ssl_context):
         self.cfg = cfg
         self.ssl_context = ssl_context
         self.topics = Topics(cfg["app"], cfg["thing"])
         self.sensors = Sensors(hal.sensor_sources(cfg))
         self.seq = SequenceNumbers()
+        self.backoff = Backoff(cfg["backoff_ms"], cfg["backoff_max_ms"])
         self.client = None
+        self.connected_at = 0
         self.acked = 0
+        self.missed = 0
 
     def _status(self, state, reason=None):
         s = '{"state":"%s","version":"%s"' % (state, VERSION)
@@ -40,21 +51,30 @@ class Device:
 
     def connect(self):
         from mqtt import MQTTClient  # imported after the boot checks are unloaded (heap peak)
-        b = self.cfg["broker"]
+        cfg = self.cfg
+        b = cfg["broker"]
         host = b["host"]
+        ka = cfg["keepalive"]
+        # A dead link must be noticed within 1.5 keepalive intervals: a PINGREQ goes out
+        # after ka/2 of silence and its PINGRESP (or a PUBACK, one retry) may take
+        # 2 * timeout, so timeout is held to ka/2.
         c = MQTTClient(
-            self.topics.thing, host, b.get("port", 8883),
-            keepalive=self.cfg["keepalive"], ssl=self.ssl_context,
-            server_hostname=b.get("hostname", host), timeout=self.cfg["timeout"],
+            self.topics.thing, host, b.get("port", 8883), keepalive=ka, ssl=self.ssl_context,
+            server_hostname=b.get("hostname", host), timeout=min(cfg["timeout"], ka / 2), retries=1,
         )
         c.set_last_will(self.topics.status, self._status("offline", "lost"), retain=True, qos=1)
         c.set_callback(self.on_command)
         t0 = time.ticks_ms()
-        c.connect()
+        try:
+            c.connect()
+            c.subscribe(self.topics.command_filter, qos=1)
+            c.publish(self.topics.status, self._status("online"), retain=True, qos=1)
+        except Exception:
+            _close(c)
+            raise
         self.client = c
-        c.subscribe(self.topics.command_filter, qos=1)
-        c.publish(self.topics.status, self._status("online"), retain=True, qos=1)
-        ms = time.ticks_diff(time.ticks_ms(), t0)
+        self.connected_at = time.ticks_ms()
+        ms = time.ticks_diff(self.connected_at, t0)
         gc.collect()
         eventlog.info("mqtt", "connected to %s:%d in %d ms, heap in use %d bytes" % (
             host, b.get("port", 8883), ms, gc.mem_alloc()))
@@ -63,14 +83,28 @@ class Device:
         name = self.topics.command_name(topic.decode() if isinstance(topic, bytes) else topic)
         eventlog.info("cmd", "command %r (%d bytes) ignored: no handler" % (name, len(msg)))
 
-    def publish_reading(self):
+    def lost(self, reason):
+        """Drop the session after a failure; the reason goes to the device log."""
+        eventlog.error("mqtt", "session lost: %s" % reason)
+        _close(self.client)
+        self.client = None
+
+    def sample(self):
+        """Take the next reading and deliver it, or count it as missed while offline."""
         n = self.seq.next()
         payload = self.sensors.reading(n, int(hal.unix_time()))
-        self.client.publish(self.topics.guard_publish(self.topics.telemetry), payload, qos=self.cfg["qos"])
+        if self.client is None:
+            self.missed += 1
+            return
+        try:
+            self.client.publish(self.topics.guard_publish(self.topics.telemetry), payload, qos=self.cfg["qos"])
+        except Exception as e:
+            self.missed += 1
+            self.lost(_reason(e))
+            return
         self.acked += 1
         if self.acked == 1:
             eventlog.info("telemetry", "first reading %d acknowledged" % n)
-        return n
 
     def close(self, reason):
         c = self.client
@@ -81,40 +115,63 @@ class Device:
             c.publish(self.topics.status, self._status("offline", reason), retain=True, qos=1)
             c.disconnect()
         except Exception as e:
-            eventlog.warn("mqtt", "unclean close: %r" % e)
+            eventlog.warn("mqtt", "unclean close: %s" % _reason(e))
+            _close(c)
 
     def run(self, max_readings=0):
         interval = self.cfg["interval_ms"]
-        backoff = 1000
-        next_at = time.ticks_ms()
+        stable_ms = self.cfg["stable_ms"]
+        now = time.ticks_ms()
+        next_reading = now
+        next_connect = now
         while True:
-            if self.client is None:
+            now = time.ticks_ms()
+            if self.client is None and time.ticks_diff(now, next_connect) >= 0:
                 try:
                     self.connect()
-                    backoff = 1000
                 except Exception as e:
-                    eventlog.error("mqtt", "connect failed: %r; retry in %d ms" % (e, backoff))
-                    self.client = None
-                    time.sleep_ms(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX_MS)
-                    continue
-            try:
-                if time.ticks_diff(time.ticks_ms(), next_at) >= 0:
-                    self.publish_reading()
-                    next_at = time.ticks_add(next_at, interval)
-                    if max_readings and self.acked >= max_readings:
-                        return
-                self.client.check_msg()
-                wait = time.ticks_diff(next_at, time.ticks_ms())
-                if wait > 0:
-                    time.sleep_ms(min(wait, 50))
-            except Exception as e:
-                eventlog.error("mqtt", "session lost: %r" % e)
+                    delay = self.backoff.next_delay()
+                    eventlog.error("mqtt", "connect failed: %s; retry in %d ms" % (_reason(e), delay))
+                    next_connect = time.ticks_add(time.ticks_ms(), delay)
+            now = time.ticks_ms()
+            if time.ticks_diff(now, next_reading) >= 0:
+                self.sample()
+                next_reading = time.ticks_add(next_reading, interval)
+                if time.ticks_diff(now, next_reading) > interval:
+                    next_reading = time.ticks_add(now, interval)  # fell behind (a long connect): skip ahead
+                if max_readings and self.acked >= max_readings:
+                    return
+            if self.client is not None:
+                if self.backoff.failures and time.ticks_diff(now, self.connected_at) >= stable_ms:
+                    self.backoff.reset()
                 try:
-                    self.client.sock.close()
-                except Exception:
-                    pass
-                self.client = None
+                    self.client.check_msg()
+                except Exception as e:
+                    self.lost(_reason(e))
+                    next_connect = time.ticks_add(time.ticks_ms(), self.backoff.next_delay())
+            wake = next_reading if self.client is not None else _earliest(next_reading, next_connect)
+            wait = time.ticks_diff(wake, time.ticks_ms())
+            if wait > 0:
+                time.sleep_ms(min(wait, 20))
+
+
+def _earliest(a, b):
+    return a if time.ticks_diff(a, b) <= 0 else b
+
+
+def _reason(e):
+    """A one-line reason for the device log: the error's class and message (mbedTLS
+    messages carry newlines; a log record is one line)."""
+    return "%s: %s" % (type(e).__name__, " ".join(str(e).split()))
+
+
+def _close(c):
+    if c is None:
+        return
+    try:
+        c.sock.close()
+    except Exception:
+        pass
 
 
 # Modules needed only once, at boot. They are dropped afterwards so their

@@ -12,6 +12,9 @@ DEFAULTS = {
     "interval_ms": 5000,      # one reading every interval
     "qos": 1,                 # telemetry QoS (0 or 1)
     "timeout": 10,            # seconds for TCP connect, TLS handshake and each read
+    "backoff_ms": 1000,       # first reconnect delay ceiling (full jitter below it)
+    "backoff_max_ms": 60000,  # cap of the reconnect delay ceiling
+    "stable_ms": 60000,       # a connection up this long resets the backoff
     "sensors": {"temperature": {"kind": "sine", "base": 21.0, "amplitude": 2.0, "period": 60}},
 }
 
@@ -41,8 +44,12 @@ def validate(cfg):
     if not isinstance(broker.get("port", 8883), int) or not 0 < broker.get("port", 8883) < 65536:
         raise ConfigError("config: broker.port must be a TCP port")
     keepalive = _check(cfg, "keepalive", int, "an integer (seconds)")
-    if not 30 <= keepalive <= 1200:
-        raise ConfigError("config: keepalive must be 30..1200 s (AWS IoT limits), got %d" % keepalive)
+    # AWS IoT accepts 30..1200 s; shorter ones are for local brokers and tests.
+    if not 2 <= keepalive <= 1200:
+        raise ConfigError("config: keepalive must be 2..1200 s (AWS IoT: 30..1200), got %d" % keepalive)
+    for k in ("backoff_ms", "backoff_max_ms", "stable_ms"):
+        if _check(cfg, k, int, "an integer (ms)") < 1:
+            raise ConfigError("config: %s must be positive" % k)
     if _check(cfg, "interval_ms", int, "an integer (ms)") < 10:
         raise ConfigError("config: interval_ms must be at least 10")
     if _check(cfg, "qos", int, "0 or 1") not in (0, 1):

@@ -25,7 +25,7 @@ def test_config_defaults_fill_in():
 
 
 def test_config_errors_name_the_field():
-    for bad, field in ((cfg(keepalive=5), "keepalive"), (cfg(qos=2), "qos"), (cfg(broker={}), "broker.host"),
+    for bad, field in ((cfg(keepalive=1), "keepalive"), (cfg(qos=2), "qos"), (cfg(broker={}), "broker.host"),
                        (cfg(interval_ms="x"), "interval_ms"), ({"broker": GOOD["broker"]}, "thing")):
         e = raises(config.ConfigError, config.validate, bad)
         assert field in str(e), (field, e)
@@ -99,3 +99,19 @@ def test_a_failing_sensor_yields_null_and_others_continue():
 def test_unknown_simulated_sensor_kind_is_a_clear_error():
     e = raises(ValueError, hal_unix.sensor_sources, {"sensors": {"x": {"kind": "warp"}}})
     assert "warp" in str(e)
+
+
+def test_backoff_grows_caps_jitters_and_resets():
+    from firmware.backoff import Backoff
+    b = Backoff(100, 1000)
+    ceilings = []
+    for _ in range(8):
+        c = b.ceiling()
+        ceilings.append(c)
+        d = b.next_delay()
+        assert 0 <= d <= c, (d, c)
+    assert ceilings == [100, 200, 400, 800, 1000, 1000, 1000, 1000], ceilings
+    delays = set(b.next_delay() for _ in range(50))
+    assert len(delays) > 10, "no jitter: %r" % delays
+    b.reset()
+    assert b.ceiling() == 100
