@@ -5,8 +5,18 @@
 # exactly as on a board. Only what the unix port lacks is faked, with the real
 # API and failure semantics (DESIGN.md section 4): 3-argument writeblocks erases
 # the blocks first, the 4-argument form does not; ioctl 4/5/6 = count, size, erase.
+#
+# The OTA rules of the board (ESP-IDF's bootloader and esp_ota_ops) live in
+# twin/bootloader.py, loaded only for the call that needs them and dropped again,
+# so they cost no device heap the rest of the time. RUNNING is the slot the
+# bootloader started (rom.py runs it first).
+#
+# Power cuts: WARDEN_CUT="N" (or "N:K") kills the process with SIGKILL during the
+# N-th flash operation (an erase or a write) after K bytes of it (default: half)
+# reached the flash. `esp32.ops` counts the operations so far.
 import os
 import struct
+import sys
 
 from micropython import const
 
@@ -15,17 +25,40 @@ _TABLE_MAX = const(0xC00)
 _ERASED = b"\xff" * 256  # erase writes this 16 times: a 4 KiB constant would cost 4 KiB of heap
 
 _flash = None
+_running = None  # label of the app slot the bootloader started (twin/bootloader.py sets it)
+_cut = 0
+ops = 0
 
 
 def flash():
     """The open flash file (one per process, like the one SPI flash chip)."""
-    global _flash
+    global _flash, _cut
     if _flash is None:
         path = os.getenv("WARDEN_FLASH")
         if not path:
             raise OSError("twin: WARDEN_FLASH is not set: no flash file to boot from")
         _flash = open(path, "r+b")
+        _cut = int((os.getenv("WARDEN_CUT") or "0").partition(":")[0])
     return _flash
+
+
+def _op(f, data, n=1):
+    """One flash operation: write `data` `n` times at the file position (or be cut short)."""
+    global ops
+    ops += 1
+    if ops == _cut:
+        _ota("power_cut", f, data, n)
+    for _ in range(n):
+        f.write(data)
+
+
+def _ota(name, *args):
+    """Call twin/bootloader.py's `name`, then drop the module again."""
+    import bootloader
+    try:
+        return getattr(bootloader, name)(*args)
+    finally:
+        sys.modules.pop("bootloader", None)
 
 
 def _table():
@@ -52,8 +85,10 @@ class Partition:
     def __init__(self, id, block_size=4096):
         if block_size != 4096:
             raise ValueError("block_size must be 4096 on this flash")
-        if id in (Partition.BOOT, Partition.RUNNING):
-            id = "ota_0"  # OTA slot selection arrives with the OTA work; the factory image runs ota_0
+        if id == Partition.RUNNING:
+            id = _running or _ota("boot")  # no ROM ran: this process boots now
+        elif id == Partition.BOOT:
+            id = _ota("boot_label")
         for info in _table():
             if info[4] == id:
                 self._info = info
@@ -81,9 +116,7 @@ class Partition:
         return f
 
     def _erase(self, block_num):
-        f = self._seek(block_num, 0, 4096)
-        for _ in range(16):
-            f.write(_ERASED)
+        _op(self._seek(block_num, 0, 4096), _ERASED, 16)
 
     def readblocks(self, block_num, buf, offset=0):
         self._seek(block_num, offset, len(buf)).readinto(buf)
@@ -95,7 +128,7 @@ class Partition:
             for b in range(block_num, block_num + n):
                 self._erase(b)
             offset = 0
-        self._seek(block_num, offset, len(buf)).write(buf)
+        _op(self._seek(block_num, offset, len(buf)), buf)
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
@@ -106,3 +139,20 @@ class Partition:
             self._erase(arg)
             return 0
         return None  # init/deinit/sync need nothing: file writes reach the OS at once
+
+    # -- OTA: ESP-IDF's esp_ota_ops rules, in twin/bootloader.py -----------------------
+    def get_next_update(self):
+        return _ota("next_update", self)
+
+    def set_boot(self):
+        _ota("set_boot", self)  # OSError(-5379) if the image does not validate
+
+    @classmethod
+    def mark_app_valid_cancel_rollback(cls):
+        _ota("mark_valid")  # OSError(1) while otadata is blank ("running firmware is factory")
+
+
+def NVS(namespace):
+    """esp32.NVS(namespace): the twin's stand-in (twin/nvs.py), loaded when used (C on a board)."""
+    from nvs import NVS
+    return NVS(namespace)
