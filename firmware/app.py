@@ -47,6 +47,9 @@ class Device:
         s = '{"state":"%s","version":"%s"' % (state, VERSION)
         if reason:
             s += ',"reason":"%s"' % reason
+        d = self.cfg.get("cert_days")  # set by boot_checks when expiry nears
+        if d is not None:
+            s += ',"warning":"certificate expires in %d days"' % d
         return s + "}"
 
     def connect(self):
@@ -213,6 +216,7 @@ def boot_checks():
     days = ident.days_left(now)
     if days < identity.EXPIRY_WARNING_DAYS:
         eventlog.warn("identity", "certificate expires in %d days: rotate it (warden device rotate)" % days)
+        cfg["cert_days"] = days  # also reported in the status message
     eventlog.info("identity", "%s, certificate valid for %d more days" % (ident.thing, days))
     return cfg, ident.ssl_context()
 

@@ -7,6 +7,9 @@
 #
 # The broker enforces this too; checking here first means a bug or a bad command
 # is refused with a clear error instead of a publish the broker silently drops.
+# Every refusal is written to the device log (`ERROR topics: refused ...`) before
+# TopicError is raised, so it is visible even when the caller swallows the error.
+from firmware import eventlog
 
 MAX_TOPIC = 256  # AWS IoT: topic <= 256 bytes and <= 7 slashes
 MAX_SLASHES = 7
@@ -17,21 +20,26 @@ class TopicError(ValueError):
     pass
 
 
+def _refuse(msg):
+    eventlog.error("topics", "refused " + msg)
+    return TopicError("refused " + msg)
+
+
 def check_name(what, name):
     if not name or len(name) > 128:
-        raise TopicError("%s must be 1..128 characters" % what)
+        raise _refuse("%s %r: must be 1..128 characters" % (what, name))
     for ch in name:
         if ch in _FORBIDDEN:
-            raise TopicError("%s %r contains %r (wildcards and slashes are not allowed)" % (what, name, ch))
+            raise _refuse("%s %r: contains %r (wildcards and slashes are not allowed)" % (what, name, ch))
     if name[0] == "$":
-        raise TopicError("%s must not start with $" % what)
+        raise _refuse("%s %r: must not start with $" % (what, name))
 
 
 def check_topic(topic):
-    if len(topic) > MAX_TOPIC or topic.count("/") > MAX_SLASHES:
-        raise TopicError("topic too long for AWS IoT (<= 256 bytes, <= 7 slashes): %s" % topic)
+    if len(topic) > MAX_TOPIC or len(topic.encode()) > MAX_TOPIC or topic.count("/") > MAX_SLASHES:
+        raise _refuse("topic too long for AWS IoT (<= 256 bytes, <= 7 slashes): %s" % topic)
     if "+" in topic or "#" in topic or "\x00" in topic:
-        raise TopicError("wildcards are not allowed in a publish topic: %s" % topic)
+        raise _refuse("wildcards are not allowed in a publish topic: %s" % topic)
     return topic
 
 
@@ -50,10 +58,12 @@ class Topics:
         self.command_filter = self.commands + "#"
 
     def guard_publish(self, topic):
-        """Raise TopicError unless `topic` is one this device may publish."""
+        """Raise TopicError (and log it) unless `topic` is one this device may publish."""
+        if topic is self.telemetry or topic is self.status or topic is self.ota:
+            return topic  # checked when built: no work per reading
         check_topic(topic)
         if not topic.startswith(self._own):
-            raise TopicError("refused: %s is outside this device's topics (%s...)" % (topic, self._own))
+            raise _refuse("%s is outside this device's topics (%s...)" % (topic, self._own))
         return topic
 
     def command_name(self, topic):

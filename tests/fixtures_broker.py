@@ -9,7 +9,8 @@ Fixtures:
                             warden.pki.issue_device_cert (kw: days, not_before, not_after, key, ca)
                             written to a temporary folder as cert.der, key.der, ca.der (+ PEM)
     mqtt_client  (function) mqtt_client(identity, client_id=None, connect=True) -> Probe: a paho
-                            client against `broker`; identity is "operator", "technician", a
+                            client against `broker`; identity is "operator", "technician",
+                            "observer" (test-only: reads dt/# and cmd/#, publishes cmd/#), a
                             Provisioned, or None (no client certificate). Closed at teardown.
 
 `Probe` waits on events with bounded timeouts (never sleeps for luck): connect() returns the
@@ -52,10 +53,32 @@ class Provisioned:
     fingerprint: str
 
 
+OBSERVER_ROLE = {
+    "description": "tests only: the privileged observer that proves isolation (reads every device "
+                   "topic and command) and drives devices (sends any command)",
+    "principals": ["observer.default"],
+    "allow": [{"action": "subscribe", "topic": "dt/#"}, {"action": "subscribe", "topic": "cmd/#"},
+              {"action": "publish", "topic": "cmd/#"}],
+}
+
+
+def add_observer(state: State):
+    """Add the test-only `observer` role (principal observer.default, files pki/observer.*.pem) to
+    the state's policy. The default roles stay least-privileged: tests that need to see or send
+    everything use mqtt_client("observer")."""
+    from warden import policy
+
+    data = policy.load_policy_data(state)
+    data["roles"]["observer"] = OBSERVER_ROLE
+    policy.save_policy(state, data)
+    pki.issue_principal(state, "observer")
+
+
 @pytest.fixture(scope="session")
 def pki_state(tmp_path_factory):
     state = State(tmp_path_factory.mktemp("warden-state") / ".warden")
     pki.init_pki(state)
+    add_observer(state)
     return state
 
 

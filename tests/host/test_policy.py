@@ -13,12 +13,19 @@ def acl_lines(text):
 
 
 def test_default_acl():
+    """Issue 5's roles, least privilege: devices their own topics; the operator reads telemetry
+    and status; the technician sends OTA commands and reads OTA progress. Principals are denied
+    the topics mosquitto's device patterns would open under their own names."""
     lines = acl_lines(render_mosquitto_acl("warden"))
     assert lines[:2] == ["pattern write dt/warden/%u/#", "pattern read cmd/warden/%u/#"]
     op = lines.index("user operator.default")
-    assert lines[op + 1:op + 3] == ["topic read dt/#", "topic write cmd/warden/#"]
+    assert lines[op + 1:op + 5] == ["topic deny dt/warden/operator.default/#",
+                                    "topic deny cmd/warden/operator.default/#",
+                                    "topic read dt/warden/+/telemetry", "topic read dt/warden/+/status"]
     tech = lines.index("user technician.default")
-    assert lines[tech + 1:] == ["topic read dt/warden/#"]
+    assert lines[tech + 1:] == ["topic deny dt/warden/technician.default/#",
+                                "topic deny cmd/warden/technician.default/#",
+                                "topic write cmd/warden/+/ota", "topic read dt/warden/+/ota"]
     assert not [ln for ln in lines if "$SYS" in ln or ln.endswith(" #")]
 
 
@@ -56,6 +63,14 @@ def test_missing_policy_file_means_default(tmp_path):
     (lambda d: d["roles"]["operator"]["allow"].append({"action": "subscribe", "topic": "a b"}), "space"),
     (lambda d: d["roles"]["device"]["allow"].append({"action": "publish", "topic": "dt/%c"}), "%u"),
     (lambda d: d.update(version=99), "version"),
+    (lambda d: d.update(revision=0), "revision"),
+    (lambda d: d["roles"]["operator"]["principals"].append("technician.bob"), "named for role"),
+    (lambda d: d["roles"]["operator"]["allow"].append({"action": "subscribe", "topic": "dt/*"}), "AWS"),
+    (lambda d: d["roles"]["operator"]["allow"].append({"action": "subscribe", "topic": "dt/a?"}), "AWS"),
+    (lambda d: d["roles"]["device"]["allow"].append({"action": "publish", "topic": "dt/x{thing}/a"}),
+     "whole level"),
+    (lambda d: d["roles"]["operator"]["allow"].append({"action": "subscribe", "topic": "a/" * 8 + "b"}),
+     "slashes"),
 ])
 def test_bad_policies_are_refused(mutate, fragment):
     data = policy.default_policy_data()

@@ -138,7 +138,7 @@ def in_thread(fn):
 def test_mutual_tls_connect_and_qos0_qos1_order(broker, provision, mqtt_client, mpy_dir, pki_state):
     dev = provision("mq-order")
     base = f"dt/{pki_state.app}/{dev.thing}"
-    op = mqtt_client("operator")
+    op = mqtt_client("observer")
     op.subscribe(f"{base}/#", qos=1)
     body = f"""
 print("SP", c.connect())
@@ -165,7 +165,7 @@ print("DONE")
 def test_subscribe_and_receive_a_command(broker, provision, mqtt_client, mpy_dir, pki_state):
     dev = provision("mq-cmd")
     app = pki_state.app
-    op = mqtt_client("operator")
+    op = mqtt_client("observer")
     op.subscribe(f"dt/{app}/{dev.thing}/#", qos=1)
     body = f"""
 c.connect()
@@ -185,7 +185,7 @@ c.disconnect()
 def test_last_will_is_published_on_abrupt_close(broker, provision, mqtt_client, mpy_dir, pki_state, background):
     dev = provision("mq-will")
     status = f"dt/{pki_state.app}/{dev.thing}/status"
-    op = mqtt_client("operator")
+    op = mqtt_client("observer")
     op.subscribe(status, qos=1)
     body = f"""
 c.set_last_will({status!r}, "offline", qos=1)
@@ -203,7 +203,7 @@ until({DEADLINE * 1000}, lambda: False)
 def test_clean_disconnect_discards_the_will(broker, provision, mqtt_client, mpy_dir, pki_state):
     dev = provision("mq-nowill")
     base = f"dt/{pki_state.app}/{dev.thing}"
-    op = mqtt_client("operator")
+    op = mqtt_client("observer")
     op.subscribe(f"{base}/#", qos=1)
     body = f"""
 c.set_last_will({base + '/status'!r}, "offline")
@@ -223,7 +223,7 @@ def test_keepalive_pings_keep_an_idle_link(broker, provision, mqtt_client, mpy_d
     """keepalive=1: mosquitto drops a client silent for 1.5 s; pings keep it connected for 2.2 s."""
     dev = provision("mq-ping")
     base = f"dt/{pki_state.app}/{dev.thing}"
-    op = mqtt_client("operator")
+    op = mqtt_client("observer")
     op.subscribe(f"{base}/#", qos=1)
     body = f"""
 pings = []
@@ -275,7 +275,7 @@ print("GOT" if until({DEADLINE * 1000}, lambda: got) else "NOTHING", got)
     broker.restart()
     assert "OSError" in p.expect("LOST")
     p.expect("RESUBSCRIBED")  # printed once the new SUBACK arrived
-    op = mqtt_client("operator")
+    op = mqtt_client("observer")
     op.publish(f"cmd/{app}/{dev.thing}/ping", b"after-restart", qos=1)
     line = p.expect("GOT")
     assert "b'after-restart'" in line

@@ -6,7 +6,10 @@ certificate CN becomes the username and the client id (so a device can neither p
 another nor kick it off with its client id), anonymous clients are refused, and the ACL
 generated from the policy scopes every device to its own topics.
 
-`Broker` runs one mosquitto process with that configuration (a context manager).
+`Broker` runs one mosquitto process with that configuration (a context manager);
+`Broker.find_running(state)` finds the one `warden broker run` (or `make run`) started, through
+the pid file mosquitto keeps next to its config, so `warden device revoke` can make it reload
+its CRL and cut a revoked device off (`kick`).
 """
 from __future__ import annotations
 
@@ -27,8 +30,11 @@ CONF_FILE = "mosquitto.conf"
 ACL_FILE = "acl"
 LOG_FILE = "mosquitto.log"
 OUT_FILE = "mosquitto.out"
+PID_FILE = "mosquitto.pid"
+KICK_LINE = "Client %s already connected, closing old connection."
 READY_LINE = " running"          # "mosquitto version X running", logged once the listeners are up
 RELOAD_LINE = "Reloading config"  # logged on SIGHUP, before the reload (same loop turn: no race)
+PROBE_LINE = "Client connection from"   # logged for a connection closed before its TLS handshake
 INSTALL_HINT = "run `make setup`, or install it: sudo apt-get install mosquitto (brew install mosquitto)"
 
 
@@ -63,6 +69,32 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_our_mosquitto(pid: int, conf_path: Path) -> bool:
+    """Is `pid` a live mosquitto started with `conf_path`? (/proc where there is one.)"""
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.parent.exists():
+        return True   # no /proc (macOS): the pid file is all we have
+    try:
+        args = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if not args or "mosquitto" not in Path(args[0].decode(errors="replace")).name:
+        return False
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        cwd = Path.cwd()
+    want = conf_path.resolve()
+    for arg in args[1:]:
+        if arg and (cwd / arg.decode(errors="replace")).resolve() == want:
+            return True
+    return False
+
+
 def _quote(path) -> str:
     path = str(path)
     if any(c in path for c in "\n\r"):
@@ -71,10 +103,11 @@ def _quote(path) -> str:
 
 
 def render_config(state: State, port: int, host: str = "127.0.0.1", log_path=None, *, acl_path=None,
-                  log_stdout: bool = False, as_root: bool | None = None) -> str:
+                  log_stdout: bool = False, as_root: bool | None = None, pid_path=None) -> str:
     """The text of mosquitto.conf for `state`'s PKI, listening on `host`:`port` (loopback only).
 
-    `acl_path` defaults to `<broker_dir>/acl`, `log_path` to `<broker_dir>/mosquitto.log`.
+    `acl_path` defaults to `<broker_dir>/acl`, `log_path` to `<broker_dir>/mosquitto.log`,
+    `pid_path` to `<broker_dir>/mosquitto.pid`.
     `user root` is added only when running as root (`as_root` overrides the check): mosquitto
     started as root otherwise switches to the `mosquitto` user, which cannot read the keys in
     the (0700) state folder.
@@ -88,6 +121,7 @@ def render_config(state: State, port: int, host: str = "127.0.0.1", log_path=Non
     ca, cert, key, crl = pki.broker_paths(state)
     acl_path = Path(acl_path) if acl_path else state.broker_dir / ACL_FILE
     log_path = Path(log_path) if log_path else state.broker_dir / LOG_FILE
+    pid_path = Path(pid_path) if pid_path else log_path.parent / PID_FILE
     if as_root is None:
         as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     lines = [
@@ -97,6 +131,7 @@ def render_config(state: State, port: int, host: str = "127.0.0.1", log_path=Non
         "persistence false",
         "set_tcp_nodelay true",
         f"acl_file {_quote(acl_path.resolve())}",
+        f"pid_file {_quote(pid_path.resolve())}",
         f"log_dest file {_quote(log_path.resolve())}",
     ]
     if log_stdout:
@@ -151,6 +186,7 @@ class Broker:
         self.output = output
         self.proc = None
         self._out = None
+        self._attached_pid = None   # a mosquitto we did not start (find_running)
 
     # -- paths -----------------------------------------------------------------------------
     @property
@@ -170,14 +206,44 @@ class Broker:
         return self.run_dir / OUT_FILE
 
     @property
+    def pid_path(self) -> Path:
+        return self.run_dir / PID_FILE
+
+    @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        if self.proc:
+            return self.proc.pid
+        return self._attached_pid
 
     def __repr__(self):
         return f"Broker({self.host}:{self.port}, pid={self.pid})"
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self._attached_pid is not None and _is_our_mosquitto(self._attached_pid, self.conf_path)
+
+    @classmethod
+    def find_running(cls, state: State, run_dir=None) -> "Broker | None":
+        """The mosquitto running with `state`'s config in `run_dir` (default the state's broker
+        folder), found through its pid file, or None. The process must still be a mosquitto
+        started with that config file (a stale pid file or a reused pid is ignored)."""
+        b = cls(state, port=1, run_dir=run_dir)
+        try:
+            pid = int(b.pid_path.read_text().strip())
+            conf = b.conf_path.read_text()
+        except (OSError, ValueError):
+            return None
+        if not _is_our_mosquitto(pid, b.conf_path):
+            return None
+        for line in conf.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "listener":
+                b.port = int(parts[1])
+                b.host = parts[2] if len(parts) > 2 else "127.0.0.1"
+                break
+        b._attached_pid = pid
+        return b
 
     # -- files -----------------------------------------------------------------------------
     def write_acl(self) -> Path:
@@ -223,7 +289,7 @@ class Broker:
         else:
             out = self.output
         try:
-            self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([binary, "-c", str(self.conf_path.resolve())], stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT if out is not None else None)
         except OSError as e:
             self._close_out()
@@ -308,12 +374,96 @@ class Broker:
             raise BrokerError("the broker is not running", hint="start it first")
         self.write_acl()
         start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.proc.send_signal(signal.SIGHUP)
+        os.kill(self.pid, signal.SIGHUP)
+        self._wake()
         self._wait_log(RELOAD_LINE, start, timeout, "reload")
+        # mosquitto logs the line when it starts reloading and clears its reload flag when done
+        # (a SIGHUP in between is lost). A connection it handles after the line is handled in a
+        # later turn of its loop: the reload, done in one turn, is then complete.
+        after = self._log_find(RELOAD_LINE, start)
+        self._wake()
+        self._wait_log(PROBE_LINE, after, timeout, "reload to finish")
+
+    def _log_find(self, needle: str, start: int) -> int:
+        with open(self.log_path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+        i = data.find(needle.encode())
+        return start + (i + len(needle) if i >= 0 else 0)
+
+    def _wake(self):
+        """mosquitto blocks signals while it waits for network events (up to 100 ms): a TCP
+        connection, closed at once, wakes its loop so a SIGHUP is handled right away."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5):
+                pass
+        except OSError:
+            pass   # then the reload comes with the loop's next turn
+
+    def kick(self, thing: str, cert_pem: bytes, key_pem: bytes, *, status: bytes | None = None,
+             timeout: float = 5.0) -> bool:
+        """Close the session that holds client id `thing`, if any; True if there was one.
+
+        Connects with a certificate for `thing` (CN = thing): `use_username_as_clientid` gives
+        the new session the thing's client id and mosquitto closes the old one (its last will is
+        published). `status` (if given) is then published retained to the thing's status topic.
+        Returns once mosquitto has answered; the caller revokes the certificate used here.
+        """
+        import ssl
+        import tempfile
+        import threading
+
+        import paho.mqtt.client as paho
+
+        if not self.running():
+            raise BrokerError("the broker is not running", hint="start it first")
+        start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(pki.broker_paths(self.state)[0]))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        # The ssl module loads keys from files only: a private folder, deleted right away.
+        ensure_dir(self.state.pki_dir)
+        with tempfile.TemporaryDirectory(dir=self.state.pki_dir, prefix=".kick-") as tmp:
+            cert_file, key_file = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
+            write_file(cert_file, cert_pem, 0o600)
+            write_file(key_file, key_pem, 0o600)
+            ctx.load_cert_chain(str(cert_file), str(key_file))
+        events = {"connack": threading.Event(), "puback": threading.Event()}
+        result = {}
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=thing, protocol=paho.MQTTv311,
+                        reconnect_on_failure=False)
+        c.tls_set_context(ctx)
+
+        def on_connect(cl, ud, flags, rc, props=None):
+            result["rc"] = rc
+            events["connack"].set()
+
+        c.on_connect = on_connect
+        c.on_disconnect = lambda *a: events["connack"].set()
+        c.on_publish = lambda *a: events["puback"].set()
+        try:
+            c.connect(self.host if self.host != "localhost" else "127.0.0.1", self.port, keepalive=10)
+        except (OSError, ssl.SSLError) as e:
+            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port} to cut {thing} off: {e}") from e
+        c.loop_start()
+        try:
+            if not events["connack"].wait(timeout) or "rc" not in result or result["rc"].is_failure:
+                raise BrokerError(f"the broker did not accept the session that cuts {thing} off "
+                                  f"({result.get('rc', 'no CONNACK')})", hint=f"see {self.log_path}")
+            if status is not None:
+                app = self.state.app
+                c.publish(f"dt/{app}/{thing}/status", status, qos=1, retain=True)
+                events["puback"].wait(timeout)
+            c.disconnect()
+        finally:
+            c.loop_stop()
+        # mosquitto logs the takeover before it sends the CONNACK we waited for
+        return self._log_has(KICK_LINE % thing, start)
 
     def _wait_log(self, needle: str, start: int, timeout: float, what: str):
+        # mosquitto answers a SIGHUP within milliseconds: poll finely (the wait is bounded)
         deadline = time.monotonic() + timeout
-        delay = 0.005
+        delay = 0.001
         while not self._log_has(needle, start):
             if not self.running():
                 raise BrokerError(f"mosquitto exited during {what}:\n" + self.log_tail(start=start))
@@ -321,7 +471,7 @@ class Broker:
                 raise BrokerError(f"mosquitto did not log its {what} within {timeout:.0f} s",
                                   hint=f"see {self.log_path}")
             time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 1.5, 0.01)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for mosquitto to exit; returns its exit code."""

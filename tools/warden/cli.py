@@ -277,5 +277,9 @@ def demo(ctx, state, thing):
                say=lambda s: console.print(s, style="dim"))
 
 
+# -- policy, device revoke/rotate, audit (tools/warden/cli_fleet.py) ------------------------------
+from . import cli_fleet  # noqa: E402,F401  (registers `policy`, `device revoke|rotate`, `audit`)
+
+
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Device provisioning: a thing name becomes a registered identity (cert + key) and a twin.
+"""Device provisioning, revocation and certificate rotation.
 
 `add_device` is all-or-nothing: the registry insert is the commit point that makes a thing
 name ours (it is unique, so of two concurrent adds of one name only one wins, before it writes
@@ -6,11 +6,17 @@ any file), and if anything after it fails the row and the device folder are remo
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography import x509
 
-from . import pki
+from . import flashimage, pki
+from .broker import Broker
 from .names import validate_thing
 from .registry import Device, Registry, RegistryError
 from .state import State, WardenError, write_file, write_private
@@ -75,3 +81,176 @@ def get_device(state: State, thing: str) -> Device:
     if device is None:
         raise DeviceError(f"no device {thing!r} in the registry", hint="see `warden device list`")
     return device
+
+
+# -- revocation and rotation -------------------------------------------------------------------
+@dataclass
+class Revocation:
+    """What `revoke_device` did. Times are milliseconds from the start of the call."""
+    thing: str
+    serials: list                       # certificate serials now listed in the CRL for the thing
+    reason: str | None
+    broker_pid: int | None = None       # the running broker that loaded the CRL (None: not running)
+    was_connected: bool | None = None   # a session held the thing's client id and was closed
+    crl_ms: float = 0.0                 # registry + CRL written
+    reload_ms: float | None = None      # the broker had reloaded the CRL (new handshakes refused)
+    cutoff_ms: float | None = None      # the connected session was closed
+
+    def summary(self) -> str:
+        if self.broker_pid is None:
+            return ("no running broker found: the CRL is written and takes effect when the broker starts")
+        parts = [f"broker (pid {self.broker_pid}) reloaded its CRL in {self.reload_ms:.0f} ms"]
+        if self.was_connected:
+            parts.append(f"the connected session was cut off {self.cutoff_ms:.0f} ms after the start")
+        else:
+            parts.append("the device was not connected")
+        return "; ".join(parts)
+
+
+def _ms(t0):
+    return (time.monotonic() - t0) * 1000.0
+
+
+def _status_payload(state_word, reason):
+    body = {"state": state_word}
+    if reason:
+        body["reason"] = reason
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _apply_revocations(state: State, thing: str, entries, broker, t0, result, *, status=None):
+    """CRL with `entries` ((serial, reason code)), then the broker: reload, cut off, reload."""
+    pki.write_crl(state, add=entries)
+    result.crl_ms = _ms(t0)
+    b = broker if broker is not None else Broker.find_running(state)
+    if b is None or not b.running():
+        return result
+    result.broker_pid = b.pid
+    b.reload()                              # from here on the revoked certificate is refused
+    result.reload_ms = _ms(t0)
+    kick_cert, kick_key = pki.issue_kick_cert(state, thing)
+    try:
+        result.was_connected = b.kick(thing, pki.cert_pem(kick_cert), pki.key_pem(kick_key), status=status)
+        if result.was_connected:
+            result.cutoff_ms = _ms(t0)
+    finally:
+        # the one-use certificate is revoked as soon as it has been used
+        pki.write_crl(state, add=[(kick_cert.serial_number, "superseded")])
+        b.reload()
+    return result
+
+
+def revoke_device(state: State, thing: str, reason: str | None = None, *, broker=None) -> Revocation:
+    """Revoke `thing`: registry status 'revoked' (with time and reason), every certificate it holds
+    listed in the CRL, and, if the broker runs (`broker`, or the one found in the state), the CRL
+    reloaded (its next handshake is refused) and its session, if connected, cut off; its retained
+    status becomes {"state": "revoked"}. Revoking again re-applies it (idempotent)."""
+    validate_thing(thing)
+    t0 = time.monotonic()
+    with _registry(state) as reg:
+        if reg.get(thing) is None:
+            raise DeviceError(f"no device {thing!r} in the registry", hint="see `warden device list`")
+        reg.revoke(thing, reason)
+        certs = reg.certificates(thing, "revoked")
+    code = pki.crl_reason(reason)
+    result = Revocation(thing, [c.serial for c in certs], reason)
+    return _apply_revocations(state, thing, [(c.serial_int, code) for c in certs], broker, t0, result,
+                              status=_status_payload("revoked", reason))
+
+
+def twin_running(path) -> bool | None:
+    """Is some process holding the twin flash file `path` open (a running twin)? None if this
+    system has no /proc to tell."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").exists():
+        return None
+    target = str(Path(path).resolve())
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                try:
+                    if os.readlink(fd) == target:
+                        return True
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return False
+
+
+@dataclass
+class Rotation:
+    thing: str
+    new_serial: str
+    old_serials: list = field(default_factory=list)
+    delivered: str = ""                  # where the device got it ("twin flash ..." or "")
+    pending: bool = False                # waiting for `rotate --finish` after a deployment
+    revocation: Revocation | None = None
+
+
+PENDING_DIR = "pending"
+
+
+def rotate_device(state: State, thing: str, *, broker=None, days: int = pki.DEVICE_DAYS) -> Rotation:
+    """Issue a new key and certificate for an existing thing; revoke the old one once the device has it.
+
+    With a twin flash (devices/<thing>/flash.bin), the twin must be stopped: its /identity/ files
+    are replaced in the flash (FlashFile), which is the device having it, so the new certificate
+    becomes active and the old one is revoked at once (CRL, broker reload, any session still
+    using it cut off). Without a twin (a real board) the new identity waits in
+    devices/<thing>/pending/ for deployment; `finish_rotation` (rotate --finish) then activates it."""
+    from . import twin as twinlib
+
+    validate_thing(thing)
+    device = get_device(state, thing)
+    if device.status != "active":
+        raise DeviceError(f"device {thing!r} is {device.status}: it cannot get a new certificate",
+                          hint="a revoked device stays revoked; provision a new thing instead")
+    flash = twinlib.flash_path(state, thing)
+    if flash.exists() and twin_running(flash):
+        raise DeviceError(f"the twin of {thing!r} is running ({flash} is open)",
+                          hint="stop it first: the flash cannot be changed under a running device")
+    cert_der, key_der = pki.issue_device_cert(state, thing, days=days)
+    cert = x509.load_der_x509_certificate(cert_der)
+    with _registry(state) as reg:
+        reg.add_pending(thing, pki.fingerprint(cert_der), cert.serial_number, not_after=cert.not_valid_after_utc)
+    folder = state.device_dir(thing) / PENDING_DIR
+    write_file(folder / CERT_FILE, cert_der)
+    write_private(folder / KEY_FILE, key_der)
+    result = Rotation(thing, format(cert.serial_number, "x"))
+    if not flash.exists():
+        result.pending = True
+        return result
+    ff = flashimage.FlashFile(flash)
+    ff.write({"/identity/cert.der": cert_der, "/identity/key.der": key_der,
+              "/identity/ca.der": (state.pki_dir / pki.CA_DER).read_bytes()})
+    ff.save()
+    result.delivered = f"twin flash {flash}"
+    return finish_rotation(state, thing, broker=broker, _result=result)
+
+
+def finish_rotation(state: State, thing: str, *, broker=None, _result: Rotation | None = None) -> Rotation:
+    """The device has its new identity: make it the active one and revoke the old certificate."""
+    t0 = time.monotonic()
+    folder = state.device_dir(thing)
+    pending = folder / PENDING_DIR
+    try:
+        cert_der = (pending / CERT_FILE).read_bytes()
+        key_der = (pending / KEY_FILE).read_bytes()
+    except OSError:
+        raise DeviceError(f"{thing!r} has no pending certificate in {pending}",
+                          hint=f"run `warden device rotate {thing}` first") from None
+    serial = x509.load_der_x509_certificate(cert_der).serial_number
+    with _registry(state) as reg:
+        old = reg.activate(thing, serial)
+    write_file(folder / CERT_FILE, cert_der)
+    write_private(folder / KEY_FILE, key_der)
+    shutil.rmtree(pending, ignore_errors=True)
+    result = _result or Rotation(thing, format(serial, "x"))
+    result.old_serials = [c.serial for c in old]
+    rev = Revocation(thing, result.old_serials, "superseded by rotation")
+    result.revocation = _apply_revocations(state, thing, [(c.serial_int, "superseded") for c in old],
+                                           broker, t0, rev)
+    return result

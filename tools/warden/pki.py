@@ -29,11 +29,17 @@ from .state import State, WardenError, ensure_dir, write_file, write_private
 
 CA_CN = "Warden Fleet CA"
 ORG = "Warden"
+# Lifetimes (docs/fleet.md): the CA signs for ten years; the broker's server certificate lives
+# 397 days (the public-TLS maximum, renewed with the broker); people's role certificates and
+# device certificates one year, so a lost laptop or board stops being trusted on its own within
+# a year even if nobody revokes it. Devices warn 30 days before expiry; `warden device rotate`
+# renews them, `warden audit --days N` lists what expires soon.
 CA_DAYS = 3650
-SERVER_DAYS = 825
-PRINCIPAL_DAYS = 730
+SERVER_DAYS = 397
+PRINCIPAL_DAYS = 365
 DEVICE_DAYS = 365
 CRL_DAYS = 365
+KICK_MINUTES = 10    # the one-use certificate `revoke` cuts a connected session off with
 # Certificates start a little in the past so a device whose clock is slightly behind accepts them.
 BACKDATE = _dt.timedelta(hours=1)
 
@@ -207,9 +213,23 @@ def pki_path(state: State, name: str) -> Path:
     return state.pki_dir / name
 
 
-def principal_paths(state: State, role: str):
-    """(certificate PEM path, key PEM path) of the default principal of `role`."""
-    return state.pki_dir / f"{role}.crt.pem", state.pki_dir / f"{role}.key.pem"
+def principal_paths(state: State, role: str, name: str = "default"):
+    """(certificate PEM path, key PEM path) of principal `<role>.<name>` (default: `<role>.*.pem`)."""
+    stem = role if name == "default" else f"{role}.{name}"
+    return state.pki_dir / f"{stem}.crt.pem", state.pki_dir / f"{stem}.key.pem"
+
+
+def issue_principal(state: State, role: str, name: str = "default", *, days: int = PRINCIPAL_DAYS):
+    """Issue and write the client certificate of principal `<role>.<name>` (CN, OU = role).
+
+    Returns (certificate path, key path). The policy decides what the principal may do: add
+    its CN to the role's "principals" for it to get anything."""
+    cn = principal_cn(role, name)
+    pair = issue_client_cert(load_ca(state), cn, role, days=days)
+    cert_path, key_path = principal_paths(state, role, name)
+    write_private(key_path, key_pem(pair[1]))
+    write_file(cert_path, cert_pem(pair[0]))
+    return cert_path, key_path
 
 
 def broker_paths(state: State):
@@ -236,8 +256,30 @@ def load_ca(state: State):
     return cert, key
 
 
+CRL_REASONS = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "keyCompromise": x509.ReasonFlags.key_compromise,
+    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
+}
+
+
+def crl_reason(text: str | None) -> str:
+    """The CRL reason code for a free-text revocation reason (a best guess; the text is kept too)."""
+    t = (text or "").lower()
+    if any(w in t for w in ("compromis", "stolen", "leak", "hack", "breach")):
+        return "keyCompromise"
+    if any(w in t for w in ("rotat", "supersed", "replac", "renew")):
+        return "superseded"
+    if any(w in t for w in ("retire", "decommission", "scrap", "end of life", "lost", "broken")):
+        return "cessationOfOperation"
+    return "unspecified"
+
+
 def make_crl(ca, revoked=(), *, days=CRL_DAYS) -> bytes:
-    """A PEM CRL signed by `ca` listing `revoked`: an iterable of (serial, revocation datetime)."""
+    """A PEM CRL signed by `ca` listing `revoked`: an iterable of (serial, revocation datetime) or
+    (serial, datetime, reason code name from CRL_REASONS)."""
     ca_cert, ca_key = ca
     now = _now()
     builder = (
@@ -249,10 +291,13 @@ def make_crl(ca, revoked=(), *, days=CRL_DAYS) -> bytes:
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                        critical=False)
     )
-    for serial, when in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(int(serial)).revocation_date(when).build()
-        )
+    for entry in revoked:
+        serial, when = entry[0], entry[1]
+        reason = entry[2] if len(entry) > 2 else None
+        rb = x509.RevokedCertificateBuilder().serial_number(int(serial)).revocation_date(when)
+        if reason and reason != "unspecified":
+            rb = rb.add_extension(x509.CRLReason(CRL_REASONS[reason]), critical=False)
+        builder = builder.add_revoked_certificate(rb.build())
     return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
@@ -265,21 +310,45 @@ def revoked_serials(state: State) -> list:
     return [r.serial_number for r in load_crl(state)]
 
 
-def write_crl(state: State, revoked=None) -> Path:
-    """Re-sign the state's CRL. `revoked`: iterable of serials to list; None keeps the current list.
+def _entry_reason(entry) -> str | None:
+    try:
+        return _REASON_NAMES.get(entry.extensions.get_extension_for_class(x509.CRLReason).value.reason)
+    except x509.ExtensionNotFound:
+        return None
 
-    Serials already listed keep their revocation dates. mosquitto refuses every client once the
-    CRL's nextUpdate has passed, so the broker refreshes it on start (`refresh_crl`).
+
+_REASON_NAMES = {v: k for k, v in CRL_REASONS.items()}
+
+
+def crl_entries(state: State) -> dict:
+    """{serial: (revocation datetime, reason code name or None)} of the state's CRL ({} if none)."""
+    path = state.pki_dir / CRL
+    if not path.exists():
+        return {}
+    return {r.serial_number: (r.revocation_date_utc, _entry_reason(r)) for r in load_crl(state)}
+
+
+def write_crl(state: State, revoked=None, *, add=()) -> Path:
+    """Re-sign the state's CRL. `revoked`: iterable of serials to list; None keeps the current list.
+    `add`: more entries, each a serial or (serial, reason code name).
+
+    Serials already listed keep their revocation dates and reasons. mosquitto refuses every
+    client once the CRL's nextUpdate has passed, so the broker refreshes it on start (`refresh_crl`).
     """
     ca = load_ca(state)
-    existing = {}
-    path = state.pki_dir / CRL
-    if path.exists():
-        existing = {r.serial_number: r.revocation_date_utc for r in load_crl(state)}
-    serials = existing.keys() if revoked is None else [int(s) for s in revoked]
+    existing = crl_entries(state)
+    serials = list(existing) if revoked is None else [int(s) for s in revoked]
+    reasons = {}
+    for item in add:
+        serial, reason = (item, None) if isinstance(item, int) else (int(item[0]), item[1])
+        serials.append(serial)
+        reasons[serial] = reason
     now = _now()
-    entries = [(s, existing.get(s, now)) for s in sorted(set(serials))]
-    return write_file(path, make_crl(ca, entries))
+    entries = []
+    for s_ in sorted(set(serials)):
+        when, reason = existing.get(s_, (now, None))
+        entries.append((s_, when, reason or reasons.get(s_)))
+    return write_file(state.pki_dir / CRL, make_crl(ca, entries))
 
 
 def refresh_crl(state: State, min_days: int = 30) -> bool:
@@ -329,6 +398,16 @@ def init_pki(state: State, force: bool = False) -> PkiFiles:
     files["crl"] = write_file(state.pki_dir / CRL, make_crl(ca))
     files["policy"] = ensure_policy(state)
     return PkiFiles(fingerprint(ca[0]), files)
+
+
+def issue_kick_cert(state: State, thing: str, minutes: int = KICK_MINUTES):
+    """A one-use client certificate for `thing` (CN = thing, OU = device) valid for `minutes`:
+    (certificate, private key), never written to disk. `warden device revoke` connects with it
+    so the broker closes the session that holds the thing's client id, then revokes it too."""
+    validate_thing(thing)
+    now = _now()
+    return issue_client_cert(load_ca(state), thing, "device", not_before=now - _dt.timedelta(minutes=1),
+                             not_after=now + _dt.timedelta(minutes=minutes))
 
 
 def issue_device_cert(state: State | None, thing: str, *, days: int = DEVICE_DAYS, not_before=None,

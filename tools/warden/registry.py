@@ -2,7 +2,10 @@
 
 Each device row: thing (unique), certificate fingerprint and serial, status ('active' or
 'revoked'), creation time, certificate expiry, role, firmware version, security counter and
-the device's log key (a secret: the file is created 0600, its folder is 0700).
+the device's log key (a secret: the file is created 0600, its folder is 0700), and, once
+revoked, when and why. The `certificates` table (schema 2) keeps every certificate a thing was
+ever issued: 'active' (the one in the device row), 'pending' (issued by a rotation, not yet
+confirmed on the device) or 'revoked' (listed in the CRL, with time and reason).
 
 Every write is one transaction (BEGIN IMMEDIATE), the journal is WAL and a busy timeout is set,
 so two `warden` processes can use the registry at once; opening it again is harmless.
@@ -19,8 +22,9 @@ from pathlib import Path
 from .names import validate_thing
 from .state import WardenError, ensure_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("active", "revoked")
+CERT_STATUSES = ("active", "pending", "revoked")
 
 _SCHEMA_V1 = """
 CREATE TABLE devices (
@@ -38,10 +42,33 @@ CREATE TABLE devices (
 );
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1}   # version -> SQL that takes the schema from version-1 to version
+_SCHEMA_V2 = """
+CREATE TABLE certificates (
+    id          INTEGER PRIMARY KEY,
+    thing       TEXT NOT NULL,
+    serial      TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    not_after   TEXT,
+    issued      TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'pending', 'revoked')),
+    revoked_at  TEXT,
+    reason      TEXT
+);
+CREATE INDEX certificates_thing ON certificates (thing);
+INSERT INTO certificates (thing, serial, fingerprint, not_after, issued, status, revoked_at)
+    SELECT thing, serial, fingerprint, not_after, created,
+           CASE status WHEN 'revoked' THEN 'revoked' ELSE 'active' END,
+           CASE status WHEN 'revoked' THEN created END
+    FROM devices;
+ALTER TABLE devices ADD COLUMN revoked_at TEXT;
+ALTER TABLE devices ADD COLUMN revoke_reason TEXT
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}   # version -> SQL from version-1 to version
 
 _COLUMNS = ("thing", "fingerprint", "serial", "status", "created", "not_after", "role", "version",
-            "counter", "log_key")
+            "counter", "log_key", "revoked_at", "revoke_reason")
+_CERT_COLUMNS = ("thing", "serial", "fingerprint", "not_after", "issued", "status", "revoked_at", "reason")
 
 
 class RegistryError(WardenError):
@@ -60,12 +87,35 @@ class Device:
     version: str | None = None
     counter: int = 0
     log_key: bytes | None = None
+    revoked_at: str | None = None
+    revoke_reason: str | None = None
 
     def public_dict(self) -> dict:
         """Everything but secrets (the log key), for display and JSON output."""
         d = asdict(self)
         d.pop("log_key")
         return d
+
+
+@dataclass
+class Certificate:
+    """One certificate a thing was issued (the `certificates` table)."""
+    thing: str
+    serial: str           # hex
+    fingerprint: str
+    not_after: str | None
+    issued: str
+    status: str           # active | pending | revoked
+    revoked_at: str | None = None
+    reason: str | None = None
+
+    @property
+    def serial_int(self) -> int:
+        return int(self.serial, 16)
+
+
+def _now_iso() -> str:
+    return _iso(_dt.datetime.now(_dt.timezone.utc))
 
 
 def _iso(value) -> str | None:
@@ -162,6 +212,11 @@ class Registry:
                     " version, log_key) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
                     (thing, fingerprint, _serial(serial), created, _iso(not_after), role, version, log_key),
                 )
+                db.execute(
+                    "INSERT INTO certificates (thing, serial, fingerprint, not_after, issued, status)"
+                    " VALUES (?, ?, ?, ?, ?, 'active')",
+                    (thing, _serial(serial), fingerprint, _iso(not_after), created),
+                )
         except sqlite3.IntegrityError as e:
             existing = self.get(thing)
             if existing is not None:
@@ -219,4 +274,79 @@ class Registry:
         """Delete a row. Only for undoing a half-finished `add_device`; revoke devices instead."""
         with self._tx() as db:
             cur = db.execute("DELETE FROM devices WHERE thing = ?", (thing,))
+            db.execute("DELETE FROM certificates WHERE thing = ? AND status != 'revoked'", (thing,))
         return cur.rowcount > 0
+
+    # -- certificates ----------------------------------------------------------------------
+    @staticmethod
+    def _cert(row) -> Certificate | None:
+        return None if row is None else Certificate(**{k: row[k] for k in _CERT_COLUMNS})
+
+    def certificates(self, thing: str | None = None, status: str | None = None) -> list:
+        """Certificates (of `thing`, with `status`), oldest first."""
+        sql, args = "SELECT * FROM certificates WHERE 1=1", []
+        if thing is not None:
+            sql += " AND thing = ?"
+            args.append(thing)
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        return [self._cert(r) for r in self._db.execute(sql + " ORDER BY id", args).fetchall()]
+
+    def certificate(self, serial) -> Certificate | None:
+        return self._cert(self._db.execute("SELECT * FROM certificates WHERE serial = ?",
+                                           (_serial(serial),)).fetchone())
+
+    def add_pending(self, thing: str, fingerprint: str, serial, not_after=None) -> Certificate:
+        """Record a certificate issued to `thing` by a rotation, not yet in use (status 'pending').
+        An older pending certificate of the thing is revoked (it was never confirmed)."""
+        device = self.get(thing)
+        if device is None:
+            raise RegistryError(f"no device {thing!r} in the registry", hint="see `warden device list`")
+        if device.status != "active":
+            raise RegistryError(f"device {thing!r} is {device.status}", hint="a revoked device stays revoked; "
+                                "add it again under a new name")
+        now = _now_iso()
+        with self._tx() as db:
+            db.execute("UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ?"
+                       " WHERE thing = ? AND status = 'pending'", (now, "superseded by a newer rotation", thing))
+            db.execute("INSERT INTO certificates (thing, serial, fingerprint, not_after, issued, status)"
+                       " VALUES (?, ?, ?, ?, ?, 'pending')",
+                       (thing, _serial(serial), fingerprint, _iso(not_after), now))
+        return self.certificate(serial)
+
+    def activate(self, thing: str, serial, reason: str = "superseded by rotation") -> list:
+        """Make pending certificate `serial` the thing's certificate; the previous one is revoked.
+        Returns the certificates this revoked."""
+        cert = self.certificate(serial)
+        if cert is None or cert.thing != thing or cert.status != "pending":
+            raise RegistryError(f"{thing!r} has no pending certificate {_serial(serial)}",
+                                hint="run `warden device rotate THING` first")
+        now = _now_iso()
+        with self._tx() as db:
+            old = [self._cert(r) for r in db.execute(
+                "SELECT * FROM certificates WHERE thing = ? AND status = 'active'", (thing,)).fetchall()]
+            db.execute("UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ?"
+                       " WHERE thing = ? AND status = 'active'", (now, reason, thing))
+            db.execute("UPDATE certificates SET status = 'active' WHERE serial = ?", (cert.serial,))
+            db.execute("UPDATE devices SET fingerprint = ?, serial = ?, not_after = ? WHERE thing = ?",
+                       (cert.fingerprint, cert.serial, cert.not_after, thing))
+        return [self.certificate(c.serial) for c in old]
+
+    def revoke(self, thing: str, reason: str | None = None) -> Device:
+        """Mark `thing` revoked with all its certificates (active and pending). Idempotent: a
+        second revoke keeps the first time and reason."""
+        device = self.get(thing)
+        if device is None:
+            raise RegistryError(f"no device {thing!r} in the registry", hint="see `warden device list`")
+        now = _now_iso()
+        with self._tx() as db:
+            if device.status != "revoked":
+                db.execute("UPDATE devices SET status = 'revoked', revoked_at = ?, revoke_reason = ?"
+                           " WHERE thing = ?", (now, reason, thing))
+            db.execute("UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ?"
+                       " WHERE thing = ? AND status != 'revoked'", (now, reason, thing))
+        return self.get(thing)
+
+    def revoked_certificates(self) -> list:
+        return self.certificates(status="revoked")
