@@ -56,6 +56,10 @@ def _simulated(spec):
     if kind == "const":
         value = float(spec.get("value", 0.0))
         return lambda seq: value
+    if kind in ("chip_temperature", "adc", "i2c"):
+        # A board's sensors (firmware/hal/esp32.py), so a board's config runs here unchanged.
+        value = float(spec.get("sim_value", 40.0 if kind == "chip_temperature" else 1.0))
+        return lambda seq: value
     raise ValueError("unknown simulated sensor kind %r (sine, ramp, const)" % kind)
 
 
@@ -65,3 +69,20 @@ def sensor_sources(config):
     for name, spec in config["sensors"].items():
         out[name] = _simulated(spec)
     return out
+
+
+# Board hardware the twin lacks (firmware/hal/esp32.py has the real ones).
+def watchdog_start(ms):
+    """No hardware watchdog on the twin (the host runner supervises the process)."""
+    return False
+
+
+def watchdog_feed():
+    pass
+
+
+def deep_sleep(ms):
+    """Sleep `ms`, then restart as a board does after deep sleep (the runner restarts on RESET_EXIT)."""
+    import time
+    time.sleep_ms(ms)
+    sys.exit(RESET_EXIT)
