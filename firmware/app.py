@@ -222,6 +222,7 @@ def boot_checks():
 
 
 def main():
+    eventlog.open_store()  # the encrypted device log in /log (docs/logstore.md), once per boot
     eventlog.info("boot", "warden %s on %s, reset cause %s" % (
         VERSION, hal.PLATFORM, hal.RESET_NAMES.get(hal.reset_cause(), "?")))
     cfg, ctx = boot_checks()

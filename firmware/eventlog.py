@@ -1,15 +1,59 @@
 # The device log: what happened to the device, one line per event.
 #
 # Every event goes to the console (the UART on a board, stdout on the twin) as
-# `<uptime ms> <LEVEL> <kind>: <message>`. Events are kept short and never
-# include secrets (keys, Wi-Fi passwords).
+# `<uptime ms> <LEVEL> <kind>: <message>`. Once open_store() has run (at boot),
+# each event is also appended, durably, to the encrypted log store in /log
+# (lib/logstore.py) as an EVENT record `<LEVEL> <kind>: <message>`, readable
+# with `warden logs show`. Events are kept short and never include secrets
+# (keys, Wi-Fi passwords). A store that fails is closed and the log goes on on
+# the console alone: logging never stops the device.
+import sys
 import time
 
 _t0 = time.ticks_ms()
+_store = None
+LOG_DIR = "/log"
+
+
+def open_store(path=LOG_DIR, **options):
+    """Open the log store with the device's log key (hal.log_key()); returns it or None."""
+    global _store
+    from firmware import hal
+    key = hal.log_key()
+    if key is None:
+        warn("log", "no log key in NVS: events go to the console only")
+        return None
+    try:
+        from logstore import Store
+        _store = Store(path, key, clock=hal.unix_time, **options)
+    except Exception as e:
+        _store = None
+        error("log", "log store unusable, events go to the console only: %r" % e)
+    finally:
+        # Opening needed these; appending does not (the outbox loads logread again to read).
+        sys.modules.pop("logread", None)
+        sys.modules.pop("cryptokit", None)
+    return _store
+
+
+def store():
+    """The open log store, or None."""
+    return _store
 
 
 def log(level, kind, msg):
-    print("%d %s %s: %s" % (time.ticks_diff(time.ticks_ms(), _t0), level, kind, msg))
+    global _store
+    line = "%s %s: %s" % (level, kind, msg)
+    print("%d %s" % (time.ticks_diff(time.ticks_ms(), _t0), line))
+    s = _store
+    if s is not None:
+        try:
+            b = line.encode()
+            s.append(1, b if len(b) <= s.max_payload else b[:s.max_payload], True)  # 1: logstore.EVENT
+        except Exception as e:
+            _store = None
+            print("%d ERROR log: log store failed, events go to the console only: %r" % (
+                time.ticks_diff(time.ticks_ms(), _t0), e))
 
 
 def info(kind, msg):

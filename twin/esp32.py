@@ -20,6 +20,8 @@ import sys
 
 from micropython import const
 
+from nvs import NVS  # noqa: F401  (esp32.NVS: twin/nvs.py, C on a board)
+
 _TABLE = const(0x8000)
 _TABLE_MAX = const(0xC00)
 _ERASED = b"\xff" * 256  # erase writes this 16 times: a 4 KiB constant would cost 4 KiB of heap
@@ -150,9 +152,3 @@ class Partition:
     @classmethod
     def mark_app_valid_cancel_rollback(cls):
         _ota("mark_valid")  # OSError(1) while otadata is blank ("running firmware is factory")
-
-
-def NVS(namespace):
-    """esp32.NVS(namespace): the twin's stand-in (twin/nvs.py), loaded when used (C on a board)."""
-    from nvs import NVS
-    return NVS(namespace)

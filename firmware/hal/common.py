@@ -11,3 +11,20 @@ RESET_NAMES = {1: "power-on", 2: "hard", 3: "watchdog", 4: "deep-sleep", 5: "sof
 
 def unix_time():
     return time.time() + EPOCH_OFFSET
+
+
+# The device's 256-bit log key (lib/logstore.py), written at provisioning into NVS,
+# outside the log folder and the filesystem.
+LOG_KEY_NS = "warden"
+LOG_KEY = "log_key"
+
+
+def log_key():
+    """The log key from NVS, or None if there is none (not provisioned with one)."""
+    import esp32
+    buf = bytearray(32)
+    try:
+        n = esp32.NVS(LOG_KEY_NS).get_blob(LOG_KEY, buf)
+    except OSError:     # -4354 ESP_ERR_NVS_NOT_FOUND, or a blob of the wrong size
+        return None
+    return bytes(buf) if n == 32 else None

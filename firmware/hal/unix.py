@@ -11,9 +11,18 @@ import sys
 from micropython import const
 
 from firmware.hal.common import RESET_NAMES, unix_time  # noqa: F401
+from firmware.hal.common import log_key as _nvs_log_key
 
 PLATFORM = "unix"
 RESET_EXIT = const(75)
+
+
+def log_key():
+    """The log key from the twin's NVS (None without one, or without a twin flash)."""
+    try:
+        return _nvs_log_key()
+    except (ImportError, ValueError):   # no twin flash (device code run in tests), no nvs partition
+        return None
 
 
 def reset():

@@ -281,5 +281,9 @@ def demo(ctx, state, thing):
 from . import cli_fleet  # noqa: E402,F401  (registers `policy`, `device revoke|rotate`, `audit`)
 
 
+# -- logs (warden logs pull/show: tools/warden/cli_logs.py) ---------------------------------------
+from . import cli_logs  # noqa: E402,F401  (registers the `logs` group on main)
+
+
 if __name__ == "__main__":
     main()

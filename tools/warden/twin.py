@@ -53,25 +53,37 @@ def identity_files(cert_der, key_der, ca_der):
     return {"/identity/cert.der": cert_der, "/identity/key.der": key_der, "/identity/ca.der": ca_der}
 
 
-def build_flash(path, identity, config):
-    """Write a twin flash file at `path`: the current app build, `identity` files and `config`."""
+def build_flash(path, identity, config, log_key=None):
+    """Write a twin flash file at `path`: the current app build, `identity` files and `config`,
+    and `log_key` (32 bytes) in the NVS partition, where the device's hal.log_key() finds it."""
     files = dict(build.build_app())
     files.update(identity)
     files["/config.json"] = json.dumps(config, indent=1).encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(flashimage.new_flash(files))
+    image = flashimage.new_flash(files)
+    if log_key is not None:
+        from . import nvsimage
+        nvs = flashimage.part("nvs")
+        image[nvs.offset:nvs.offset + nvs.size] = nvsimage.encode({"warden": {"log_key": log_key}}, nvs.size)
+    tmp.write_bytes(image)
     os.chmod(tmp, 0o600)  # the flash holds the device private key
     os.replace(tmp, path)
     return path
 
 
-def provision_twin(state, thing, cert_der, key_der, config=None):
-    """Build THING's twin flash in the project state with its identity and the default config."""
+def provision_twin(state, thing, cert_der, key_der, config=None, log_key=None):
+    """Build THING's twin flash in the project state with its identity, the default config
+    and its log key (default: the registry's)."""
     ca_der = (Path(state.pki_dir) / "ca.der").read_bytes()
     cfg = config if config is not None else device_config(state, thing)
-    return build_flash(flash_path(state, thing), identity_files(cert_der, key_der, ca_der), cfg)
+    if log_key is None and Path(state.registry_path).exists():
+        from .registry import Registry
+        with Registry(state.registry_path) as reg:
+            dev = reg.get(thing)
+        log_key = dev.log_key if dev else None
+    return build_flash(flash_path(state, thing), identity_files(cert_der, key_der, ca_der), cfg, log_key)
 
 
 def sync_app(path):

@@ -1,0 +1,160 @@
+# An encrypted, tamper-evident, append-only record store in a littlefs folder:
+# the writing half, which stays loaded (opening, recovery and reading are in
+# logread.py, loaded only while they run).
+#
+# Records are AES-256-CBC encrypted (random IV) and then MACed with HMAC-SHA-256
+# (truncated to 16 bytes), with keys derived by HKDF-SHA-256 from one 256-bit key.
+# The MAC covers the record header (sequence number, length, IV) and the tag of
+# the segment header the record sits in, which binds it to this store, this key
+# and this segment number: records cannot be deleted, reordered, moved between
+# segments or spliced in from another device without a reader noticing.
+#
+# Layout: <dir>/<segment number, 8 hex digits>.seg, append-only, each at most
+# `segment` bytes; when a new segment would pass `quota`, the oldest segments are
+# deleted and each deletion is logged as a DROP record in the new segment.
+# Format (docs/logstore.md; integers little-endian):
+#   segment header, 52 B: "WLOG" ver:u8 flags:u8 hlen:u16 segno:u32 first_seq:u32
+#                         oldest:u32 store_id:8s key_id:8s, then tag:16s = MAC(first 36 B)
+#   record, 40 B + ct:    "Wr" ctlen:u16 seq:u32 iv:16s ct tag:16s = MAC(segment tag + "Wr"..ct)
+#   plaintext in ct:      kind:u8 time:u32 payload, PKCS#7 padding
+#
+# Hot path: append() fills preallocated buffers and uses one cryptolib CBC object
+# for the store's whole life (see _write). hashlib has no copy() or reset, so each
+# MAC still allocates two small hash objects; nothing else of size is allocated.
+import os
+import struct
+from hashlib import sha256
+
+from micropython import const
+
+VERSION = const(1)
+EVENT = const(1)      # an event line from the device log: b"LEVEL source: message"
+READING = const(2)    # a sensor reading (the outbox)
+DROP = const(16)      # the store deleted a segment; payload <III: segno, first_seq, next_seq
+CUT = const(17)       # the store cut a torn record off; payload <III: segno, offset, bytes cut
+
+HFMT = "<4sBBHIII8s8s"
+_HLEN = const(36)
+_SEGHDR = const(52)   # header + tag
+_RH = const(24)       # "Wr", ctlen, seq, iv
+_OVER = const(40)     # _RH + tag
+
+
+class Store:
+    """Store(path, key): open (or create) the store in folder `path` with the 32-byte `key`.
+
+    quota: bytes of flash for the folder (its segments plus 8 KiB of littlefs metadata);
+    segment: bytes per segment file (a multiple of 4096); max_payload: the largest record;
+    clock: a function giving Unix seconds for each record's time (none: 0)."""
+
+    def __init__(self, path, key, quota=262144, segment=16384, max_payload=240,
+                 clock=None, urandom=os.urandom):
+        from logread import open_store   # boot-time code, dropped again by the caller
+        open_store(self, path, key, quota, segment, max_payload, clock, urandom)
+
+    def _name(self, segno):
+        return "%s/%08x.seg" % (self._dir, segno)
+
+    def _mac(self, a, b):
+        h = sha256(self._ip)
+        h.update(a)
+        h.update(b)
+        o = sha256(self._op)
+        o.update(h.digest())
+        return o.digest()
+
+    def _roll(self):
+        """Start the next segment, deleting the oldest ones to stay within the quota.
+
+        The new segment (header and DROP records) is written under a temporary name and
+        renamed into place before anything is deleted, so a power cut leaves either the
+        old state or the new one (opening the store finishes an interrupted drop)."""
+        self.close()
+        segs = self._segs
+        new = segs[-1][0] + 1 if segs else 1
+        nd = max(0, len(segs) + 1 - self._max)
+        keep = segs[nd:]
+        tmp = self._dir + "/seg.tmp"
+        self._f = f = open(tmp, "wb")
+        hb = bytearray(_SEGHDR)
+        struct.pack_into(HFMT, hb, 0, b"WLOG", VERSION, 0, _SEGHDR, new, self.next_seq,
+                         keep[0][0] if keep else new, self._sid, self._kid)
+        hb[_HLEN:] = self._mac(b"", memoryview(hb)[:_HLEN])[:16]
+        f.write(hb)
+        self._tag = bytes(hb[_HLEN:])
+        self._cur = new
+        self._pos = _SEGHDR
+        keep.append([new, self.next_seq])
+        for i in range(nd):
+            self._write(DROP, struct.pack("<III", segs[i][0], segs[i][1], segs[i + 1][1]))
+        f.close()
+        self._f = None
+        os.rename(tmp, self._name(new))
+        for i in range(nd):
+            os.remove(self._name(segs[i][0]))
+        self._segs = keep
+        self._f = open(self._name(new), "ab")
+
+    def _write(self, kind, payload):
+        n = len(payload)
+        ct = (n + 5) // 16 * 16 + 16
+        pt = self._pt
+        rec = self._rec
+        struct.pack_into("<BI", pt, 0, kind, int(self._clock()) & 0xFFFFFFFF if self._clock else 0)
+        pt[5:5 + n] = payload
+        for i in range(5 + n, ct):
+            pt[i] = ct - 5 - n
+        iv = self._rand(16)
+        seq = self.next_seq
+        struct.pack_into("<2sHI16s", rec, 0, b"Wr", ct, seq, iv)
+        # The CBC object keeps its chain from the previous record: its IV is now the
+        # last ciphertext block written, at rec[c:c+16]. XORing that block and this
+        # record's random IV into the first plaintext block makes the result exactly
+        # AES-CBC(iv, plaintext), as if encrypted alone, without a new AES object.
+        c = self._chain
+        for i in range(16):
+            pt[i] ^= iv[i] ^ rec[c + i]
+        self._enc.encrypt(self._pmv[:ct], self._rmv[_RH:_RH + ct])
+        self._chain = ct + 8     # _RH + ct - 16
+        rec[_RH + ct:_OVER + ct] = self._mac(self._tag, self._rmv[:_RH + ct])[:16]
+        self._f.write(self._rmv[:_OVER + ct])
+        self._pos += _OVER + ct
+        self.next_seq = seq + 1
+        return seq
+
+    def append(self, kind, payload, durable=False):
+        """Append a record (kind 0-255, payload bytes); returns its sequence number.
+
+        It is on flash when append(..., durable=True) returns, or after the next sync();
+        until then a power cut may lose it, never a record made durable before."""
+        if self._f is None:
+            raise OSError("log store is closed")
+        if len(payload) > self.max_payload:
+            raise ValueError("record payload too long")
+        try:
+            if self._pos + _OVER + 21 + len(payload) > self._lim:
+                self._roll()
+            seq = self._write(kind, payload)
+            if durable:
+                self._f.flush()
+        except Exception:
+            # The file's tail is unknown now: stop; opening the store again recovers it.
+            self.close()
+            raise
+        return seq
+
+    def sync(self):
+        """Make every record appended so far durable (littlefs commits a file on flush)."""
+        if self._f:
+            self._f.flush()
+
+    def close(self):
+        f = self._f
+        self._f = None
+        if f:
+            f.close()
+
+    def reader(self, from_seq=0, on_problem=None):
+        """A logread.Reader over this store's records from sequence number `from_seq` on."""
+        from logread import Reader
+        return Reader(self, from_seq, on_problem)

@@ -1,0 +1,94 @@
+"""`warden logs pull` and `warden logs show`: the device's encrypted log, read on the host.
+
+Exit codes of `logs show`: 0 the log verified clean, 3 it was read but has integrity problems
+(all listed), 1 an error (no such device, no segments, wrong or missing key).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from .cli import console, main, pass_state
+
+EXIT_PROBLEMS = 3
+
+
+@main.group()
+def logs():
+    """The device's encrypted log: pull it out of a twin, verify and show it."""
+
+
+@logs.command("pull")
+@click.argument("thing")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the segments (default: the device's folder in the state, logs/).")
+@click.option("--port", default=None, help="Pull from a real board on this serial port (mpremote), not the twin.")
+@pass_state
+def logs_pull(state, thing, out, port):
+    """Copy THING's log segments out of its twin flash (or a board: --port) into a folder, and verify them."""
+    from . import logstore as ls
+
+    if port:
+        from .deploy import pull_logs   # the board's /log over mpremote (tools/warden/deploy.py)
+        r = pull_logs(state, thing, port, out)
+    else:
+        r = ls.pull(state, thing, out)
+    size = sum(len(d) for d in r.files.values())
+    console.print(f"pulled {len(r.files)} segments ({size} bytes) of {thing}'s log to {r.out}")
+    if r.error:
+        console.print(f"[yellow]not verified:[/] {r.error}")
+    elif r.report is not None:
+        _summary(r.report)
+        console.print(f"show it: warden logs show {r.out}", style="dim")
+
+
+def _summary(report):
+    n = len(report.records)
+    first = report.records[0].seq if n else None
+    span = f", seq {first}..{report.last_seq}" if n else ""
+    if report.ok:
+        console.print(f"[green]verified:[/] {n} records{span}, no integrity problems")
+    else:
+        console.print(f"[red]{len(report.problems)} integrity problem(s)[/] in {n} readable records{span}")
+
+
+@logs.command("show")
+@click.argument("source")
+@click.option("--thing", default=None, help="Whose registry key decrypts SOURCE (default: from its pull.json).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: records, then problems.")
+@click.option("--from", "from_seq", type=click.IntRange(0), default=0, help="Only records from this sequence number.")
+@pass_state
+def logs_show(state, source, thing, as_json, from_seq):
+    """Verify, decrypt and print a log: SOURCE is a thing (its twin flash) or a pulled folder."""
+    from . import logstore as ls
+
+    thing, report = ls.show(state, source, thing)
+    records = [r for r in report.records if r.seq >= from_seq]
+    if as_json:
+        for r in records:
+            click.echo(json.dumps(r.to_json()))
+        for p in report.problems:
+            click.echo(json.dumps(p.to_json()))
+    else:
+        table = Table("seq", "time (UTC)", "kind", "level", "source", "message", title=f"log of {thing}")
+        styles = {"ERROR": "red", "WARN": "yellow"}
+        for r in records:
+            f = r.fields()
+            t = ls.iso_time(r.time)
+            table.add_row(str(r.seq), t.replace("+00:00", "") if t else str(r.time), r.kind_name, f["level"],
+                          f["source"], f["message"], style=styles.get(f["level"]))
+        console.print(table)
+        for p in report.problems:
+            where = []
+            if p.segment is not None:
+                where.append(f"segment {p.segment}")
+            if p.offset is not None:
+                where.append(f"offset {p.offset}")
+            loc = f" ({', '.join(where)})" if where else ""
+            console.print(f"[red]{p.kind}[/]{loc}: {p.detail}")
+        _summary(report)
+    if not report.ok:
+        raise click.exceptions.Exit(EXIT_PROBLEMS)
