@@ -285,5 +285,9 @@ from . import cli_fleet  # noqa: E402,F401  (registers `policy`, `device revoke|
 from . import cli_logs  # noqa: E402,F401  (registers the `logs` group on main)
 
 
+# -- flash, deploy (a real ESP32: tools/warden/cli_board.py) -------------------------------------
+from . import cli_board  # noqa: E402,F401  (registers `flash` and `deploy` on main)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,210 @@
+"""warden flash / deploy on the host: images checked with the real esptool (offline), the command
+lines a board would get, the filesystem budget, manifest.py and the mip package files."""
+import ast
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from warden import deploy, devices, espimage, flash, flashimage
+from warden.cli import main
+
+ROOT = flash.flashimage.__file__ and __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def combined(app, *, table=None, boff=0x1000, chip_id=0):
+    """A combined firmware.bin: bootloader at 0, partition table, app at the ota_0 offset."""
+    boot = espimage.build_image("boot", segments=[(0x3FFF0000, bytes(4096)), (0x40078000, bytes(4096))],
+                                chip_id=chip_id)
+    img = bytearray(b"\xff" * (0x10000 - boff))
+    img[:len(boot)] = boot
+    t = 0x8000 - boff
+    img[t:t + 0xC00] = table or flashimage.partition_table()
+    return bytes(img) + app
+
+
+@pytest.fixture
+def images(tmp_path):
+    def put(name, data):
+        p = tmp_path / name
+        p.write_bytes(data)
+        return p
+    return put
+
+
+def test_app_image_goes_to_ota_0_after_erasing_otadata(images):
+    p = images("micropython.bin", espimage.build_image("v1.29.0", 200 * 1024))
+    info = flash.inspect_image(p)
+    assert (info.kind, info.chip, info.offset, info.version) == ("app", "esp32", 0x10000, "v1.29.0")
+    steps = flash.flash_plan("/dev/ttyUSB0", info, erase=False)
+    assert [s.argv[3:] for s in steps] == [
+        ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800", "erase-region", "0xd000", "0x2000"],
+        ["--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "460800", "write-flash", "0x10000", str(p)]]
+    with pytest.raises(flash.FlashError, match="no bootloader"):
+        flash.flash_plan("/dev/ttyUSB0", info, erase=True)
+
+
+def test_combined_image_is_written_at_0x1000_after_an_erase(images):
+    p = images("firmware.bin", combined(espimage.build_image("v1.29.0", 300 * 1024)))
+    info = flash.inspect_image(p)
+    assert info.kind == "combined" and info.offset == 0x1000 and info.app_size < flash.SLOT_SIZE
+    assert {x[0] for x in info.partitions} >= {"ota_0", "ota_1", "nvs", "otadata"}
+    cmds = [s.argv[9:] for s in flash.flash_plan("/dev/ttyUSB0", info)]
+    assert cmds == [["erase-flash"], ["write-flash", "0x1000", str(p)]]
+    cmds = [s.argv[9:] for s in flash.flash_plan("/dev/ttyUSB0", info, erase=False)]
+    assert cmds == [["erase-region", "0xd000", "0x2000"], ["write-flash", "0x1000", str(p)]]
+
+
+def test_esptool_knows_every_command_we_build():
+    """The pinned esptool (v5) accepts each hyphenated command: its own --help, offline."""
+    for cmd in ("erase-flash", "erase-region", "write-flash", "read-flash", "image-info"):
+        r = subprocess.run(flash.esptool_argv(cmd, "--help"), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (cmd, r.stderr)
+
+
+@pytest.mark.parametrize("case,data,match", [
+    ("too-big-app", lambda: espimage.build_image("v9", flash.SLOT_SIZE + 4096), "larger than the 1.5 MiB"),
+    ("too-big-combined", lambda: combined(espimage.build_image("v9", flash.SLOT_SIZE + 4096)), "larger than the 1.5 MiB"),
+    ("other-chip", lambda: espimage.build_image("v1", 64 * 1024, chip_id=9), "built for esp32s3, not esp32"),
+    ("not-an-image", lambda: b":020000040000FA\n" * 100, "not an ESP32 firmware image"),
+    ("damaged", lambda: bytes(b ^ 1 if i == 5000 else b for i, b in enumerate(espimage.build_image("v1", 64 * 1024))),
+     "damaged|not a valid ESP32 image"),
+    ("bootloader-only", lambda: espimage.build_image("b", segments=[(0x3FFF0000, bytes(4096))]), "not an application"),
+    ("not-ota-layout", lambda: combined(espimage.build_image("v1", 64 * 1024), table=flashimage.partition_table((
+        flashimage.Part("nvs", 1, 2, 0x9000, 0x6000), flashimage.Part("phy_init", 1, 1, 0xF000, 0x1000),
+        flashimage.Part("factory", 0, 0, 0x10000, 0x1F0000), flashimage.Part("vfs", 1, 0x81, 0x200000, 0x200000)))),
+     "not the OTA partition layout"),
+])
+def test_unfit_images_are_refused_before_the_board_is_touched(case, data, match, images):
+    p = images(case + ".bin", data())
+    with pytest.raises(flash.FlashError, match=match):
+        flash.inspect_image(p)
+    ran = []
+    with pytest.raises(flash.FlashError):
+        flash.flash("/dev/ttyUSB0", p, runner=ran.append)
+    assert ran == []
+
+
+def test_flash_cli_checks_then_runs_esptool(images, monkeypatch):
+    ok = images("firmware.bin", combined(espimage.build_image("v1.29.0", 100 * 1024)))
+    big = images("big.bin", espimage.build_image("v9", flash.SLOT_SIZE + 4096))
+    r = CliRunner().invoke(main, ["flash", "--port", "/dev/ttyUSB0", "--firmware", str(ok), "--check-only"])
+    assert r.exit_code == 0 and "combined image for esp32" in r.output, r.output
+    ran = []
+    monkeypatch.setattr(flash, "run_steps", lambda steps, runner=None, say=None: ran.extend(steps))
+    r = CliRunner().invoke(main, ["flash", "--port", "/dev/ttyUSB0", "--firmware", str(big)])
+    assert r.exit_code == 1 and "error:" in r.output and "1.5 MiB" in r.output and not ran
+    r = CliRunner().invoke(main, ["flash", "--port", "/dev/ttyUSB0", "--firmware", str(ok)])
+    assert r.exit_code == 0, r.output
+    assert [s.argv[-3:] for s in ran] == [["--baud", "460800", "erase-flash"], ["write-flash", "0x1000", str(ok)]]
+
+
+# -- deploy ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def thing(pki_state):
+    devices.add_device(pki_state, "board-host")
+    return "board-host"
+
+
+def test_deploy_files_are_the_app_identity_log_key_and_a_board_config(pki_state, thing, app_build):
+    cfg = deploy.board_config(pki_state, thing, wifi_ssid="lab", wifi_password="pw", broker_host="10.0.0.5")
+    files = deploy.deploy_files(pki_state, thing, cfg)
+    folder = pki_state.device_dir(thing)
+    assert files["/identity/cert.der"] == (folder / "cert.der").read_bytes()
+    assert files["/identity/key.der"] == (folder / "key.der").read_bytes()
+    assert files["/identity/ca.der"] == (pki_state.pki_dir / "ca.der").read_bytes()
+    assert len(files[deploy.LOG_KEY_FILE]) == 32
+    assert "/firmware/app.mpy" in files and "/lib/mqtt.mpy" in files and "/main.py" in files
+    c = json.loads(files["/config.json"])
+    assert c["thing"] == thing and c["broker"]["host"] == "10.0.0.5" and c["wifi"] == {"ssid": "lab", "password": "pw"}
+    assert c["sensors"] == deploy.BOARD_SENSORS
+
+
+def test_budget_fits_two_app_slots_identity_config_and_the_log_quota(pki_state, thing):
+    files = deploy.deploy_files(pki_state, thing, deploy.board_config(pki_state, thing))
+    b = deploy.budget(files).check()
+    assert b.total == 960 * 1024 and b.app_slots == 2 and b.log_quota == 256 * 1024
+    assert b.need <= b.total and b.free > 0
+    # the image itself holds one app: it mounts, and every file is in it
+    back = deploy.files_in_image(deploy.build_image(files))
+    assert back == files
+    with pytest.raises(deploy.DeployError, match="does not fit"):
+        deploy.budget(files, log_quota=b.free + deploy.DEFAULT_LOG_QUOTA + 1).check()
+
+
+def test_identity_conflicts_only_for_different_files(pki_state, thing):
+    files = deploy.deploy_files(pki_state, thing, deploy.board_config(pki_state, thing))
+    same = {p: deploy.sha256_hex(files[p]) for p in deploy.IDENTITY_FILES}
+    assert deploy.identity_conflicts(same, files) == []
+    assert deploy.identity_conflicts({p: None for p in deploy.IDENTITY_FILES}, files) == []
+    assert deploy.identity_conflicts(dict(same, **{"/identity/key.der": "00" * 32}), files) == ["/identity/key.der"]
+
+
+def test_hash_script_is_micropython_that_hashes_files(tmp_path):
+    from devrun import run_mp
+    (tmp_path / "a").write_bytes(b"x" * 3000)
+    r = run_mp(deploy.hash_script([str(tmp_path / "a"), str(tmp_path / "missing")]))
+    got = deploy.parse_marked(r.stdout, "WARDEN-HASHES")
+    assert got == {str(tmp_path / "a"): deploy.sha256_hex(b"x" * 3000), str(tmp_path / "missing"): None}
+    with pytest.raises(deploy.DeployError, match="did not answer"):
+        deploy.parse_marked("Traceback ...", "WARDEN-HASHES")
+
+
+def test_deploy_image_only_cli_keeps_the_password_off_screen(pki_state, thing, tmp_path, monkeypatch):
+    out = tmp_path / "vfs.bin"
+    monkeypatch.setenv("WARDEN_WIFI_PASSWORD", "s3cret-wifi")
+    r = CliRunner().invoke(main, ["--state", str(pki_state.root), "deploy", thing, "--image-only", str(out),
+                                  "--wifi-ssid", "lab"])
+    assert r.exit_code == 0, r.output
+    assert "s3cret-wifi" not in r.output and out.stat().st_mode & 0o777 == 0o600
+    files = deploy.files_in_image(out.read_bytes())
+    assert json.loads(files["/config.json"])["wifi"]["password"] == "s3cret-wifi"
+    monkeypatch.delenv("WARDEN_WIFI_PASSWORD")
+    r = CliRunner().invoke(main, ["--state", str(pki_state.root), "deploy", thing, "--image-only", str(out),
+                                  "--wifi-ssid", "lab"])
+    assert r.exit_code == 1 and "WARDEN_WIFI_PASSWORD" in r.output
+    r = CliRunner().invoke(main, ["--state", str(pki_state.root), "deploy", "nobody", "--image-only", str(out)])
+    assert r.exit_code == 1 and "no device" in r.output
+
+
+# -- manifest.py and mip package.json ----------------------------------------------------------
+def _manifest_calls():
+    tree = ast.parse((ROOT / "manifest.py").read_text())
+    return [(n.func.id, [ast.literal_eval(a) for a in n.args], {k.arg: ast.literal_eval(k.value) for k in n.keywords})
+            for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+
+
+def test_manifest_freezes_every_device_file():
+    calls = _manifest_calls()
+    frozen = set()
+    for fn, args, kw in calls:
+        assert fn in ("include", "freeze", "module", "package"), fn
+        if fn == "module":
+            base = ROOT / kw.get("base_path", ".")
+            assert (base / args[0]).is_file(), args[0]
+            frozen.add((base / args[0]).resolve())
+        if fn == "package":
+            base = ROOT / kw.get("base_path", ".")
+            assert (base / args[0] / "__init__.py").is_file() or (base / args[0]).is_dir(), args[0]
+            frozen.update(p.resolve() for p in (base / args[0]).rglob("*.py"))
+    assert ("include", ["$(PORT_DIR)/boards/manifest.py"], {}) in calls
+    device = {p.resolve() for d in ("firmware", "lib") for p in (ROOT / d).rglob("*.py")}
+    assert device <= frozen, sorted(str(p) for p in device - frozen)
+
+
+def test_package_json_files_name_existing_files_and_every_lib_module():
+    for pkg in (ROOT / "lib" / "package.json", ROOT / "package.json"):
+        spec = json.loads(pkg.read_text())
+        assert set(spec) <= {"urls", "deps", "version"} and isinstance(spec["version"], str)
+        for dest, src in spec["urls"]:
+            assert not dest.startswith("/") and (pkg.parent / src).is_file(), (pkg, dest, src)
+        for dep in spec.get("deps", []):
+            assert isinstance(dep, list) and len(dep) == 2
+    lib = json.loads((ROOT / "lib" / "package.json").read_text())
+    assert sorted(d for d, _ in lib["urls"]) == sorted(p.name for p in (ROOT / "lib").glob("*.py"))
+    top = json.loads((ROOT / "package.json").read_text())
+    dests = {d for d, _ in top["urls"]}
+    want = {p.relative_to(ROOT).as_posix() for p in (ROOT / "firmware").rglob("*.py")} | {"boot.py", "main.py"}
+    assert want <= dests, sorted(want - dests)

@@ -1,0 +1,453 @@
+"""Put a provisioned device's files on a real ESP32: over mpremote, or as a littlefs image.
+
+What a board gets is what its twin gets (tools/warden/twin.py), byte for byte:
+
+    /boot.py /main.py /firmware/... /lib/...     the compiled app (build.build_app())
+    /identity/cert.der key.der ca.der            from <state>/devices/<thing>/ and pki/ca.der
+    /identity/log_key                            the registry's log key; the board's hal moves it
+                                                 into NVS at first boot and deletes the file
+    /keys/<key id>.pk                            trusted OTA keys, if `warden keys init` ran
+    /config.json                                 board_config(): broker, Wi-Fi, real sensors
+
+Two ways to write them:
+
+- **mpremote** (`deploy_mpremote`): a probe script on the board reports which identity files
+  exist and their SHA-256; an identity that differs from the one we would write is never
+  replaced unless `force_identity`. The app folders are replaced whole, the files copied, then
+  a verify script prints the SHA-256 of every file and each must match, or DeployError.
+- **image** (`deploy_image`): `build_image()` makes the littlefs2 image of the vfs region
+  (flashimage.build_vfs: the geometry the board mounts and the twin uses) and esptool writes it
+  at 0x310000. Because an image replaces the whole filesystem, the current region is read back
+  first: its identity is checked the same way, and any log segments on it are saved to
+  <state>/devices/<thing>/board-logs/ before they are overwritten. After writing, the region is
+  read back again and compared byte for byte.
+
+Every command line is built by a function here (tests assert on them); `runner` runs them.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import build, flashimage
+from .flash import DEFAULT_BAUD, esptool_argv
+from .state import WardenError, ensure_dir, write_private
+
+VFS = flashimage.VFS
+IDENTITY_FILES = ("/identity/cert.der", "/identity/key.der", "/identity/ca.der")
+LOG_KEY_FILE = "/identity/log_key"
+MAINTENANCE_FILE = "/maintenance"   # while it exists the board's hal starts no watchdog
+APP_TREES = ("/firmware", "/lib")
+DEFAULT_LOG_QUOTA = 256 * 1024
+# What a board measures by default: its own chip temperature (config "sensors"; docs/board.md).
+BOARD_SENSORS = {"chip_temperature": {"kind": "chip_temperature"}}
+
+
+class DeployError(WardenError):
+    pass
+
+
+# -- what goes on the board -----------------------------------------------------------------
+def board_config(state, thing, *, wifi_ssid=None, wifi_password=None, broker_host=None, broker_port=None,
+                 hostname=None, sensors=None, **overrides) -> dict:
+    """The device config for a board: the twin's defaults with a reachable broker, Wi-Fi and real sensors."""
+    from .twin import device_config
+
+    broker = {"host": broker_host or state.broker_host, "port": broker_port or state.broker_port}
+    if hostname:
+        broker["hostname"] = hostname    # the name in the broker's certificate, if not the host
+    cfg = device_config(state, thing, broker=broker, interval_ms=5000,
+                        sensors=sensors if sensors is not None else dict(BOARD_SENSORS))
+    if wifi_ssid:
+        cfg["wifi"] = {"ssid": wifi_ssid, "password": wifi_password or ""}
+    cfg.update(overrides)
+    return cfg
+
+
+def identity(state, thing) -> dict:
+    """{device path: bytes} of THING's identity (certificate, key, fleet CA)."""
+    from .devices import get_device
+
+    get_device(state, thing)
+    folder = Path(state.device_dir(thing))
+    files = {}
+    for dev_path, src in zip(IDENTITY_FILES, (folder / "cert.der", folder / "key.der", Path(state.pki_dir) / "ca.der")):
+        if not src.exists():
+            raise DeployError(f"{src} is missing", hint=f"provision the device first: warden device add {thing}")
+        files[dev_path] = src.read_bytes()
+    return files
+
+
+def trusted_keys(state) -> dict:
+    """{'/keys/<id>.pk': bytes} of the fleet's trusted OTA keys (none before `warden keys init`)."""
+    try:
+        from . import keys
+    except ImportError:
+        return {}
+    return keys.device_files(state)
+
+
+def log_key(state, thing) -> bytes | None:
+    from .devices import get_device
+
+    return getattr(get_device(state, thing), "log_key", None)
+
+
+def deploy_files(state, thing, config: dict, *, app=None) -> dict:
+    """{device path: bytes}: the compiled app, identity, log key, trusted keys and config."""
+    files = dict(app if app is not None else build.build_app())
+    files.update(identity(state, thing))
+    key = log_key(state, thing)
+    if key is not None:
+        files[LOG_KEY_FILE] = key
+    files.update(trusted_keys(state))
+    files["/config.json"] = json.dumps(config, indent=1).encode()
+    return files
+
+
+# -- budgets ----------------------------------------------------------------------------------
+@dataclass
+class Budget:
+    """Bytes of the 960 KiB vfs, in littlefs blocks (a file costs whole 4 KiB blocks)."""
+    app: int
+    data: int          # identity, keys, config
+    log_quota: int
+    app_slots: int = 2
+    overhead: int = 4 * flashimage.BLOCK * 2   # superblock pair + directory blocks, conservatively
+    total: int = VFS.size
+
+    @property
+    def need(self):
+        return self.app * self.app_slots + self.data + self.log_quota + self.overhead
+
+    @property
+    def free(self):
+        return self.total - self.need
+
+    def check(self):
+        if self.need > self.total:
+            raise DeployError(
+                f"the filesystem budget does not fit the {self.total // 1024} KiB vfs: {self.app_slots} app slots x "
+                f"{self.app} + {self.data} data + {self.log_quota} log quota + {self.overhead} overhead = {self.need} bytes",
+                hint="lower the log quota, or shrink the app")
+        return self
+
+
+def _blocks(n):
+    return -(-n // flashimage.BLOCK) * flashimage.BLOCK if n else 0
+
+
+def budget(files: dict, log_quota: int = DEFAULT_LOG_QUOTA) -> Budget:
+    """The vfs budget of `files` with room for both app slots of the `app` OTA kind."""
+    app = sum(_blocks(len(v)) for k, v in files.items() if k.startswith(APP_TREES) or k in ("/boot.py", "/main.py"))
+    data = sum(_blocks(len(v)) for k, v in files.items() if not (k.startswith(APP_TREES) or k in ("/boot.py", "/main.py")))
+    return Budget(app, data, log_quota)
+
+
+# -- the littlefs image path -------------------------------------------------------------------
+def build_image(files: dict) -> bytes:
+    """The vfs region (0x310000, 960 KiB) as littlefs2 with `files`: what the board mounts."""
+    return flashimage.build_vfs(files)
+
+
+def write_image_argv(port, image_path, chip="esp32", baud=DEFAULT_BAUD) -> list:
+    return esptool_argv("--chip", chip, "--port", port, "--baud", baud, "write-flash", f"0x{VFS.offset:x}", image_path)
+
+
+def read_region_argv(port, out_path, chip="esp32", baud=DEFAULT_BAUD) -> list:
+    return esptool_argv("--chip", chip, "--port", port, "--baud", baud, "read-flash",
+                        f"0x{VFS.offset:x}", f"0x{VFS.size:x}", out_path)
+
+
+def files_in_image(region: bytes) -> dict | None:
+    """{path: bytes} of every file in a vfs region, or None if it holds no littlefs (blank board)."""
+    from littlefs import LittleFS, UserContext
+
+    fs = LittleFS(context=UserContext(buffer=bytearray(region)), block_size=flashimage.BLOCK,
+                  block_count=flashimage.VFS_BLOCKS, read_size=flashimage.LFS_READ,
+                  prog_size=flashimage.LFS_PROG, lookahead_size=flashimage.LFS_LOOKAHEAD, mount=False)
+    try:
+        fs.mount()
+    except Exception:
+        return None
+    out = {}
+    for root, _dirs, names in fs.walk("/"):
+        for n in names:
+            p = (root.rstrip("/") + "/" + n) if root not in ("", "/") else "/" + n
+            with fs.open(p.lstrip("/"), "rb") as f:
+                out["/" + p.lstrip("/")] = f.read()
+    return out
+
+
+# -- mpremote path ------------------------------------------------------------------------------
+def mpremote_argv(port, *cmd) -> list:
+    """argv of mpremote on `port`. `resume`: enter the raw REPL without a soft reset (the
+    interrupted app has ended; our steps need no clean heap, and the unix port the tests use
+    as a board has no soft reset)."""
+    return [sys.executable, "-m", "mpremote", "connect", port, "resume", *map(str, cmd)]
+
+
+# The board runs these (MicroPython): no secrets in them, they only read and hash.
+_HASH_SCRIPT = """import hashlib, binascii, json
+def _h(p):
+    try:
+        f = open(p, "rb")
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    b = bytearray(1024)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(b[:n] if n < 1024 else b)
+    f.close()
+    return binascii.hexlify(h.digest()).decode()
+print("WARDEN-HASHES " + json.dumps({p: _h(p) for p in %s}))
+"""
+_LIST_LOGS = """import os, json
+try:
+    n = [x for x in os.listdir("/log") if x.endswith(".seg")]
+except OSError:
+    n = []
+print("WARDEN-LOGS " + json.dumps(n))
+"""
+
+
+def hash_script(paths) -> str:
+    """MicroPython that prints `WARDEN-HASHES {path: sha256 hex or null}` for `paths`."""
+    return _HASH_SCRIPT % json.dumps(sorted(paths))
+
+
+def parse_marked(output: str, mark: str):
+    for line in output.splitlines():
+        if line.startswith(mark + " "):
+            return json.loads(line[len(mark) + 1:])
+    raise DeployError(f"the board did not answer the {mark.split('-')[-1].lower()} script:\n{output.strip()[-500:]}",
+                      hint="is MicroPython running on it (warden flash)? is another program using the port?")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def identity_conflicts(current: dict, files: dict) -> list:
+    """Identity files on the board (`current`: path -> sha256 or None) that differ from `files`."""
+    return [p for p in IDENTITY_FILES if current.get(p) is not None and current[p] != sha256_hex(files[p])]
+
+
+@dataclass
+class Plan:
+    """What a deploy will run: each step (description, argv), in order."""
+    steps: list = field(default_factory=list)
+    skip_identity: bool = False
+
+    def add(self, what, argv):
+        self.steps.append((what, argv))
+
+
+def mpremote_plan(port, stage: Path, files: dict, write_identity: bool) -> Plan:
+    """Steps that copy `files` (staged under `stage` as on the device) with mpremote."""
+    plan = Plan(skip_identity=not write_identity)
+    plan.add("remove the old app", mpremote_argv(port, "exec", _rm_tree_code(APP_TREES)))
+    top = sorted({"/" + k.lstrip("/").split("/")[0] for k in files})
+    for t in top:
+        if t == "/identity" and not write_identity:
+            names = [k for k in files if k.startswith("/identity/") and k not in IDENTITY_FILES]
+            if names:   # the identity is already there (same files): add only the log key
+                plan.add("copy the log key", mpremote_argv(port, "fs", "cp", "-f",
+                                                           *[stage / n.lstrip("/") for n in names], ":/identity/"))
+            continue
+        src = stage / t.lstrip("/")
+        if src.is_dir():
+            plan.add(f"copy {t}/", mpremote_argv(port, "fs", "cp", "-r", "-f", src, ":/"))
+        else:
+            plan.add(f"copy {t}", mpremote_argv(port, "fs", "cp", "-f", src, ":" + t))
+    return plan
+
+
+def _rm_tree_code(trees) -> str:
+    return ("import os\n"
+            "def _rm(p):\n"
+            "    try:\n"
+            "        st = os.stat(p)\n"
+            "    except OSError:\n"
+            "        return\n"
+            "    if st[0] & 0x4000:\n"
+            "        for n in os.listdir(p):\n"
+            "            _rm(p + '/' + n)\n"
+            "        os.rmdir(p)\n"
+            "    else:\n"
+            "        os.remove(p)\n"
+            f"for _t in {list(trees)!r}:\n"
+            "    _rm(_t)\n")
+
+
+def _run(argv, runner):
+    r = runner(argv)
+    if r.returncode != 0:
+        out = ((getattr(r, "stdout", "") or "") + (getattr(r, "stderr", "") or "")).strip()
+        raise DeployError(f"{Path(argv[2]).name if len(argv) > 2 else argv[0]} failed (exit {r.returncode}): {out[-500:]}",
+                          hint="check the port (--port), the cable, and that no serial monitor holds the port")
+    return getattr(r, "stdout", "") or ""
+
+
+def _capture(argv):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600)
+
+
+def stage_files(files: dict, folder: Path) -> Path:
+    """Write `files` under `folder` as the device tree (private files 0600)."""
+    for k, v in files.items():
+        p = folder / k.lstrip("/")
+        ensure_dir(p.parent)
+        write_private(p, v)
+    return folder
+
+
+@dataclass
+class DeployResult:
+    files: dict
+    verified: dict            # path -> sha256 read back
+    identity_written: bool
+    saved_logs: Path | None = None
+
+
+def deploy_mpremote(state, thing, port, config, *, force_identity=False, runner=None, say=None,
+                    app=None) -> DeployResult:
+    """Copy the device files with mpremote, keeping an existing identity unless `force_identity`."""
+    runner = runner or _capture
+    say = say or (lambda s: None)
+    files = deploy_files(state, thing, config, app=app)
+    budget(files).check()
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        probe = td / "probe.py"
+        probe.write_text(hash_script(IDENTITY_FILES))
+        say("reading the board's identity")
+        current = parse_marked(_run(mpremote_argv(port, "run", probe), runner), "WARDEN-HASHES")
+        conflicts = identity_conflicts(current, files)
+        if conflicts and not force_identity:
+            raise DeployError(f"the board already holds another identity ({', '.join(conflicts)} differ)",
+                              hint="this board was provisioned as something else; pass --force-identity to replace it")
+        same = all(current.get(p) == sha256_hex(files[p]) for p in IDENTITY_FILES)
+        write_identity = force_identity or not same
+        stage = stage_files(files, td / "stage")
+        plan = mpremote_plan(port, stage, files, write_identity)
+        # A running watchdog would reset the board at the REPL: restart it without one first.
+        say("restarting the board in maintenance mode (no watchdog)")
+        _run(mpremote_argv(port, "exec", f"open({MAINTENANCE_FILE!r}, 'w').close()", "+", "reset"), runner)
+        for what, argv in plan.steps:
+            say(what)
+            _run(argv, runner)
+        check = td / "verify.py"
+        check.write_text(hash_script(files))
+        say("verifying what was written")
+        got = parse_marked(_run(mpremote_argv(port, "run", check), runner), "WARDEN-HASHES")
+        bad = [p for p, d in files.items() if got.get(p) != sha256_hex(d)]
+        if bad:
+            raise DeployError(f"{len(bad)} file(s) differ after writing: {', '.join(sorted(bad)[:5])}",
+                              hint="run the deploy again; if it persists the filesystem may be full or damaged")
+        say("leaving maintenance mode and resetting the board")
+        _run(mpremote_argv(port, "exec", f"import os; os.remove({MAINTENANCE_FILE!r})", "+", "reset"), runner)
+    return DeployResult(files, got, write_identity)
+
+
+def deploy_image(state, thing, port, config, *, force_identity=False, chip="esp32", baud=DEFAULT_BAUD,
+                 runner=None, say=None, app=None) -> DeployResult:
+    """Write the vfs image with esptool; the current region is read first (identity, logs)."""
+    runner = runner or _capture
+    say = say or (lambda s: None)
+    files = deploy_files(state, thing, config, app=app)
+    budget(files).check()
+    image = build_image(files)
+    saved = None
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        before = td / "before.bin"
+        say("reading the board's filesystem")
+        _run(read_region_argv(port, before, chip, baud), runner)
+        current = files_in_image(before.read_bytes()) or {}
+        conflicts = identity_conflicts({p: sha256_hex(current[p]) for p in IDENTITY_FILES if p in current}, files)
+        if conflicts and not force_identity:
+            raise DeployError(f"the board already holds another identity ({', '.join(conflicts)} differ)",
+                              hint="this board was provisioned as something else; pass --force-identity to replace it")
+        logs = {k: v for k, v in current.items() if k.startswith("/log/")}
+        if logs:
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            saved = Path(state.device_dir(thing)) / "board-logs" / stamp
+            ensure_dir(saved)
+            for k, v in logs.items():
+                (saved / k.rsplit("/", 1)[1]).write_bytes(v)
+            say(f"saved {len(logs)} log segment(s) from the board to {saved}")
+        img = td / "vfs.bin"
+        write_private(img, image)
+        say(f"writing the filesystem image at 0x{VFS.offset:x}")
+        _run(write_image_argv(port, img, chip, baud), runner)
+        after = td / "after.bin"
+        say("reading it back")
+        _run(read_region_argv(port, after, chip, baud), runner)
+        if after.read_bytes() != image:
+            raise DeployError("the filesystem read back differs from the image written",
+                              hint="run the deploy again; check the power supply and cable")
+    return DeployResult(files, {k: sha256_hex(v) for k, v in files.items()}, True, saved)
+
+
+def write_image_file(state, thing, config, out, *, app=None) -> tuple[Path, dict]:
+    """`--image-only`: build the vfs image into `out` (0600: it holds the private key)."""
+    files = deploy_files(state, thing, config, app=app)
+    budget(files).check()
+    write_private(Path(out), build_image(files))
+    return Path(out), files
+
+
+# -- logs over mpremote ------------------------------------------------------------------------
+def read_board_logs(port, runner=None) -> dict:
+    """{segment name: bytes} of /log/*.seg on the board, copied with mpremote."""
+    runner = runner or _capture
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        lister = td / "ls.py"
+        lister.write_text(_LIST_LOGS)
+        names = parse_marked(_run(mpremote_argv(port, "run", lister), runner), "WARDEN-LOGS")
+        if not names:
+            return {}
+        dest = td / "log"
+        dest.mkdir()
+        _run(mpremote_argv(port, "fs", "cp", *[":/log/" + n for n in names], str(dest) + "/"), runner)
+        return {n: (dest / n).read_bytes() for n in names}
+
+
+def pull_logs(state, thing, port, out=None, runner=None):
+    """`warden logs pull THING --port P`: the board's log segments into a folder, verified like a twin's."""
+    from . import logstore as ls
+    from .devices import get_device
+
+    get_device(state, thing)
+    files = read_board_logs(port, runner)
+    if not files:
+        raise ls.LogError(f"the board on {port} has no log segments in {ls.LOG_DIR}",
+                          hint="the device writes its log from its first boot with a log key")
+    out = Path(out) if out else Path(state.device_dir(thing)) / "logs"
+    ensure_dir(out)
+    for p in out.glob("*.seg"):
+        p.unlink()
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    manifest = {"thing": thing, "pulled": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "source": f"board on {port}",
+                "segments": {n: {"size": len(d), "sha256": sha256_hex(d)} for n, d in files.items()}}
+    (out / ls.MANIFEST).write_text(json.dumps(manifest, indent=1))
+    report, error = None, None
+    try:
+        report = ls.read_log(files, ls.device_key(state, thing), ls.load_mark(state, thing))
+        ls.save_mark(state, thing, report)
+    except ls.LogError as e:
+        error = str(e)
+    return ls.PullResult(out, files, report, error)
