@@ -58,15 +58,6 @@ def _slots():
     return [p.info()[4] for p in sorted(parts, key=lambda p: p.info()[1]) if 0x10 <= p.info()[1] < 0x20]
 
 
-def next_update(part):
-    """esp_ota_get_next_update_partition: the OTA slot after `part` (or the first one)."""
-    slots = _slots()
-    if not slots:
-        raise OSError(2)  # ENOENT, as esp32_partition_new(NULL)
-    me = part.info()[4]
-    return esp32.Partition(slots[(slots.index(me) + 1) % len(slots)] if me in slots else slots[0])
-
-
 def power_cut(f, data, n):
     """The flash operation esp32 counted as WARDEN_CUT: write K bytes of it, then die (SIGKILL)."""
     import os
@@ -156,7 +147,7 @@ def verify(part):
     if nseg > _MAX_SEGMENTS:
         return "segment count %d exceeds max %d" % (nseg, _MAX_SEGMENTS)
     sha = hashlib.sha256(hdr) if hdr[23] else None
-    buf = bytearray(2048)
+    buf = bytearray(1024)
     sh = bytearray(8)
     acc = 0xEF
     pos = 24
@@ -175,7 +166,7 @@ def verify(part):
         if pos + n > size:
             return "segment %d (0x%x bytes at 0x%x) runs past the partition" % (i, n, pos)
         while n:
-            k = min(n, 2048)
+            k = min(n, 1024)
             mv = memoryview(buf)[:k]
             part.readblocks(0, mv, pos)
             acc ^= int.from_bytes(mv, "little")
@@ -189,7 +180,7 @@ def verify(part):
     tail = bytearray(pad)
     part.readblocks(0, tail, pos)
     calc = 0
-    for b in acc.to_bytes(2048, "little"):
+    for b in acc.to_bytes(1024, "little"):
         calc ^= b
     if calc != tail[pad - 1]:
         return "checksum failed: calculated 0x%02x, read 0x%02x" % (calc, tail[pad - 1])

@@ -55,21 +55,24 @@ def _op(f, data, n=1):
 
 
 def _ota(name, *args):
-    """Call twin/bootloader.py's `name`, then drop the module again."""
+    """Call twin/bootloader.py's `name`; drop the module again if this call loaded it."""
+    loaded = "bootloader" in sys.modules
     import bootloader
     try:
         return getattr(bootloader, name)(*args)
     finally:
-        sys.modules.pop("bootloader", None)
+        if not loaded:
+            sys.modules.pop("bootloader", None)
 
 
 def _table():
     f = flash()
     f.seek(_TABLE)
-    raw = f.read(_TABLE_MAX)
     parts = []
+    raw = bytearray(32)  # entry by entry: the C port reads the table without touching the heap
     for i in range(0, _TABLE_MAX, 32):
-        magic, ptype, sub, off, size, label, flags = struct.unpack("<HBBII16sI", raw[i:i + 32])
+        f.readinto(raw)
+        magic, ptype, sub, off, size, label, flags = struct.unpack("<HBBII16sI", raw)
         if magic != 0x50AA:
             break
         parts.append((ptype, sub, off, size, label.rstrip(b"\x00").decode(), flags & 1 == 1))
@@ -144,7 +147,10 @@ class Partition:
 
     # -- OTA: ESP-IDF's esp_ota_ops rules, in twin/bootloader.py -----------------------
     def get_next_update(self):
-        return _ota("next_update", self)
+        """The OTA app slot after this one (ota_0 -> ota_1 -> ota_0), or the first one."""
+        slots = [i[4] for i in sorted(_table(), key=lambda i: i[1]) if i[0] == 0 and 0x10 <= i[1] < 0x20]
+        me = self._info[4]
+        return Partition(slots[(slots.index(me) + 1) % len(slots)] if me in slots else slots[0])
 
     def set_boot(self):
         _ota("set_boot", self)  # OSError(-5379) if the image does not validate

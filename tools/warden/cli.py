@@ -177,13 +177,20 @@ def build():
 @build.command("app")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default build/app).")
-def build_app(out):
+@click.option("--bundle", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also pack firmware/ and lib/ as an OTA app bundle file (then `warden sign` it).")
+def build_app(out, bundle):
     """Compile firmware/ and lib/ to .mpy with mpy-cross (only what changed)."""
     from . import build as b
 
     files = b.build_app(out)
     total = sum(len(v) for v in files.values())
     console.print(f"app built: {len(files)} files, {total} bytes -> {out or b.ROOT / 'build' / 'app'}")
+    if bundle:
+        from .image import pack_bundle
+        from .state import write_file
+        write_file(bundle, pack_bundle(files))
+        console.print(f"app bundle: {bundle} ({bundle.stat().st_size} bytes)")
 
 
 # -- twin ----------------------------------------------------------------------------------------
@@ -283,6 +290,10 @@ from . import cli_fleet  # noqa: E402,F401  (registers `policy`, `device revoke|
 
 # -- logs (warden logs pull/show: tools/warden/cli_logs.py) ---------------------------------------
 from . import cli_logs  # noqa: E402,F401  (registers the `logs` group on main)
+
+
+# -- keys, sign, ota (signed OTA: tools/warden/cli_ota.py) ----------------------------------------
+from . import cli_ota  # noqa: E402,F401  (registers `keys`, `sign` and `ota` on main)
 
 
 # -- flash, deploy (a real ESP32: tools/warden/cli_board.py) -------------------------------------

@@ -1,0 +1,228 @@
+# Signed over-the-air updates on the device, independent of the transport: receiving.
+#
+# The transport (MQTT chunks) drives an Updater:
+#   begin(manifest, signature[, kind]) -> offset   the checks of firmware/ota_check.py, in
+#       DESIGN.md's order (size bound, trusted key, RSA-PSS signature, target, kind, counter),
+#       then: no update awaiting its self-test, the size fits the slot. Returns where the
+#       payload should (re)start: 0, or the last durable offset of the same update after a
+#       dropped session or a reboot.
+#   write(offset, chunk) -> next offset            streams into the inactive slot, hashing
+#   finish() -> dict                               size and SHA-256 must match; only then the
+#       swap (set_boot, or the app slot pointer); the device must reset next.
+# After the reset, firmware/ota_state.py confirms the update (and only then persists its
+# security counter) or rolls it back. Every refusal raises OTAError(reason) and leaves the
+# running image as it was.
+#
+# Files: /state/ota.json (installed counter and version per kind, the anti-replay state),
+# ota.job (manifest and signature of the update being received), ota.pos (firmware: the
+# durable offset), ota.pending (installed, awaiting the self-test), ota.last (the outcome).
+# The sinks (ota_fw.py, ota_app.py) and the checks load only while needed. Import this
+# module only while an update is received, and unload it afterwards.
+import json
+import os
+import sys
+from binascii import hexlify
+
+STATE = "/state/"
+INSTALLED = STATE + "ota.json"
+JOB = STATE + "ota.job"
+POS = STATE + "ota.pos"
+PENDING = STATE + "ota.pending"
+LAST = STATE + "ota.last"
+
+_swapped = False  # finish() swapped in this boot: nothing to judge or start until the reset
+
+
+class OTAError(Exception):
+    """An update refused or failed; args[0] is the reason (what the device reports)."""
+
+
+def put(path, data):
+    """Replace `path` atomically (temporary file + rename) with `data` (str or bytes)."""
+    tmp = path + ".tmp"
+    mode = "w" if isinstance(data, str) else "wb"
+    try:
+        f = open(tmp, mode)
+    except OSError:
+        os.mkdir(path.rpartition("/")[0])  # first use: the folder does not exist yet
+        f = open(tmp, mode)
+    with f:
+        f.write(data)
+    os.rename(tmp, path)
+
+
+def get(path):
+    try:
+        with open(path) as f:
+            return json.loads(f.read())
+    except OSError:
+        return None
+
+
+def rm(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _unload(name):
+    sys.modules.pop(name, None)
+    try:
+        delattr(sys.modules["firmware"], name.rpartition(".")[2])
+    except (KeyError, AttributeError):
+        pass
+
+
+def _job_bytes(m, s):
+    return bytes((len(m) >> 8, len(m) & 255, len(s) >> 8, len(s) & 255)) + m + s
+
+
+def running(kind):
+    """The slot `kind` runs from: an OTA partition label, or an app slot ("-": the factory app)."""
+    if kind == "firmware":
+        import esp32
+        return esp32.Partition(esp32.Partition.RUNNING).info()[4]
+    from firmware import slots
+    return slots.active()
+
+
+class Updater:
+    def __init__(self, target):
+        self.target = target
+        self._m = None  # manifest bytes of the update being received
+        self._sink = None
+
+    # -- receiving -----------------------------------------------------------------------
+    def job(self):
+        """The update being received: kind, version, size and offset; None if there is none."""
+        if self._m is None:
+            return None
+        return {"kind": self._f[2], "version": self._f[4], "size": self.size, "offset": self.pos}
+
+    def begin(self, manifest, signature, kind=None):
+        """Check an update's manifest and signature; returns the payload offset to send from."""
+        if _swapped:
+            raise OTAError("an update was just installed: reset to run it first")
+        from firmware import ota_check
+        try:
+            f, n, e = ota_check.prepare(manifest, signature)
+        finally:
+            _unload("firmware.ota_check")  # out of the heap for the signature check (the peak)
+        import hashlib
+        import rsapss
+        try:
+            rsapss.verify(n, signature, hashlib.sha256(manifest).digest(), e)
+        except ValueError as x:
+            raise OTAError("bad signature: the manifest was altered or not signed by key %s (%s)"
+                           % (hexlify(f[1]).decode(), x.args[0][8:]))
+        finally:
+            n = None
+            sys.modules.pop("rsapss", None)
+        from firmware import ota_check
+        try:
+            ota_check.policy(f, self.target, kind)
+        finally:
+            _unload("firmware.ota_check")
+        p = get(PENDING)
+        if p:
+            raise OTAError("%s %s is installed and awaiting its self-test: confirm or roll back first"
+                           % (p["kind"], p["version"]))
+        job = _job_bytes(bytes(manifest), bytes(signature))
+        if self._m == job:
+            return self.pos  # the same update again in this boot: carry on
+        self.abort(keep_files=True)
+        if f[2] == "firmware":
+            from firmware.ota_fw import Sink
+        else:
+            from firmware.ota_app import Sink
+        sink = Sink()
+        cap = sink.capacity()
+        if f[6] > cap:
+            self._unload_sink()
+            raise OTAError("too large for the slot: %d bytes > %d" % (f[6], cap))
+        h = hashlib.sha256()
+        try:
+            with open(JOB, "rb") as jf:
+                same = jf.read() == job
+        except OSError:
+            same = False
+        if same:
+            pos = sink.resume(h, f[6])  # rehash what is already durable, carry on from there
+        else:
+            self._drop_files()
+            pos = sink.start()
+            put(JOB, job)
+        self._m, self._f, self._sink, self._h, self.pos, self.size = job, f, sink, h, pos, f[6]
+        return pos
+
+    def write(self, offset, chunk):
+        """Take payload bytes at `offset`; returns the next offset wanted. Bytes already taken
+        are skipped; a chunk beyond the next offset is ignored (the return value says where
+        to resume). More bytes than the manifest signed end the update."""
+        if self._sink is None:
+            raise OTAError("no update in progress: begin first")
+        pos = self.pos
+        end = offset + len(chunk)
+        if offset > pos or end <= pos:
+            return pos
+        if end > self.size:
+            self.abort()
+            raise OTAError("payload too long: more than the signed %d bytes" % self.size)
+        mv = memoryview(chunk)[pos - offset:]
+        self._h.update(mv)
+        try:
+            self._sink.write(mv)
+        except Exception as e:
+            self.abort()
+            raise e if isinstance(e, OTAError) else OTAError("flash write failed: %r" % e)
+        self.pos = end
+        return end
+
+    def finish(self):
+        """Check the payload, swap, and return what was installed; the device must reset next."""
+        global _swapped
+        if self._sink is None:
+            raise OTAError("no update in progress: begin first")
+        f = self._f
+        if self.pos < self.size:
+            raise OTAError("payload short: %d of %d bytes" % (self.pos, self.size))
+        sink = self._sink
+        p = {"kind": f[2], "version": f[4], "counter": f[5], "slot": sink.slot, "prev": running(f[2])}
+        try:
+            sink.close()
+            if self._h.digest() != f[7]:
+                raise OTAError("payload altered: its SHA-256 does not match the signed manifest")
+            put(PENDING, json.dumps(p))
+            sink.commit()
+        except Exception as e:
+            rm(PENDING)
+            self.abort()
+            raise e if isinstance(e, OTAError) else OTAError("install failed: %r" % e)
+        _swapped = True
+        self._drop_files()
+        self._m = self._sink = None
+        self._unload_sink()
+        return p
+
+    def abort(self, keep_files=False):
+        """Forget the update being received (the running image is untouched)."""
+        if self._sink is not None:
+            try:
+                self._sink.close()
+            except Exception:
+                pass
+        self._m = self._sink = None
+        self._unload_sink()
+        if not keep_files:
+            self._drop_files()
+
+    @staticmethod
+    def _unload_sink():
+        _unload("firmware.ota_fw")
+        _unload("firmware.ota_app")
+
+    @staticmethod
+    def _drop_files():
+        for p in (JOB, POS, "/app/stage"):
+            rm(p)

@@ -1,0 +1,103 @@
+"""CLI for signed OTA: `warden keys init/show`, `warden sign`, `warden ota inspect`.
+
+A thin layer over warden.keys and warden.image; registered on `main` by importing this
+module from cli.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from .cli import console, main, pass_state
+
+
+# -- keys ----------------------------------------------------------------------------------------
+@main.group()
+def keys():
+    """The fleet's OTA signing key (RSA-3072)."""
+
+
+@keys.command("init")
+@pass_state
+def keys_init(state):
+    """Create the fleet's OTA signing key and the trusted-key file devices are provisioned with."""
+    from . import keys as lib
+
+    with console.status("generating an RSA-3072 key..."):
+        info = lib.init_keys(state)
+    console.print(f"[bold green]OTA signing key created[/], key id [bold]{info.key_id}[/]")
+    _show(info)
+
+
+@keys.command("show")
+@pass_state
+def keys_show(state):
+    """Show the signing key's id and files."""
+    from . import keys as lib
+
+    info = lib.info(state)
+    console.print(f"key id [bold]{info.key_id}[/] (RSA-3072, PSS/SHA-256)")
+    _show(info)
+
+
+def _show(info):
+    from .keys import device_key_name
+
+    table = Table("file", "path", box=None, pad_edge=False)
+    table.add_row("private key (0600)", str(info.private_path))
+    table.add_row("public key", str(info.public_path))
+    table.add_row("device trusted key", f"{info.device_path} -> {device_key_name(bytes.fromhex(info.key_id))}")
+    console.print(table)
+
+
+# -- sign ----------------------------------------------------------------------------------------
+@main.command("sign")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--kind", type=click.Choice(["app", "firmware"]), required=True,
+              help="app: a bundle from `warden build app --bundle`; firmware: a MicroPython ESP32 .bin.")
+@click.option("--version", "version", required=True, help="Version string the device reports (1-32 chars).")
+@click.option("--counter", type=int, required=True,
+              help="Security counter: devices refuse a counter not above the one they run.")
+@click.option("--target", default=None, help='Device target "<chip>/<app>" (default esp32/<project app>).')
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output file (default FILE.wup).")
+@pass_state
+def sign(state, file, kind, version, counter, target, out):
+    """Sign FILE as an update: manifest (kind, target, version, counter, size, SHA-256) + RSA-PSS."""
+    from . import image
+
+    path, m = image.sign_file(state, file, kind, version, counter, target, out)
+    console.print(f"[bold green]signed[/] {m.kind} {m.version} (counter {m.counter}) for {m.target}: {path}")
+    console.print(f"payload {m.size} bytes, SHA-256 {m.sha256.hex()}, key {m.key_id.hex()}", style="dim")
+
+
+# -- ota -----------------------------------------------------------------------------------------
+@main.group()
+def ota():
+    """Signed over-the-air updates."""
+
+
+@ota.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", default=None, help="Also require this target (default: the project's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@pass_state
+def ota_inspect(state, file, target, as_json):
+    """Show an update's manifest and check it as a device would (exit 1 if a device would refuse it)."""
+    from . import image, keys as k
+
+    data = file.read_bytes()
+    facts = image.inspect(data)
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+    else:
+        table = Table("field", "value", box=None, pad_edge=False)
+        for key, value in facts.items():
+            table.add_row(key, str(value))
+        console.print(table)
+    m = image.verify(data, k.trusted_keys(state), target=target or image.default_target(state))
+    if not as_json:
+        console.print(f"[bold green]valid[/]: signed by trusted key {m.key_id.hex()}, payload matches")
