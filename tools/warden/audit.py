@@ -353,9 +353,11 @@ def _check_certs(state: State, report: Report, policy, days: int, now):
                        "re-issue it with an EC P-256 key (what warden issues): warden device rotate THING")
     by_key = {}
     for c in certs:
-        by_key.setdefault(public_key_bytes(c.cert), []).append(c.label)
-    for labels in by_key.values():
-        names = sorted(set(labels))
+        by_key.setdefault(public_key_bytes(c.cert), []).append(c)
+    for group in by_key.values():
+        names = sorted({c.label for c in group})
+        if len({pki.fingerprint(c.cert) for c in group}) == 1:
+            continue   # one certificate used twice: shared-cert says it
         if len(names) > 1:
             report.add("shared-key", "critical", ", ".join(names),
                        f"{len(names)} certificates share one key pair",

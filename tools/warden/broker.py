@@ -34,7 +34,6 @@ PID_FILE = "mosquitto.pid"
 KICK_LINE = "Client %s already connected, closing old connection."
 READY_LINE = " running"          # "mosquitto version X running", logged once the listeners are up
 RELOAD_LINE = "Reloading config"  # logged on SIGHUP, before the reload (same loop turn: no race)
-PROBE_LINE = "Client connection from"   # logged for a connection closed before its TLS handshake
 INSTALL_HINT = "run `make setup`, or install it: sudo apt-get install mosquitto (brew install mosquitto)"
 
 
@@ -376,15 +375,17 @@ class Broker:
         start = self.log_path.stat().st_size if self.log_path.exists() else 0
         os.kill(self.pid, signal.SIGHUP)
         self._wake()
-        self._wait_log(RELOAD_LINE, start, timeout, "reload")
+        self._wait_log(RELOAD_LINE + ".\n", start, timeout, "reload")
         # mosquitto logs the line when it starts reloading and clears its reload flag when done
-        # (a SIGHUP in between is lost). A connection it handles after the line is handled in a
-        # later turn of its loop: the reload, done in one turn, is then complete.
-        after = self._log_find(RELOAD_LINE, start)
+        # (a SIGHUP in between is lost). Whatever it logs after that line (here: about a
+        # connection we open and close) comes from a later turn of its loop: the reload, done in
+        # one turn, is then complete.
+        after = self._log_find(RELOAD_LINE + ".\n", start)
         self._wake()
-        self._wait_log(PROBE_LINE, after, timeout, "reload to finish")
+        self._wait_log("\n", after, timeout, "reload to finish")
 
     def _log_find(self, needle: str, start: int) -> int:
+        """The offset just past the first `needle` after `start` (`start` if absent)."""
         with open(self.log_path, "rb") as f:
             f.seek(start)
             data = f.read()

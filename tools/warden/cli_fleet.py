@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from .cli import console, device, fail, main, pass_state
 
@@ -149,10 +148,15 @@ def audit(state, as_json, fail_on, days):
         if not report.findings:
             console.print("[bold green]no findings[/]")
         else:
-            table = Table("severity", "check", "subject", "finding", "fix")
             for f in report.sorted():
-                table.add_row(f"[{_STYLE[f.severity]}]{f.severity}[/]", f.check, f.subject, f.message, f.fix)
-            console.print(table)
+                console.print(f"[{_STYLE[f.severity]}]{f.severity.upper():8}[/] [bold]{f.check}[/]  {f.subject}")
+                console.print(f"         {f.message}")
+                console.print(f"         fix: {f.fix}", style="green")
+            counts = {}
+            for f in report.findings:
+                counts[f.severity] = counts.get(f.severity, 0) + 1
+            console.print(f"{len(report.findings)} finding(s): " + ", ".join(
+                f"{counts[s]} {s}" for s in ("critical", "high", "medium", "low", "info") if s in counts))
         for what, why in report.skipped:
             console.print(f"not checked: {what} ({why})", style="dim")
     code = report.exit_code(fail_on)

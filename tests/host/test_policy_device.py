@@ -1,0 +1,62 @@
+"""The device side of least privilege, under the real micropython: the topic builder refuses
+wildcards, other things' names and AWS-invalid topics before anything is sent, and says so in the
+device log; the status message carries the certificate-expiry warning."""
+import json
+import re
+
+from devrun import run_mp
+
+REFUSALS = """
+from firmware import topics
+t = topics.Topics('warden', 't-1')
+for bad in ('dt/warden/t-2/telemetry', 'dt/warden/t-1/#', 'dt/warden/+/telemetry', 'cmd/warden/t-1/x',
+            'dt/warden/t-1/' + 'a/' * 6, 'dt/warden/t-1/' + '\\u00e9' * 130):
+    try:
+        t.guard_publish(bad)
+        print('ALLOWED', bad)
+    except topics.TopicError as e:
+        print('RAISED', e)
+for name in ('a/b', 'x#', '$sys', ''):
+    try:
+        topics.Topics('warden', name)
+        print('ALLOWED', name)
+    except topics.TopicError as e:
+        print('RAISED', e)
+print('OK', t.guard_publish(t.telemetry), t.guard_publish('dt/warden/t-1/ota'))
+"""
+
+
+def test_topic_refusals_are_raised_and_logged():
+    r = run_mp(REFUSALS)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "ALLOWED" not in out, out
+    log = [ln for ln in out.splitlines() if re.match(r"\d+ ERROR topics: refused ", ln)]
+    raised = [ln for ln in out.splitlines() if ln.startswith("RAISED refused ")]
+    assert len(log) == len(raised) == 10, out
+    for reason in ("dt/warden/t-2/telemetry is outside this device's topics",
+                   "wildcards are not allowed in a publish topic: dt/warden/t-1/#",
+                   "cmd/warden/t-1/x is outside",
+                   "too long for AWS IoT",                     # 8 slashes
+                   "thing name 'a/b': contains '/'", "thing name '$sys': must not start with $",
+                   "thing name '': must be 1..128"):
+        assert any(reason in ln for ln in log), (reason, out)
+    # 130 two-byte characters: 143 characters but 273 bytes, over AWS's 256-byte limit
+    assert sum("too long for AWS IoT" in ln for ln in log) == 2
+    assert "OK dt/warden/t-1/telemetry dt/warden/t-1/ota" in out
+
+
+def test_status_message_carries_the_expiry_warning():
+    r = run_mp("""
+from firmware import app
+class F: pass
+f = F()
+f.cfg = {'cert_days': 12}
+print(app.Device._status(f, 'online'))
+f.cfg = {}
+print(app.Device._status(f, 'online'))
+""", heap="256k")
+    assert r.returncode == 0, r.stdout + r.stderr
+    warned, plain = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert warned["state"] == "online" and warned["warning"] == "certificate expires in 12 days"
+    assert "warning" not in plain
