@@ -30,8 +30,8 @@ def open_store(path=LOG_DIR, **options):
         _store = None
         error("log", "log store unusable, events go to the console only: %r" % e)
     finally:
-        # Opening needed these; appending does not (the outbox loads logread again to read).
-        sys.modules.pop("logread", None)
+        # Opening needed these; appending does not (a Reader loads them again).
+        sys.modules.pop("logopen", None)
         sys.modules.pop("cryptokit", None)
     return _store
 

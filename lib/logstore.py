@@ -1,6 +1,6 @@
 # An encrypted, tamper-evident, append-only record store in a littlefs folder:
 # the writing half, which stays loaded (opening, recovery and reading are in
-# logread.py, loaded only while they run).
+# logopen.py and logread.py, loaded only while they run).
 #
 # Records are AES-256-CBC encrypted (random IV) and then MACed with HMAC-SHA-256
 # (truncated to 16 bytes), with keys derived by HKDF-SHA-256 from one 256-bit key.
@@ -49,7 +49,7 @@ class Store:
 
     def __init__(self, path, key, quota=262144, segment=16384, max_payload=240,
                  clock=None, urandom=os.urandom):
-        from logread import open_store   # boot-time code, dropped again by the caller
+        from logopen import open_store   # boot-time code, dropped again by the caller
         open_store(self, path, key, quota, segment, max_payload, clock, urandom)
 
     def _name(self, segno):
@@ -100,22 +100,17 @@ class Store:
         ct = (n + 5) // 16 * 16 + 16
         pt = self._pt
         rec = self._rec
-        struct.pack_into("<BI", pt, 0, kind, int(self._clock()) & 0xFFFFFFFF if self._clock else 0)
-        pt[5:5 + n] = payload
-        for i in range(5 + n, ct):
+        pt[:16] = self._rand(16)
+        struct.pack_into("<BI", pt, 16, kind, int(self._clock()) & 0xFFFFFFFF if self._clock else 0)
+        pt[21:21 + n] = payload
+        for i in range(21 + n, 16 + ct):
             pt[i] = ct - 5 - n
-        iv = self._rand(16)
         seq = self.next_seq
-        struct.pack_into("<2sHI16s", rec, 0, b"Wr", ct, seq, iv)
-        # The CBC object keeps its chain from the previous record: its IV is now the
-        # last ciphertext block written, at rec[c:c+16]. XORing that block and this
-        # record's random IV into the first plaintext block makes the result exactly
-        # AES-CBC(iv, plaintext), as if encrypted alone, without a new AES object.
-        c = self._chain
-        for i in range(16):
-            pt[i] ^= iv[i] ^ rec[c + i]
-        self._enc.encrypt(self._pmv[:ct], self._rmv[_RH:_RH + ct])
-        self._chain = ct + 8     # _RH + ct - 16
+        struct.pack_into("<2sHI", rec, 0, b"Wr", ct, seq)
+        # One CBC call makes the IV and the ciphertext: the IV is the encryption of a fresh
+        # random block (NIST SP 800-38A, appendix C), chained from the previous record by
+        # the store's one CBC object; the ciphertext is then CBC under that IV.
+        self._enc.encrypt(self._pmv[:16 + ct], self._rmv[8:_RH + ct])
         rec[_RH + ct:_OVER + ct] = self._mac(self._tag, self._rmv[:_RH + ct])[:16]
         self._f.write(self._rmv[:_OVER + ct])
         self._pos += _OVER + ct

@@ -1,4 +1,4 @@
-# Device tests for the log store (lib/logstore.py, lib/logread.py, lib/cryptokit.py) and the
+# Device tests for the log store (lib/logstore.py, logopen.py, logread.py, cryptokit.py) and the
 # device log that feeds it (firmware/eventlog.py), under the real micropython.
 # devtest: heap=1m
 import gc
@@ -333,7 +333,7 @@ def test_eventlog_writes_events_to_the_store():
     hal.log_key = lambda: KEY
     try:
         st = eventlog.open_store(tmpdir("ev") + "/log")
-        assert st is eventlog.store() and "logread" not in sys.modules and "cryptokit" not in sys.modules
+        assert st is eventlog.store() and "logopen" not in sys.modules and "cryptokit" not in sys.modules
         eventlog.info("boot", "warden test, reset cause power-on")
         eventlog.error("mqtt", "connect failed: " + "x" * 400)    # too long: cut to fit
         got, probs = records(st)

@@ -1,0 +1,206 @@
+# Opening the log store (logstore.py): key derivation, recovery after a power cut,
+# and the record checks the Reader (logread.py) shares. Loaded while the store
+# opens (and while a Reader runs); the writer does not need it in between.
+import os
+import struct
+
+from cryptolib import aes
+from micropython import const
+
+from logstore import CUT, DROP, HFMT, VERSION
+
+_HLEN = const(36)
+_SEGHDR = const(52)
+_RH = const(24)
+_OVER = const(40)
+RESERVE = const(8)   # blocks: the folder's metadata pairs, copy-on-write of the open tail
+
+
+def keys(key):
+    """(AES key, HMAC key, key id) of a 32-byte log key: HKDF-SHA-256, salt b"warden-log-v1"."""
+    from cryptokit import hkdf
+    if len(key) != 32:
+        raise ValueError("log key must be 32 bytes")
+    s = b"warden-log-v1"
+    return hkdf(key, s, b"enc", 32), hkdf(key, s, b"mac", 32), hkdf(key, s, b"key-id", 8)
+
+
+def head(st, segno):
+    """(first_seq, oldest, store_id, tag, ok) of segment `segno`, None if it is shorter than
+    a header. ok: the header verifies and is this store's segment `segno`. The tag is the
+    stored one either way: records verify against it even if other header bytes are damaged."""
+    hb = bytearray(_SEGHDR)
+    try:
+        with open(st._name(segno), "rb") as f:
+            if f.readinto(hb) != _SEGHDR:
+                return None
+    except OSError:
+        return None
+    m, v, _, hl, s, first, oldest, sid, kid = struct.unpack_from(HFMT, hb)
+    t = st._mac(b"", memoryview(hb)[:_HLEN])
+    r = 0
+    for i in range(16):
+        r |= t[i] ^ hb[_HLEN + i]     # no early exit: constant time
+    ok = not r and m == b"WLOG" and v == VERSION and hl == _SEGHDR and s == segno and kid == st._kid
+    return first, oldest, sid, bytes(hb[_HLEN:]), ok
+
+
+def check(st, f, pos, size, mv, tag):
+    """Length of the valid record at `pos` (read into `mv`); 0 if the file ends inside
+    the record there (torn); -1 if no valid record starts at `pos`."""
+    if size - pos < 8:
+        return 0
+    f.seek(pos)
+    f.readinto(mv[:8])
+    n = mv[2] | mv[3] << 8
+    if mv[0] != 0x57 or mv[1] != 0x72 or n & 15 or not n or n > st._maxct:
+        return -1
+    if pos + _OVER + n > size:
+        return 0
+    if f.readinto(mv[8:_OVER + n]) != _OVER + n - 8:
+        return 0
+    d = st._mac(tag, mv[:_RH + n])
+    r = 0
+    for i in range(16):
+        r |= d[i] ^ mv[_RH + n + i]   # no early exit: constant time
+    return -1 if r else _OVER + n
+
+
+def resync(st, f, pos, size, buf, mv, tag):
+    """The first offset after `pos` where a valid record starts, or `size` if none does."""
+    p = pos + 1
+    while size - p >= _OVER + 16:
+        n = min(len(buf), size - p)
+        f.seek(p)
+        f.readinto(mv[:n])
+        i = buf.find(b"Wr", 0, n)
+        if i < 0:
+            p += n - 1
+            continue
+        if check(st, f, p + i, size, mv, tag) > 0:
+            return p + i
+        p += i + 1
+    return size
+
+
+def _seq(b):
+    return b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24
+
+
+def open_store(st, path, key, quota, segment, max_payload, clock, urandom):
+    """Store.__init__: check the options, allocate the buffers, recover, open for appending."""
+    if segment % 4096 or segment < 4096:
+        raise ValueError("segment must be a multiple of 4096")
+    # Besides the segments' own blocks littlefs uses, measured, up to 8 more: the folder's
+    # metadata pairs and the copy-on-write blocks of the segment being appended.
+    st._max = (quota - RESERVE * 4096) // segment
+    if st._max < 2:
+        raise ValueError("quota must hold 2 segments plus 32 KiB")
+    st._lim = segment - (segment >> 9) - 16   # littlefs keeps block pointers in file blocks
+    st._dir = path.rstrip("/")
+    st._clock = clock
+    st._rand = urandom
+    m = (max_payload + 5) // 16 * 16 + 16
+    st.max_payload = max_payload
+    st._maxct = m
+    st._rec = bytearray(_OVER + m)
+    st._rmv = memoryview(st._rec)
+    st._pt = bytearray(16 + m)     # random block (makes the IV), then the plaintext
+    st._pmv = memoryview(st._pt)
+    st._f = None
+    st.next_seq = 1
+    later = recover(st, key)
+    st._enc = aes(st._ek, 2, bytes(16))
+    if st._f is None:
+        st._roll()
+    for kind, payload in later:   # what recovery did: DROP and CUT records
+        st.append(kind, payload, True)
+
+
+def recover(st, key):
+    """Open the store's folder for `st` (a logstore.Store): derive the keys, list the
+    segments, finish an interrupted drop, find the next sequence number, cut a torn
+    record off the last segment and reopen it for appending. What it did that must be
+    logged is returned as [(kind, payload)]."""
+    from cryptokit import pads
+    st._ek, mk, st._kid = keys(key)
+    st._ip, st._op = pads(mk)
+    d = st._dir
+    try:
+        os.stat(d)
+    except OSError:
+        os.mkdir(d)
+    nums = []
+    for name in os.listdir(d):
+        if name.endswith(".tmp"):
+            os.remove(d + "/" + name)   # an unfinished roll or cut; its source is intact
+        elif len(name) == 12 and name.endswith(".seg"):
+            try:
+                nums.append(int(name[:8], 16))
+            except ValueError:
+                pass
+    nums.sort()
+    heads = [head(st, s) for s in nums]
+    heads = [h if h and h[4] else None for h in heads]
+    segs = [[s, h[0] if h else 0] for s, h in zip(nums, heads)]
+    later = []
+    st._segs = segs
+    st._sid = None
+    last = len(nums) - 1
+    while last >= 0 and not heads[last]:
+        last -= 1
+    if last < 0:
+        st._sid = st._rand(8)   # a new store (or none of the old segments is ours)
+        return later
+    first, oldest, st._sid, tag, _ = heads[last]
+    segno = nums[last]
+    # Segments older than the newest header's `oldest` were dropped by a roll that
+    # lost power before deleting them: finish the drop (it is already logged).
+    while segs[0][0] < oldest and segs[0][0] != segno:
+        os.remove(st._name(segs.pop(0)[0]))
+    name = st._name(segno)
+    mv = st._rmv
+    with open(name, "rb") as f:
+        size = f.seek(0, 2)
+        pos = _SEGHDR
+        seq = first - 1
+        r = -1
+        while pos < size:
+            r = check(st, f, pos, size, mv, tag)
+            if r > 0:
+                seq = _seq(mv)
+                pos += r
+                continue
+            # Damage (kept as evidence: the reader reports it and skips it), or, if no
+            # valid record follows, a record torn by a power cut.
+            nxt = resync(st, f, pos, size, st._rec, mv, tag)
+            if r == 0 and nxt >= size:
+                break
+            r = -1
+            pos = nxt
+    st.next_seq = seq + 1
+    if segno != nums[-1]:
+        return later    # the newest segment is not ours: start a new one after it
+    if r == 0 and pos < size:
+        # A torn record at the end (a power cut inside a write): keep what is before it.
+        if len(segs) >= st._max:
+            s, f0 = segs.pop(0)
+            os.remove(st._name(s))
+            later.append((DROP, struct.pack("<III", s, f0, segs[0][1])))
+        tmp = d + "/cut.tmp"
+        with open(name, "rb") as src:
+            with open(tmp, "wb") as dst:
+                left = pos
+                while left:
+                    n = min(left, len(st._rec))
+                    src.readinto(mv[:n])
+                    dst.write(mv[:n])
+                    left -= n
+        os.rename(tmp, name)
+        later.append((CUT, struct.pack("<III", segno, pos, size - pos)))
+        size = pos
+    st._cur = segno
+    st._tag = tag
+    st._pos = size
+    st._f = open(name, "ab")
+    return later
