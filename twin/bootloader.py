@@ -58,16 +58,47 @@ def _slots():
     return [p.info()[4] for p in sorted(parts, key=lambda p: p.info()[1]) if 0x10 <= p.info()[1] < 0x20]
 
 
-def power_cut(f, data, n):
-    """The flash operation esp32 counted as WARDEN_CUT: write K bytes of it, then die (SIGKILL)."""
+def next_update(part):
+    """esp_ota_get_next_update_partition: the OTA slot after `part` (or the first one)."""
+    slots = _slots()
+    me = part.info()[4]
+    return esp32.Partition(slots[(slots.index(me) + 1) % len(slots)] if me in slots else slots[0])
+
+
+def arm():
+    """WARDEN_CUT="N[:K]": count flash operations (erases, writes) in esp32.ops and cut the
+    power (SIGKILL) during the N-th, after K of its bytes (default half) reached the flash."""
     import os
-    k = os.getenv("WARDEN_CUT").partition(":")[2]
-    k = min(int(k), len(data) * n) if k else len(data) * n // 2
-    while k > 0:
-        f.write(data[:k])
-        k -= len(data)
-    print("twin: power cut during flash operation %d" % esp32.ops)
-    os.system("kill -9 $PPID")  # the parent of this shell is us
+    n, _, k = os.getenv("WARDEN_CUT").partition(":")
+    cut = int(n)
+    P = esp32.Partition
+    esp32.ops = 0
+
+    def op(f, data, reps):
+        esp32.ops += 1
+        if esp32.ops == cut:
+            size = len(data) * reps
+            left = min(int(k), size) if k else size // 2
+            while left > 0:
+                f.write(data[:left])
+                left -= len(data)
+            print("twin: power cut during flash operation %d" % cut)
+            os.system("kill -9 $PPID")  # the parent of this shell is us
+        for _ in range(reps):
+            f.write(data)
+
+    def erase(self, blk):
+        op(self._seek(blk, 0, 4096), esp32._ERASED, 16)
+
+    def writeblocks(self, blk, buf, offset=None):
+        if offset is None:
+            for b in range(blk, blk + (len(buf) + 4095) // 4096):
+                self._erase(b)
+            offset = 0
+        op(self._seek(blk, offset, len(buf)), buf, 1)
+
+    P._erase = erase
+    P.writeblocks = writeblocks
 
 
 def _otadata():

@@ -11,9 +11,9 @@
 # so they cost no device heap the rest of the time. RUNNING is the slot the
 # bootloader started (rom.py runs it first).
 #
-# Power cuts: WARDEN_CUT="N" (or "N:K") kills the process with SIGKILL during the
-# N-th flash operation (an erase or a write) after K bytes of it (default: half)
-# reached the flash. `esp32.ops` counts the operations so far.
+# Power cuts: WARDEN_CUT="N" (or "N:K") counts flash operations (erases and writes) in
+# `esp32.ops` and kills the process with SIGKILL during the N-th, after K bytes of it
+# (default: half) reached the flash; "0" only counts (twin/bootloader.py's arm()).
 import os
 import struct
 import sys
@@ -26,43 +26,41 @@ _TABLE = const(0x8000)
 _TABLE_MAX = const(0xC00)
 _ERASED = b"\xff" * 256  # erase writes this 16 times: a 4 KiB constant would cost 4 KiB of heap
 
+_ROM = __file__.rpartition("/")[0]  # the host folder of the twin's ROM modules
 _flash = None
 _running = None  # label of the app slot the bootloader started (twin/bootloader.py sets it)
-_cut = 0
-ops = 0
 
 
 def flash():
     """The open flash file (one per process, like the one SPI flash chip)."""
-    global _flash, _cut
+    global _flash
     if _flash is None:
         path = os.getenv("WARDEN_FLASH")
         if not path:
             raise OSError("twin: WARDEN_FLASH is not set: no flash file to boot from")
         _flash = open(path, "r+b")
-        _cut = int((os.getenv("WARDEN_CUT") or "0").partition(":")[0])
+        if os.getenv("WARDEN_CUT"):
+            _ota("arm")
     return _flash
 
 
-def _op(f, data, n=1):
-    """One flash operation: write `data` `n` times at the file position (or be cut short)."""
-    global ops
-    ops += 1
-    if ops == _cut:
-        _ota("power_cut", f, data, n)
-    for _ in range(n):
-        f.write(data)
-
-
 def _ota(name, *args):
-    """Call twin/bootloader.py's `name`; drop the module again if this call loaded it."""
-    loaded = "bootloader" in sys.modules
-    import bootloader
-    try:
-        return getattr(bootloader, name)(*args)
-    finally:
-        if not loaded:
+    """Run twin/bootloader.py's `name`, loading the module for the call from this module's host
+    folder (mounted at /.rom for the import: rom.py has the device's vfs at /)."""
+    m = sys.modules.get("bootloader")
+    if m is None:
+        os.mount(os.VfsPosix(_ROM), "/.rom")
+        sys.path.append("/.rom")
+        try:
+            import bootloader as m
+        finally:
+            sys.path.pop()
+            os.umount("/.rom")
+        try:
+            return getattr(m, name)(*args)
+        finally:
             sys.modules.pop("bootloader", None)
+    return getattr(m, name)(*args)
 
 
 def _table():
@@ -121,7 +119,9 @@ class Partition:
         return f
 
     def _erase(self, block_num):
-        _op(self._seek(block_num, 0, 4096), _ERASED, 16)
+        f = self._seek(block_num, 0, 4096)
+        for _ in range(16):
+            f.write(_ERASED)
 
     def readblocks(self, block_num, buf, offset=0):
         self._seek(block_num, offset, len(buf)).readinto(buf)
@@ -133,7 +133,7 @@ class Partition:
             for b in range(block_num, block_num + n):
                 self._erase(b)
             offset = 0
-        _op(self._seek(block_num, offset, len(buf)), buf)
+        self._seek(block_num, offset, len(buf)).write(buf)
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
@@ -147,10 +147,7 @@ class Partition:
 
     # -- OTA: ESP-IDF's esp_ota_ops rules, in twin/bootloader.py -----------------------
     def get_next_update(self):
-        """The OTA app slot after this one (ota_0 -> ota_1 -> ota_0), or the first one."""
-        slots = [i[4] for i in sorted(_table(), key=lambda i: i[1]) if i[0] == 0 and 0x10 <= i[1] < 0x20]
-        me = self._info[4]
-        return Partition(slots[(slots.index(me) + 1) % len(slots)] if me in slots else slots[0])
+        return _ota("next_update", self)
 
     def set_boot(self):
         _ota("set_boot", self)  # OSError(-5379) if the image does not validate

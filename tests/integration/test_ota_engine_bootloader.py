@@ -34,9 +34,7 @@ def make_flash(path, factory=True):
 
 def boot(flash, code="", cut=None, check=True):
     """One boot: run `code` after STATE is defined; returns stdout lines."""
-    env = {"WARDEN_FLASH": str(flash)}
-    if cut:
-        env["WARDEN_CUT"] = cut
+    env = {"WARDEN_FLASH": str(flash), "WARDEN_CUT": cut or "0"}  # 0: count operations, no cut
     # the ROM modules precompiled, as the twin loads them (from source they would not fit 64k)
     r = run_mp(STATE + code, path=[build.build_twin_rom()], env=env)
     if check:
