@@ -59,6 +59,8 @@ def vectors(app_files):
     out["oversized_manifest"] = image.assemble(m, image.sign_raw(m, kit.signing_key()), b"")
     m = kit.manifest("firmware", counter=4, alg="rsa2048-pkcs1-sha1")
     out["unsupported_alg"] = image.assemble(m, image.sign_raw(m, kit.signing_key()), b"")
+    m = kit.manifest("bootloader", counter=4, size=len(fw), sha=__import__("hashlib").sha256(fw).digest())
+    out["unknown_kind"] = image.assemble(m, image.sign_raw(m, kit.signing_key()), fw)
     hdr = bytearray(fw)
     hdr[0] = 0x00
     out["broken_header"] = kit.signed(bytes(hdr), "firmware", "2.0.0", counter=4, check=False)

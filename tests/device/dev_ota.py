@@ -132,6 +132,7 @@ def test_wrong_target():
 def test_wrong_kind():
     refused("firmware", "wrong kind: the update is 'firmware', expected 'app'", kind="app")
     refused("app", "wrong kind: the update is 'app', expected 'firmware'", kind="firmware")
+    refused("unknown_kind", "wrong kind: 'bootloader' is not app or firmware")
 
 
 def test_counter_equal_is_a_replay():
@@ -178,3 +179,44 @@ def test_begin_refuses_before_touching_anything_and_writes_need_begin():
     u = ota.Updater(TARGET)
     assert devtest.raises(ota.OTAError, u.write, 0, b"x").args[0] == "no update in progress: begin first"
     assert devtest.raises(ota.OTAError, u.finish).args[0] == "no update in progress: begin first"
+
+
+def test_corrupt_security_state_refuses_updates():
+    with open("/state/ota.json", "w") as f:
+        f.write('{"firmware": [3, ')
+    refused("firmware", "security state /state/ota.json is corrupt: updates refused")
+
+
+def test_corrupt_trusted_key_file_is_refused():
+    import os
+    name = [n for n in os.listdir("/keys") if n.endswith(".pk")][0]
+    d = read("/keys/" + name)
+    with open("/keys/" + name, "wb") as f:
+        f.write(d[:-1])
+    refused("firmware", "trusted key /keys/%s is corrupt or not RSA-3072" % name)
+
+
+def test_slots_fall_back_to_the_factory_app_on_a_bad_pointer_or_a_missing_slot():
+    import os
+    import sys
+    os.mkdir("/app")
+    for junk in ("", "a", "a new", "c new -", "a valid x", "a maybe -"):
+        with open("/app/active", "w") as f:
+            f.write(junk)
+        assert slots.read() == ("-", "valid", "-"), junk
+    # a slot that is named but missing: back to the previous one, then to the factory app
+    with open("/app/active", "w") as f:
+        f.write("b valid a")
+    path = sys.path[:]
+    assert slots.boot() == "-"
+    assert sys.path == path  # the factory app keeps the ROM's path
+    assert not exists("/app/active")
+    # a present slot goes first on the path, its lib next
+    os.mkdir("/app/a")
+    os.mkdir("/app/a/firmware")
+    with open("/app/active", "w") as f:
+        f.write("a new -")
+    assert slots.boot() == "a" and slots.read() == ("a", "trying", "-")
+    assert sys.path[:3] == ["/app/a", "/app/a/lib", ".frozen"]
+    assert "firmware" not in sys.modules and "firmware.slots" not in sys.modules
+    sys.path[:] = path
