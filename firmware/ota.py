@@ -124,10 +124,13 @@ class Updater:
             ota_check.policy(f, self.target, kind)
         finally:
             _unload("firmware.ota_check")
-        p = get(PENDING)
-        if p:
-            raise OTAError("%s %s is installed and awaiting its self-test: confirm or roll back first"
-                           % (p["kind"], p["version"]))
+        if get(PENDING):
+            from firmware import ota_state
+            p = ota_state.pending()  # one no longer running was rolled back: recorded, cleared
+            _unload("firmware.ota_state")
+            if p:
+                raise OTAError("%s %s is installed and awaiting its self-test: confirm or roll back first"
+                               % (p["kind"], p["version"]))
         job = _job_bytes(bytes(manifest), bytes(signature))
         if self._m == job:
             return self.pos  # the same update again in this boot: carry on
