@@ -20,8 +20,6 @@ import sys
 
 from micropython import const
 
-from nvs import NVS  # noqa: F401  (esp32.NVS: twin/nvs.py, C on a board)
-
 _TABLE = const(0x8000)
 _TABLE_MAX = const(0xC00)
 _ERASED = b"\xff" * 256  # erase writes this 16 times: a 4 KiB constant would cost 4 KiB of heap
@@ -155,3 +153,22 @@ class Partition:
     @classmethod
     def mark_app_valid_cancel_rollback(cls):
         _ota("mark_valid")  # OSError(1) while otadata is blank ("running firmware is factory")
+
+
+def NVS(namespace):
+    """esp32.NVS(namespace): the twin's stand-in, twin/nvs.py, imported when used (from the ROM
+    folder at /.rom once rom.py has the device's vfs at /). It is C on a board, so whoever uses
+    it drops the module again (hal.log_key() does) and it costs no device heap."""
+    m = sys.modules.get("nvs")
+    if m is None:
+        try:
+            import nvs as m
+        except ImportError:
+            os.mount(os.VfsPosix(_ROM), "/.rom")
+            sys.path.append("/.rom")
+            try:
+                import nvs as m
+            finally:
+                sys.path.pop()
+                os.umount("/.rom")
+    return m.NVS(namespace)
