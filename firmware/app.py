@@ -42,6 +42,13 @@ class Device:
         self.connected_at = 0
         self.acked = 0
         self.missed = 0
+        store = eventlog.store()
+        if store is None:
+            eventlog.warn("outbox", "no log store: readings taken while offline are lost")
+            self.outbox = None
+        else:
+            from firmware.outbox import Outbox
+            self.outbox = Outbox(store, self.sensors)
 
     def _status(self, state, reason=None):
         s = '{"state":"%s","version":"%s"' % (state, VERSION)
@@ -91,27 +98,54 @@ class Device:
         eventlog.error("mqtt", "session lost: %s" % reason)
         _close(self.client)
         self.client = None
+        if self.outbox is not None:
+            self.outbox.save()
 
     def sample(self):
-        """Take the next reading and deliver it, or count it as missed while offline."""
+        """Take the next reading; publish it, or keep it in the outbox when that fails."""
         n = self.seq.next()
-        payload = self.sensors.reading(n, int(hal.unix_time()))
-        if self.client is None:
+        ts = int(hal.unix_time())
+        values = self.sensors.sample(n)
+        if self.client is not None:
+            try:
+                self.client.publish(self.topics.telemetry, self.sensors.to_json(n, ts, values), qos=self.cfg["qos"])
+                self.acked += 1
+                if self.acked == 1:
+                    eventlog.info("telemetry", "first reading %d acknowledged" % n)
+                return
+            except Exception as e:
+                self.lost(_reason(e))
+        self.keep(n, ts, values)
+
+    def keep(self, n, ts, values):
+        if self.outbox is None:
             self.missed += 1
             return
         try:
-            self.client.publish(self.topics.guard_publish(self.topics.telemetry), payload, qos=self.cfg["qos"])
-        except Exception as e:
+            self.outbox.add(n, ts, values)
+        except Exception as e:  # a failing store must not stop the sampling clock
             self.missed += 1
-            self.lost(_reason(e))
-            return
+            eventlog.error("outbox", "reading %d lost: %s" % (n, _reason(e)))
+
+    def _publish_kept(self, payload):
+        self.client.publish(self.topics.telemetry, payload, qos=1)
         self.acked += 1
-        if self.acked == 1:
-            eventlog.info("telemetry", "first reading %d acknowledged" % n)
+
+    def drain(self, budget_ms):
+        ob = self.outbox
+        if ob is None or not ob.waiting or self.client is None:
+            return
+        try:
+            if ob.drain(self._publish_kept, budget_ms) and not ob.waiting:
+                eventlog.info("outbox", "backlog delivered (%d readings since boot)" % ob.sent)
+        except Exception as e:
+            self.lost(_reason(e))
 
     def close(self, reason):
         c = self.client
         self.client = None
+        if self.outbox is not None:
+            self.outbox.save()
         if c is None:
             return
         try:
@@ -147,6 +181,8 @@ class Device:
             if self.client is not None:
                 if self.backoff.failures and time.ticks_diff(now, self.connected_at) >= stable_ms:
                     self.backoff.reset()
+                self.drain(self.cfg["drain_ms"])
+            if self.client is not None:
                 try:
                     self.client.check_msg()
                 except Exception as e:

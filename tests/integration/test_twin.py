@@ -4,6 +4,7 @@ a real mosquitto with mutual TLS and ACLs, an operator observing with paho.
 Every refusal is shown: the device refuses a rogue or misnamed broker, the broker refuses a
 foreign or expired device certificate, another device's topic and a stolen client id."""
 import json
+import os
 import re
 import shutil
 
@@ -26,7 +27,7 @@ def make_twin(pki_state, broker, provision, tmp_path):
         config = twinlib.device_config(pki_state, thing, broker={"host": "localhost", "port": port or broker.port},
                                        **cfg)
         files = twinlib.identity_files(ident.cert_der, ident.key_der, ident.ca.read_bytes())
-        flash = twinlib.build_flash(tmp_path / ("%s.bin" % thing), files, config)
+        flash = twinlib.build_flash(tmp_path / ("%s.bin" % thing), files, config, log_key=os.urandom(32))
         t = Twin(flash, heap)
         twins.append(t)
         return t

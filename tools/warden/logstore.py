@@ -170,7 +170,11 @@ class Record:
                 return {"level": "", "source": "", "message": text}
             return {"level": level, "source": source, "message": message}
         if self.kind == READING:
-            return {"level": "", "source": "reading", "message": p.decode("utf-8", "replace")}
+            r = self.reading()
+            if r is None:
+                return {"level": "", "source": "reading", "message": p.hex()}
+            values = " ".join("%g" % v for v in r["values"])
+            return {"level": "", "source": "reading", "message": f"#{r['seq']} values {values}"}
         if self.kind == DROP and len(p) == 12:
             s, first, nxt = struct.unpack("<III", p)
             return {"level": "INFO", "source": "log",
@@ -186,11 +190,19 @@ class Record:
              "utc": iso_time(self.time), "segment": self.segment, "offset": self.offset}
         d.update(self.fields())
         if self.kind == READING:
-            try:
-                d["reading"] = json.loads(self.payload)
-            except ValueError:
-                pass
+            r = self.reading()
+            if r is not None:
+                d["reading"] = r
         return d
+
+    def reading(self) -> dict | None:
+        """A READING record's compact form (firmware/sensors.py): <II seq, ts, then float32
+        values in the order of the device's sorted sensor names."""
+        p = self.payload
+        if len(p) < 8 or (len(p) - 8) % 4:
+            return None
+        seq, ts, *values = struct.unpack("<II%df" % ((len(p) - 8) // 4), p)
+        return {"seq": seq, "ts": ts, "values": [None if v != v else round(v, 4) for v in values]}
 
 
 def iso_time(t: int) -> str | None:

@@ -1,0 +1,91 @@
+# Store-and-forward: readings that could not be delivered wait in the encrypted
+# log store (as READING records) and are sent, oldest first, once the broker is
+# back.
+#
+# - add(): a reading the device could not get acknowledged is appended durably,
+#   so it survives a reset or a power cut.
+# - drain(): sends waiting readings with QoS 1 for at most `budget_ms` per call,
+#   so live readings keep flowing while a backlog empties behind them (every
+#   reading carries `seq` and `ts`; consumers order by them).
+# - the cursor (the store sequence number of the last acknowledged record) is
+#   persisted to /state/outbox every CURSOR_EVERY acknowledgements and whenever
+#   the backlog empties or the link drops; after a power cut during a drain at
+#   most that many acknowledged readings are sent again (consumers drop the
+#   duplicate by `seq`), never one that was not acknowledged.
+# - If the store's quota forces it to drop its oldest segment, readings in it
+#   are lost and the store logs the drop (a DROP record, shown by warden logs).
+import os
+import time
+
+from micropython import const
+
+READING = const(2)  # logstore.READING
+CURSOR_EVERY = const(50)
+
+
+class Outbox:
+    def __init__(self, store, sensors, path="/state/outbox"):
+        self._s = store
+        self._sensors = sensors
+        self._path = path
+        self._cursor = self._load()
+        self._saved = self._cursor
+        self._reader = None
+        # Unknown after a boot: look once. Then known from add() and drain().
+        self.waiting = True
+        self.sent = 0
+
+    def _load(self):
+        try:
+            with open(self._path) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return 0
+
+    def save(self):
+        """Persist the cursor (temporary file + atomic rename) if it moved."""
+        if self._cursor == self._saved:
+            return
+        tmp = self._path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(self._cursor))
+        os.rename(tmp, self._path)
+        self._saved = self._cursor
+
+    def add(self, seq, ts, values):
+        self._s.append(READING, self._sensors.pack(seq, ts, values), True)
+        self.waiting = True
+
+    def drain(self, publish, budget_ms):
+        """Publish waiting readings for up to budget_ms; returns how many were sent.
+
+        `publish(payload)` must raise if the reading was not acknowledged; the
+        record then stays waiting (the error propagates after the cursor is saved)."""
+        if not self.waiting:
+            return 0
+        r = self._reader
+        if r is None:
+            r = self._reader = self._s.reader(self._cursor + 1)
+        t0 = time.ticks_ms()
+        n = 0
+        try:
+            while time.ticks_diff(time.ticks_ms(), t0) < budget_ms:
+                if not r.next():
+                    self.waiting = False
+                    break
+                if r.kind == READING:
+                    publish(self._sensors.unpack_json(r.payload))
+                    n += 1
+                self._cursor = r.seq
+                if n and n % CURSOR_EVERY == 0:
+                    self.save()
+        except Exception:
+            # The failed record is re-read from the cursor next time.
+            self._reader = None
+            self.save()
+            raise
+        finally:
+            self.sent += n
+        if not self.waiting:
+            self.save()
+        return n
