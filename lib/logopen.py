@@ -168,7 +168,7 @@ def recover(st, key):
         while pos < size:
             r = check(st, f, pos, size, mv, tag)
             if r > 0:
-                seq = _seq(mv)
+                seq = max(seq, _seq(mv))   # never reuse a number, even after reordered records
                 pos += r
                 continue
             # Damage (kept as evidence: the reader reports it and skips it), or, if no

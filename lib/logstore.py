@@ -43,7 +43,8 @@ _OVER = const(40)     # _RH + tag
 class Store:
     """Store(path, key): open (or create) the store in folder `path` with the 32-byte `key`.
 
-    quota: bytes of flash for the folder (its segments plus 8 KiB of littlefs metadata);
+    quota: bytes of flash for the folder, counted in littlefs blocks (it keeps
+    (quota - 32 KiB) // segment segments; the 32 KiB are littlefs's own blocks around them);
     segment: bytes per segment file (a multiple of 4096); max_payload: the largest record;
     clock: a function giving Unix seconds for each record's time (none: 0)."""
 
@@ -124,8 +125,8 @@ class Store:
         until then a power cut may lose it, never a record made durable before."""
         if self._f is None:
             raise OSError("log store is closed")
-        if len(payload) > self.max_payload:
-            raise ValueError("record payload too long")
+        if len(payload) > self.max_payload or not 0 <= kind < 256:
+            raise ValueError("record payload too long, or kind not 0-255")
         try:
             if self._pos + _OVER + 21 + len(payload) > self._lim:
                 self._roll()

@@ -132,6 +132,7 @@ def test_round_trip_all_kinds_and_reopen():
     got, probs = records(st)
     assert probs == [] and [s for s, _, _, _ in got] == [1, 2, 3, 4, 5, 6] and got[-1][3] == b"after reopen"
     assert raises(ValueError, st.append, EVENT, b"x" * (st.max_payload + 1))
+    assert raises(ValueError, st.append, 256, b"x") and st.append(EVENT, b"still open") == 7
     st.close()
     assert "closed" in str(raises(OSError, st.append, EVENT, b"x"))
 

@@ -99,4 +99,6 @@ def test_heap_cost_of_the_store_on_the_twin(pki_state, broker, provision, tmp_pa
         assert ("no log key in NVS" in t.output) != keyed
     cost = heaps[True] - heaps[False]
     print("heap in use after connect: %d without the log store, %d with it (+%d)" % (heaps[False], heaps[True], cost))
-    assert 0 < cost < 7 * 1024
+    # Measured 5.7-7.4 KB as the rest of the app changed: MicroPython's qstr pools double in size,
+    # so the ~70 names the store adds can move the next pool's allocation earlier or later.
+    assert 0 < cost < 8 * 1024
