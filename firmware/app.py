@@ -9,6 +9,7 @@
 #   meantime once the outbox arrives (issue 4), here they are counted as missed;
 # - Ctrl-C / shutdown: `offline` is published and the session closed cleanly.
 import gc
+import json
 import sys
 import time
 
@@ -42,6 +43,11 @@ class Device:
         self.connected_at = 0
         self.acked = 0
         self.missed = 0
+        self.command = None     # the last command received, handled by the loop
+        self.ota = None         # firmware.otalink.OtaLink, made at the first OTA request
+        self.selftest = None    # an update awaiting its self-test (firmware/ota_state.py)
+        self.selftest_until = 0
+        self.report = None      # the last OTA outcome, published (retained) once connected
         store = eventlog.store()
         if store is None:
             eventlog.warn("outbox", "no log store: readings taken while offline are lost")
@@ -84,14 +90,61 @@ class Device:
             raise
         self.client = c
         self.connected_at = time.ticks_ms()
+        self.publish_report()
         ms = time.ticks_diff(self.connected_at, t0)
         gc.collect()
         eventlog.info("mqtt", "connected to %s:%d in %d ms, heap in use %d bytes" % (
             host, b.get("port", 8883), ms, gc.mem_alloc()))
 
     def on_command(self, topic, msg):
+        # Runs inside the MQTT client's receive path: only note it; the loop handles it.
         name = self.topics.command_name(topic.decode() if isinstance(topic, bytes) else topic)
-        eventlog.info("cmd", "command %r (%d bytes) ignored: no handler" % (name, len(msg)))
+        if name == "ota":
+            self.command = msg
+        else:
+            eventlog.info("cmd", "command %r (%d bytes) ignored: no handler" % (name, len(msg)))
+
+    def say_ota(self, d, retain=False):
+        self.client.publish(self.topics.ota, json.dumps(d), retain=retain, qos=1 if retain else 0)
+
+    def handle_command(self):
+        msg = self.command
+        self.command = None
+        if self.ota is None:
+            from firmware.otalink import OtaLink
+            self.ota = OtaLink("esp32/" + self.cfg["app"], self.say_ota)
+        self.ota.handle(msg)
+        if self.ota.installed:
+            self.close("ota-reset")
+            hal.reset()
+
+    def selftest_passed(self):
+        from firmware import ota_state
+        p = ota_state.confirm()
+        unload(("firmware.ota_state",))
+        self.selftest = None
+        if p:
+            eventlog.info("ota", "self-test passed: %s %s confirmed" % (p["kind"], p["version"]))
+            self.report = {"step": "confirmed", "kind": p["kind"], "version": p["version"],
+                           "counter": p["counter"]}
+            self.publish_report()
+
+    def selftest_failed(self, reason):
+        from firmware import ota_state
+        p = ota_state.rollback(reason)
+        unload(("firmware.ota_state",))
+        if p:
+            eventlog.error("ota", "%s %s rolled back: %s" % (p["kind"], p["version"], reason))
+        self.close("ota-rollback")
+        hal.reset()
+
+    def publish_report(self):
+        if self.report is not None and self.client is not None:
+            try:
+                self.say_ota(self.report, retain=True)
+                self.report = None
+            except Exception as e:
+                self.lost(_reason(e))
 
     def lost(self, reason):
         """Drop the session after a failure; the reason goes to the device log."""
@@ -112,6 +165,8 @@ class Device:
                 self.acked += 1
                 if self.acked == 1:
                     eventlog.info("telemetry", "first reading %d acknowledged" % n)
+                if self.selftest is not None:
+                    self.selftest_passed()
                 return
             except Exception as e:
                 self.lost(_reason(e))
@@ -185,9 +240,14 @@ class Device:
             if self.client is not None:
                 try:
                     self.client.check_msg()
+                    if self.command is not None:
+                        self.handle_command()
                 except Exception as e:
                     self.lost(_reason(e))
                     next_connect = time.ticks_add(time.ticks_ms(), self.backoff.next_delay())
+            if self.selftest is not None and time.ticks_diff(time.ticks_ms(), self.selftest_until) >= 0:
+                self.selftest_failed("self-test: no reading acknowledged within %d s"
+                                     % (self.cfg["selftest_ms"] // 1000))
             wake = next_reading if self.client is not None else _earliest(next_reading, next_connect)
             wait = time.ticks_diff(wake, time.ticks_ms())
             if wait > 0:
@@ -264,6 +324,16 @@ def main():
     cfg, ctx = boot_checks()
     unload(_BOOT_ONLY)
     dev = Device(cfg, ctx)
+    from firmware import ota_state
+    dev.selftest = ota_state.pending()
+    last = ota_state.last()
+    unload(("firmware.ota_state",))
+    if dev.selftest is not None:
+        dev.selftest_until = time.ticks_add(time.ticks_ms(), cfg["selftest_ms"])
+        eventlog.info("ota", "self-test of %s %s: a reading must be acknowledged within %d s" % (
+            dev.selftest["kind"], dev.selftest["version"], cfg["selftest_ms"] // 1000))
+    elif last is not None:
+        dev.report = dict(last, step=last["outcome"])  # re-published (retained) at each boot
     try:
         # max_readings (0 = forever) lets tests and benchmarks run a bounded session.
         dev.run(cfg.get("max_readings", 0))

@@ -16,6 +16,7 @@ DEFAULTS = {
     "backoff_max_ms": 60000,  # cap of the reconnect delay ceiling
     "stable_ms": 60000,       # a connection up this long resets the backoff
     "drain_ms": 20,           # outbox: at most this long per loop turn sending the backlog
+    "selftest_ms": 120000,    # after an update: a reading must be acknowledged within this
     "sensors": {"temperature": {"kind": "sine", "base": 21.0, "amplitude": 2.0, "period": 60}},
 }
 
@@ -48,7 +49,7 @@ def validate(cfg):
     # AWS IoT accepts 30..1200 s; shorter ones are for local brokers and tests.
     if not 2 <= keepalive <= 1200:
         raise ConfigError("config: keepalive must be 2..1200 s (AWS IoT: 30..1200), got %d" % keepalive)
-    for k in ("backoff_ms", "backoff_max_ms", "stable_ms", "drain_ms"):
+    for k in ("backoff_ms", "backoff_max_ms", "stable_ms", "drain_ms", "selftest_ms"):
         if _check(cfg, k, int, "an integer (ms)") < 1:
             raise ConfigError("config: %s must be positive" % k)
     if _check(cfg, "interval_ms", int, "an integer (ms)") < 10:

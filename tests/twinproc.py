@@ -10,26 +10,42 @@ from warden import twin as twinlib
 
 
 class Twin:
-    def __init__(self, flash, heap=twinlib.DEFAULT_HEAP):
+    def __init__(self, flash, heap=twinlib.DEFAULT_HEAP, restart_on_reset=True):
         self.flash = flash
         self.heap = heap
+        self.restart_on_reset = restart_on_reset  # as `warden twin run` and a board do
+        self.resets = 0
         self.lines = []
         self._q = queue.Queue()
         self.proc = None
+        self._stopping = False
 
     def start(self, reset_cause=twinlib.RESET_PWRON):
-        argv, env = twinlib.twin_command(self.flash, self.heap, reset_cause)
+        self._stopping = False
+        self._q = queue.Queue()
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        self._spawn(reset_cause)
+        threading.Thread(target=self._pump, daemon=True).start()
         return self
 
-    def _pump(self, proc):
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            self._q.put(line)
+    def _spawn(self, reset_cause):
+        argv, env = twinlib.twin_command(self.flash, self.heap, reset_cause)
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1)
+
+    def _pump(self):
+        while True:
+            proc = self.proc
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                self.lines.append(line)
+                self._q.put(line)
+            if proc.wait() == twinlib.RESET_EXIT and self.restart_on_reset and not self._stopping:
+                self.resets += 1
+                self.lines.append("--- reset ---")
+                self._spawn(twinlib.RESET_SOFT)
+                continue
+            break
         self._q.put(None)
 
     @property
@@ -61,6 +77,7 @@ class Twin:
 
     def stop(self):
         """Ctrl-C, as a user stops it; kill if it does not exit."""
+        self._stopping = True
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -72,6 +89,7 @@ class Twin:
 
     def kill(self):
         """kill -9: a power cut."""
+        self._stopping = True
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

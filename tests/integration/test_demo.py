@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from warden.broker import free_port
@@ -34,18 +35,28 @@ def _run_demo_until(state_dir, readings, timeout=30):
     p = subprocess.Popen([sys.executable, "-m", "warden.cli", "--state", str(state_dir), "demo", "twin-demo"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if sum(" #" in x for x in lines) >= readings:
-            break
+    enough = threading.Event()
+
+    def pump():  # a reader thread, so a silent demo cannot block the test past its deadline
+        for line in p.stdout:
+            lines.append(line)
+            if sum(" #" in x for x in lines) >= readings:
+                enough.set()
+        enough.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    enough.wait(timeout)
     children = _descendants(p.pid)
     os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole process group
-    rest, _ = p.communicate(timeout=30)
-    return "".join(lines) + rest, children
+    try:
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    reader.join(5)
+    return "".join(lines), children
 
 
 def test_demo_shows_readings_and_stops_everything_on_ctrl_c(tmp_path):

@@ -101,3 +101,75 @@ def ota_inspect(state, file, target, as_json):
     m = image.verify(data, k.trusted_keys(state), target=target or image.default_target(state))
     if not as_json:
         console.print(f"[bold green]valid[/]: signed by trusted key {m.key_id.hex()}, payload matches")
+
+
+@ota.command("push")
+@click.argument("thing")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for each answer from the device.")
+@click.option("--confirm-timeout", type=float, default=180.0, show_default=True,
+              help="Seconds to wait for the self-test after the device resets.")
+@pass_state
+def ota_push(state, thing, file, timeout, confirm_timeout):
+    """Send a signed update to THING, show its progress, and report the outcome.
+
+    Exit 0: installed and confirmed; 2: rejected by the device (its reason); 3: rolled back
+    after a failed self-test (its reason); 1: anything else (nothing changed). Interrupt it and
+    run it again to resume."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from . import otapush
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(f"{thing}: sending", total=None)
+
+        def progress(off, size):
+            bar.update(task, completed=off, total=size)
+            if off >= size:
+                bar.update(task, description=f"{thing}: installing, then the self-test")
+
+        out = otapush.push(state, thing, file, progress=progress, timeout=timeout,
+                           confirm_timeout=confirm_timeout)
+    what = f"{out.kind} {out.version} (counter {out.counter})"
+    if out.result == otapush.INSTALLED:
+        extra = f", resumed at byte {out.resumed_from}" if out.resumed_from else ""
+        console.print(f"[bold green]installed and confirmed[/]: {what} in {out.seconds:.1f} s{extra}")
+    elif out.result == otapush.REJECTED:
+        console.print(f"[bold red]rejected[/] by {thing}: {out.reason}")
+    else:
+        console.print(f"[bold yellow]rolled back[/] by {thing}: {out.reason}")
+    raise click.exceptions.Exit(otapush.EXIT_CODES[out.result])
+
+
+@ota.command("status")
+@click.argument("thing")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def ota_status(state, thing, as_json):
+    """THING's versions, slots, pending update and last OTA outcome (asks the device)."""
+    from . import otapush
+
+    st = otapush.status(state, thing)
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    dev = st["device"]
+    table = Table("", "version", "counter", "running slot", box=None, pad_edge=False)
+    for kind in ("app", "firmware"):
+        k = dev.get(kind) or {}
+        table.add_row(kind, str(k.get("version") or "factory"), str(k.get("counter")), str(k.get("slot")))
+    console.print(table)
+    if dev.get("pending"):
+        p = dev["pending"]
+        console.print(f"awaiting its self-test: {p['kind']} {p['version']}")
+    if dev.get("receiving"):
+        r = dev["receiving"]
+        console.print(f"receiving: {r['kind']} {r['version']}, {r['offset']} of {r['size']} bytes")
+    last = dev.get("last")
+    if last:
+        why = f": {last['reason']}" if last.get("reason") else ""
+        console.print(f"last update: {last['kind']} {last['version']} {last['outcome']}{why}")
+    reg = st["registry"]
+    console.print(f"registry: version {reg['version'] or '-'}, counter {reg['counter']}", style="dim")

@@ -53,11 +53,12 @@ def identity_files(cert_der, key_der, ca_der):
     return {"/identity/cert.der": cert_der, "/identity/key.der": key_der, "/identity/ca.der": ca_der}
 
 
-def build_flash(path, identity, config, log_key=None):
+def build_flash(path, identity, config, log_key=None, extra=None):
     """Write a twin flash file at `path`: the current app build, `identity` files and `config`,
     and `log_key` (32 bytes) in the NVS partition, where the device's hal.log_key() finds it."""
     files = dict(build.build_app())
     files.update(identity)
+    files.update(extra or {})  # e.g. the trusted OTA keys, /keys/<id>.pk
     files["/config.json"] = json.dumps(config, indent=1).encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,9 @@ def provision_twin(state, thing, cert_der, key_der, config=None, log_key=None):
         with Registry(state.registry_path) as reg:
             dev = reg.get(thing)
         log_key = dev.log_key if dev else None
-    return build_flash(flash_path(state, thing), identity_files(cert_der, key_der, ca_der), cfg, log_key)
+    from .keys import device_files
+    return build_flash(flash_path(state, thing), identity_files(cert_der, key_der, ca_der), cfg, log_key,
+                       extra=device_files(state))
 
 
 def sync_app(path):

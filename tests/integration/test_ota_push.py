@@ -1,0 +1,133 @@
+"""Signed OTA end to end: `warden ota push` (the technician) -> broker -> the twin's own MQTT session ->
+firmware/otalink.py -> the verified engine -> swap -> reset -> self-test -> confirmed or rolled back."""
+import json
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from twinproc import Twin
+from warden import devices, espimage, image, keys, otapush, twin as twinlib
+from warden.cli import main
+from warden.registry import Registry
+
+HEAP = "192k"  # TEMPORARY while the heap budget is being restored
+
+
+@pytest.fixture(scope="module")
+def fleet(pki_state):
+    if not keys.has_key(pki_state):
+        keys.init_keys(pki_state)
+    return pki_state
+
+
+@pytest.fixture
+def device(fleet, broker, tmp_path):
+    made = []
+
+    fleet.broker_port = broker.port  # so the CLI, which uses the project's broker, reaches this one
+
+    def make(thing, **cfg):
+        devices.add_device(fleet, thing)  # provisioning: identity, log key, trusted OTA keys
+        path = twinlib.flash_path(fleet, thing)
+        twinlib.update_config(path, broker={"host": "localhost", "port": broker.port}, interval_ms=100,
+                              selftest_ms=cfg.pop("selftest_ms", 5000), **cfg)
+        t = Twin(path, heap=HEAP).start()
+        t.wait_for(r"INFO telemetry: first reading", 15)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.stop()
+        print("--- twin %s\n%s" % (t.flash, "\n".join(t.lines[-40:])))  # shown when a test fails
+
+
+def signed(fleet, tmp_path, payload, kind="app", version="2.0.0", counter=1, name="u.wup"):
+    data = image.sign(payload, kind, version, counter, image.default_target(fleet), keys.load_private_key(fleet))
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def test_app_update_installs_and_confirms(fleet, broker, device, tmp_path):
+    t = device("ota-app")
+    upd = signed(fleet, tmp_path, image.build_bundle(), version="2.0.0", counter=10)
+    seen = []
+    out = otapush.push(fleet, "ota-app", upd, progress=lambda o, s: seen.append((o, s)), port=broker.port)
+    assert out.result == otapush.INSTALLED, out
+    assert seen[-1][0] == seen[-1][1] > 0
+    t.wait_for(r"INFO ota: self-test passed: app 2.0.0 confirmed", 15)
+    assert t.resets == 1
+    with Registry(fleet.registry_path) as reg:
+        d = reg.get("ota-app")
+    assert (d.version, d.counter) == ("2.0.0", 10)
+    st = otapush.status(fleet, "ota-app", port=broker.port)
+    assert st["device"]["app"]["version"] == "2.0.0" and st["device"]["last"]["outcome"] == "confirmed"
+    # the same update again is a replay: refused by the tool, and by the device itself
+    with pytest.raises(image.UpdateError, match="replay"):
+        otapush.push(fleet, "ota-app", upd, port=broker.port)
+    out = otapush.push(fleet, "ota-app", upd, port=broker.port, local_check=False)
+    assert out.result == otapush.REJECTED and "replay" in out.reason, out
+    t.wait_for(r"ERROR ota: update refused: counter 10 is not newer", 5)
+
+
+def test_forged_update_is_rejected_by_the_device(fleet, broker, device, tmp_path):
+    t = device("ota-forged")
+    data = bytearray(signed(fleet, tmp_path, image.build_bundle(), counter=20).read_bytes())
+    i = data.index(b"2.0.0")
+    data[i] = ord("9")  # the manifest now claims 9.0.0: its signature no longer matches
+    p = tmp_path / "forged.wup"
+    p.write_bytes(bytes(data))
+    out = otapush.push(fleet, "ota-forged", p, port=broker.port, local_check=False)
+    assert out.result == otapush.REJECTED and "signature" in out.reason, out
+    assert t.resets == 0 and t.proc.poll() is None
+    r = CliRunner().invoke(main, ["--state", str(fleet.root), "ota", "push", "ota-forged", str(p)])
+    assert r.exit_code == 1 and "signature" in r.output  # the tool refuses before sending
+    r = CliRunner().invoke(main, ["--state", str(fleet.root), "ota", "status", "ota-forged"])
+    assert r.exit_code == 0 and "factory" in r.output, r.output
+
+
+def test_crashing_app_update_rolls_back(fleet, broker, device, tmp_path):
+    t = device("ota-crash")
+    from warden import build
+    files = dict(build.build_app())
+    broken = tmp_path / "app.py"
+    broken.write_text("raise RuntimeError('this release is broken')\n")
+    b = tmp_path / "app.mpy"
+    build.compile_file(broken, b, "firmware/app.py")
+    files["/firmware/app.mpy"] = b.read_bytes()
+    upd = signed(fleet, tmp_path, image.pack_bundle(files), version="3.0.0-bad", counter=30)
+    out = otapush.push(fleet, "ota-crash", upd, port=broker.port)
+    assert out.result == otapush.ROLLED_BACK, out
+    assert "crashed on trial" in out.reason and "this release is broken" in out.reason
+    t.wait_for(r"INFO telemetry: first reading", 15)  # the previous app runs again
+    assert t.resets == 2  # into the update, then back
+    with Registry(fleet.registry_path) as reg:
+        assert reg.get("ota-crash").counter != 30
+
+
+def test_interrupted_push_resumes(fleet, broker, device, tmp_path):
+    device("ota-resume")
+    upd = signed(fleet, tmp_path, image.build_bundle(), version="2.1.0", counter=40)
+
+    def stop_halfway(off, size):
+        if off > size // 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        otapush.push(fleet, "ota-resume", upd, progress=stop_halfway, port=broker.port)
+    out = otapush.push(fleet, "ota-resume", upd, port=broker.port)
+    assert out.result == otapush.INSTALLED and out.resumed_from > 0, out
+
+
+def test_firmware_update_installs_and_confirms(fleet, broker, device, tmp_path):
+    t = device("ota-fw")
+    upd = signed(fleet, tmp_path, espimage.build_image("1.30.0", 256 * 1024), kind="firmware",
+                 version="1.30.0", counter=50)
+    r = CliRunner().invoke(main, ["--state", str(fleet.root), "ota", "push", "ota-fw", str(upd)])
+    assert r.exit_code == 0 and "installed and confirmed" in r.output, r.output
+    t.wait_for(r"INFO ota: self-test passed: firmware 1.30.0 confirmed", 20)
+    st = otapush.status(fleet, "ota-fw", port=broker.port)
+    assert st["device"]["firmware"]["version"] == "1.30.0"
+    assert st["device"]["firmware"]["slot"] == "ota_1"

@@ -1,0 +1,207 @@
+"""`warden ota push` / `warden ota status`: the technician's side of an OTA update.
+
+The update travels over the device's own MQTT session (firmware/otalink.py): the
+tool connects as the technician (mutual TLS; the policy lets it publish only
+cmd/<app>/+/ota and read dt/<app>/+/ota), sends the update's head, then each
+chunk the device asks for (stop-and-wait), then "finish"; the device swaps and
+resets, runs its self-test and reports `confirmed` or `rolled back` (retained).
+
+Before anything is sent the file is checked locally as the device will check it
+(signature by a trusted key, target, kind, counter against the registry), so a
+refusal is explained without touching the device. Interrupt a push and run it
+again: the device resumes from its last durable offset.
+
+Outcomes (and exit codes of the CLI): INSTALLED (0, installed and confirmed),
+REJECTED (2, the device refused: its reason), ROLLED_BACK (3, the self-test failed:
+its reason), and OtaPushError (1) for everything else (unreachable broker, a silent
+device, a timeout), which changes nothing on the device.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import ssl
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from . import image, keys
+from .state import WardenError
+
+CHUNK = 2048          # payload bytes per request: small enough for a fragmented 64 KiB device heap
+INSTALLED, REJECTED, ROLLED_BACK = "installed", "rejected", "rolled back"
+EXIT_CODES = {INSTALLED: 0, REJECTED: 2, ROLLED_BACK: 3}
+
+
+class OtaPushError(WardenError):
+    pass
+
+
+@dataclass
+class Outcome:
+    result: str            # INSTALLED, REJECTED or ROLLED_BACK
+    reason: str | None
+    version: str
+    counter: int
+    kind: str
+    seconds: float
+    bytes_sent: int
+    resumed_from: int
+
+
+class Technician:
+    """A paho client with the technician's certificate, talking to one device's OTA topics."""
+
+    def __init__(self, state, thing, host=None, port=None, principal="technician"):
+        pki = Path(state.pki_dir)
+        self.cmd = f"cmd/{state.app}/{thing}/ota"
+        self.dt = f"dt/{state.app}/{thing}/ota"
+        self.replies = queue.Queue()
+        self._up = queue.Queue()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt.pem"))
+        ctx.load_cert_chain(str(pki / f"{principal}.crt.pem"), str(pki / f"{principal}.key.pem"))
+        c.tls_set_context(ctx)
+        c.on_connect = lambda cl, ud, fl, rc, pr=None: self._up.put(rc)
+        c.on_subscribe = lambda cl, ud, mid, rcs, pr=None: self._up.put("suback")
+        c.on_message = self._on_message
+        c.on_disconnect = lambda cl, ud, fl, rc, pr=None: self.replies.put({"step": "_lost"})
+        self.client = c
+        self.host = host or state.broker_host
+        self.port = port or state.broker_port
+
+    def _on_message(self, cl, ud, m):
+        try:
+            d = json.loads(m.payload)
+        except ValueError:
+            return
+        if isinstance(d, dict):
+            d["_retained"] = m.retain
+            self.replies.put(d)
+
+    def connect(self, timeout=10):
+        try:
+            self.client.connect(self.host, self.port, keepalive=30)
+        except (OSError, ssl.SSLError) as e:
+            raise OtaPushError(f"cannot reach the broker at {self.host}:{self.port}: {e}",
+                               hint="is it running? (warden broker run)")
+        self.client.loop_start()
+        for want in ("connack", "suback"):
+            try:
+                rc = self._up.get(timeout=timeout)
+            except queue.Empty:
+                raise OtaPushError(f"the broker did not answer ({want})")
+            if want == "connack":
+                if rc != 0:
+                    raise OtaPushError(f"the broker refused the technician: {rc}")
+                self.client.subscribe(self.dt, 1)
+        return self
+
+    def send(self, payload):
+        self.client.publish(self.cmd, payload, qos=1)
+
+    def expect(self, steps, timeout, what):
+        """The next reply whose step is in `steps` (retained leftovers of earlier updates skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OtaPushError(f"the device did not answer ({what}) within {timeout:g} s",
+                                   hint="is it online? `warden watch --status` shows it; run the push "
+                                        "again to resume")
+            try:
+                d = self.replies.get(timeout=left)
+            except queue.Empty:
+                continue
+            if d.get("step") == "_lost":
+                raise OtaPushError("lost the connection to the broker", hint="run the push again to resume")
+            if d.get("_retained"):
+                continue
+            if d.get("step") in steps:
+                return d
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def check_locally(state, thing, data):
+    """The checks the device will make, against the registry's record of it; returns the manifest."""
+    from .devices import get_device
+    dev = get_device(state, thing)
+    trusted = keys.trusted_keys(state)
+    if not trusted:
+        raise OtaPushError("no trusted signing key in this project", hint="run `warden keys init`")
+    return image.verify(data, trusted, target=image.default_target(state),
+                        installed_counter=dev.counter or None)
+
+
+def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180.0, host=None, port=None,
+         local_check=True):
+    """Send the update at `path` to THING and follow it to its outcome; returns an Outcome.
+
+    `local_check=False` skips the host-side checks (tests use it to show the device refuses
+    on its own what the tool would have refused)."""
+    data = Path(path).read_bytes()
+    if local_check:
+        m = check_locally(state, thing, data)
+    else:
+        m = image.Manifest.decode(image.split(data)[0])
+    m_bytes, sig, payload = image.split(data)
+    head = b"B" + data[:8 + len(m_bytes) + len(sig)]
+    t = Technician(state, thing, host, port).connect()
+    t0 = time.monotonic()
+    sent = 0
+    try:
+        t.send(head)
+        d = t.expect({"accepted", "rejected"}, timeout, "accepted or rejected")
+        if d["step"] == "rejected":
+            return Outcome(REJECTED, d.get("reason"), m.version, m.counter, m.kind, time.monotonic() - t0, 0, 0)
+        off = resumed = d["offset"]
+        size = d["size"]
+        if progress:
+            progress(off, size)
+        while off < size:
+            chunk = payload[off:off + CHUNK]
+            t.send(b"C" + struct.pack(">I", off) + chunk)
+            sent += len(chunk)
+            d = t.expect({"next", "rejected"}, timeout, "the next chunk request")
+            if d["step"] == "rejected":
+                return Outcome(REJECTED, d.get("reason"), m.version, m.counter, m.kind,
+                               time.monotonic() - t0, sent, resumed)
+            off = d["offset"]
+            if progress:
+                progress(off, size)
+        t.send(b"F")
+        d = t.expect({"installed", "rejected"}, timeout, "installed")
+        if d["step"] == "rejected":
+            return Outcome(REJECTED, d.get("reason"), m.version, m.counter, m.kind,
+                           time.monotonic() - t0, sent, resumed)
+        d = t.expect({"confirmed", "rolled back"}, confirm_timeout, "the self-test after the reset")
+        if d["step"] == "confirmed":
+            from .registry import Registry
+            with Registry(state.registry_path) as reg:
+                reg.update(thing, version=m.version, counter=m.counter)
+            return Outcome(INSTALLED, None, m.version, m.counter, m.kind, time.monotonic() - t0, sent, resumed)
+        return Outcome(ROLLED_BACK, d.get("reason"), m.version, m.counter, m.kind,
+                       time.monotonic() - t0, sent, resumed)
+    finally:
+        t.close()
+
+
+def status(state, thing, *, timeout=10.0, host=None, port=None):
+    """The device's own OTA report (versions, slots, pending update, last outcome) and the registry's."""
+    from .devices import get_device
+    dev = get_device(state, thing)
+    t = Technician(state, thing, host, port).connect()
+    try:
+        t.send(b"S")
+        d = t.expect({"status"}, timeout, "status")
+    finally:
+        t.close()
+    d.pop("_retained", None)
+    d.pop("step", None)
+    return {"device": d, "registry": {"version": dev.version, "counter": dev.counter}}
