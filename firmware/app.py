@@ -248,6 +248,8 @@ class Device:
             if self.selftest is not None and time.ticks_diff(time.ticks_ms(), self.selftest_until) >= 0:
                 self.selftest_failed("self-test: no reading acknowledged within %d s"
                                      % (self.cfg["selftest_ms"] // 1000))
+            if self.client is not None and self.outbox is not None and self.outbox.waiting:
+                continue  # a backlog is draining: no idle wait between its time slices
             wake = next_reading if self.client is not None else _earliest(next_reading, next_connect)
             wait = time.ticks_diff(wake, time.ticks_ms())
             if wait > 0:
@@ -291,6 +293,18 @@ def unload(names):
     gc.collect()
 
 
+def log_quota(default=262144):
+    """The log store's flash quota from /config.json ("log_quota", bytes), or the default when the
+    config is missing or bad (boot_checks reports that)."""
+    try:
+        import json as j
+        with open("/config.json") as f:
+            q = j.load(f).get("log_quota", default)
+        return q if isinstance(q, int) and q >= 65536 else default
+    except Exception:
+        return default
+
+
 def boot_checks():
     """Config, network, clock and identity, retried until they pass.
 
@@ -318,7 +332,9 @@ def boot_checks():
 
 
 def main():
-    eventlog.open_store()  # the encrypted device log in /log (docs/logstore.md), once per boot
+    # The encrypted device log (and outbox) in /log (docs/logstore.md), opened once per boot,
+    # before the config is checked so that even a config error is logged.
+    eventlog.open_store(quota=log_quota())
     eventlog.info("boot", "warden %s on %s, reset cause %s" % (
         VERSION, hal.PLATFORM, hal.RESET_NAMES.get(hal.reset_cause(), "?")))
     cfg, ctx = boot_checks()

@@ -17,6 +17,7 @@ DEFAULTS = {
     "stable_ms": 60000,       # a connection up this long resets the backoff
     "drain_ms": 20,           # outbox: at most this long per loop turn sending the backlog
     "selftest_ms": 120000,    # after an update: a reading must be acknowledged within this
+    "log_quota": 262144,      # bytes of flash for the encrypted log and outbox (/log)
     "sensors": {"temperature": {"kind": "sine", "base": 21.0, "amplitude": 2.0, "period": 60}},
 }
 
@@ -58,6 +59,8 @@ def validate(cfg):
         raise ConfigError("config: qos must be 0 or 1")
     _check(cfg, "timeout", (int, float), "a number (seconds)")
     _check(cfg, "sensors", dict, "an object of sensor specs")
+    if _check(cfg, "log_quota", int, "an integer (bytes)") < 65536:
+        raise ConfigError("config: log_quota must be at least 65536 bytes")
     return cfg
 
 

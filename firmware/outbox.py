@@ -8,7 +8,7 @@
 #   so live readings keep flowing while a backlog empties behind them (every
 #   reading carries `seq` and `ts`; consumers order by them).
 # - the cursor (the store sequence number of the last acknowledged record) is
-#   persisted to /state/outbox every CURSOR_EVERY acknowledgements and whenever
+#   persisted to /state/outbox every CURSOR_EVERY (100) acknowledgements and whenever
 #   the backlog empties or the link drops; after a power cut during a drain at
 #   most that many acknowledged readings are sent again (consumers drop the
 #   duplicate by `seq`), never one that was not acknowledged.
@@ -20,7 +20,7 @@ import time
 from micropython import const
 
 READING = const(2)  # logstore.READING
-CURSOR_EVERY = const(50)
+CURSOR_EVERY = const(100)
 
 
 class Outbox:
