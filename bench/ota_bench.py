@@ -21,7 +21,6 @@ The MQTT chunk transport is not part of this benchmark (it comes with `warden ot
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics

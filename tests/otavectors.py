@@ -1,5 +1,6 @@
 """The `ota_vectors` fixture for device tests: a template twin flash and signed updates (good ones
 and one per attack), made once per session on the host with `cryptography`."""
+import hashlib
 import json
 import struct
 
@@ -59,7 +60,7 @@ def vectors(app_files):
     out["oversized_manifest"] = image.assemble(m, image.sign_raw(m, kit.signing_key()), b"")
     m = kit.manifest("firmware", counter=4, alg="rsa2048-pkcs1-sha1")
     out["unsupported_alg"] = image.assemble(m, image.sign_raw(m, kit.signing_key()), b"")
-    m = kit.manifest("bootloader", counter=4, size=len(fw), sha=__import__("hashlib").sha256(fw).digest())
+    m = kit.manifest("bootloader", counter=4, size=len(fw), sha=hashlib.sha256(fw).digest())
     out["unknown_kind"] = image.assemble(m, image.sign_raw(m, kit.signing_key()), fw)
     hdr = bytearray(fw)
     hdr[0] = 0x00

@@ -93,7 +93,6 @@ def test_every_attack_is_refused_with_its_reason():
     _refused(kit.signed(fw, kind="firmware", key="rogue"), "unknown signing key " + kit.key_id("rogue").hex())
     # manifest altered after signing (the counter raised, the size, the target)
     for field, value in ((6, struct.pack(">I", 99)), (4, b"esp32/wardex")):
-        fields = dict((t, v) for t, v in kit.good_fields("firmware", len(fw), 5))
         altered = bytearray(mb)
         i = 4
         while altered[i] != field:
