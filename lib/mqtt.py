@@ -16,7 +16,7 @@
 # - Timeouts are MQTTTimeoutError: TCP connect, TLS handshake, a read that
 #   stalls mid-packet, a missing CONNACK/SUBACK/UNSUBACK/PUBACK/PINGRESP.
 # - A broker that breaks the protocol raises MQTTProtocolError naming the fault.
-# - CONNACK refusals raise MQTTConnectError (.code 1..5).
+# - CONNACK refusals raise MQTTConnectError (.code 1..5, .reason).
 # - A SUBACK failure (0x80) raises MQTTError; the connection stays open.
 # - Wrong arguments raise ValueError before anything is sent.
 # After an OSError, MQTTTimeoutError or MQTTProtocolError the socket is closed
@@ -38,6 +38,14 @@
 # come: it tries a non-blocking read (served from mbedTLS's buffer first) and
 # between tries polls the plain socket; the socket timeout only bounds the
 # rest of a packet that has started.
+#
+# Heap: the client stays loaded for the device's whole life, so it is written
+# to be small once compiled (a device's whole budget is 64 KB): few methods
+# (every function costs its code plus ~150 bytes of objects), few instance
+# attributes, buffers preallocated once (no allocation per packet on the hot
+# paths: publish, PUBACK, PINGRESP, check_msg on an idle link). umqtt.simple's
+# legacy `ssl=True` + `ssl_params` (ssl.wrap_socket) is not supported: it
+# cannot verify the server on MicroPython 1.2x; pass an SSLContext.
 
 from micropython import const
 import errno
@@ -46,26 +54,109 @@ import socket
 import struct
 from time import ticks_diff, ticks_ms
 
-_CONNACK = const(0x20)
-_PUBLISH = const(0x30)
-_PUBACK = const(0x40)
-_SUBACK = const(0x90)
-_UNSUBACK = const(0xB0)
-_PINGRESP = const(0xD0)
 _MAX_LEN = const(268435455)  # largest remaining length MQTT can encode
 _TXBUF = const(256)  # PUBLISH packets up to this size are sent with one write
 
-# packet type names by type number, split only to word an error
-_NAMES = ("reserved(0) CONNECT CONNACK PUBLISH PUBACK PUBREC PUBREL PUBCOMP SUBSCRIBE SUBACK"
-          " UNSUBSCRIBE UNSUBACK PINGREQ PINGRESP DISCONNECT reserved(15)")
-_REFUSED = (
-    None,
-    "unacceptable protocol version",
-    "identifier rejected",
-    "server unavailable",
-    "bad user name or password",
-    "not authorized",
-)
+# Every message this module words, in one string (one object instead of ~50 on the
+# heap): numbered from 0, one per line, the first letter naming the class raised
+# (V ValueError, P MQTTProtocolError, T MQTTTimeoutError, E MQTTError, C
+# MQTTConnectError). Then the CONNACK refusal names (by return code) and the
+# packet type names (by type number), only to word an error.
+_MSGS = """Vkeepalive must be 0..65535 s
+Va password needs a user name
+Vssl must be an SSLContext (ssl=True is not supported)
+Vwill qos must be 0, 1 or 2
+Vwill topic must not be empty
+VCONNECT field longer than 65535 bytes
+Vqos must be 0 or 1 (QoS 2 is not supported)
+Vtopic must be 1..65535 bytes
+VPUBLISH too large for MQTT
+Vtopic filter must be 1..65535 bytes
+Tno CONNACK within %s s
+Preserved CONNACK flags 0x%02x set
+PCONNACK with invalid return code %d
+PCONNACK claims a session present for a clean session
+Tno PUBACK for packet id %d after %d transmissions, %s s apart
+Ebroker refused the subscription to %r (SUBACK 0x80)
+Tno %s within %s s
+Tlink dead: no PINGRESP within %s s (keepalive %d s)
+Pmalformed remaining length in %s (0x%02x): more than 4 bytes
+P%s (0x%02x) of %d bytes exceeds max_packet %d
+Pexpected CONNACK, got %s (0x%02x)
+PPUBLISH with QoS %d (only 0 and 1 are subscribed)
+PPUBLISH remaining length too short for its header
+PPUBLISH topic length %d exceeds the packet
+PPUBLISH with an empty topic name
+Preserved flags set in %s (0x%02x)
+Punexpected %s (0x%02x) from broker
+Pbad %s remaining length %d (expected %d)
+PPUBACK for unknown packet id %d
+P%s for packet id %d, none awaited
+PSUBACK with invalid return code 0x%02x
+Ttimed out after %s s in the middle of a %s
+Pconnection closed mid-packet: truncated %s
+T%s timed out after %s s
+Cconnection refused by broker: %s (CONNACK return code %d)
+-unacceptable protocol version
+-identifier rejected
+-server unavailable
+-bad user name or password
+-not authorized
+-reserved(0)
+-CONNECT
+-CONNACK
+-PUBLISH
+-PUBACK
+-PUBREC
+-PUBREL
+-PUBCOMP
+-SUBSCRIBE
+-SUBACK
+-UNSUBSCRIBE
+-UNSUBACK
+-PINGREQ
+-PINGRESP
+-DISCONNECT
+-reserved(15)"""
+_V_KA = const(0)
+_V_PSWD = const(1)
+_V_SSL = const(2)
+_V_WILL_QOS = const(3)
+_V_WILL_TOPIC = const(4)
+_V_FIELD = const(5)
+_V_QOS = const(6)
+_V_TOPIC = const(7)
+_V_BIG = const(8)
+_V_FILTER = const(9)
+_T_CONNACK = const(10)
+_P_CONNACK_FLAGS = const(11)
+_P_CONNACK_RC = const(12)
+_P_CONNACK_SP = const(13)
+_T_PUBACK = const(14)
+_E_SUBACK = const(15)
+_T_ACK = const(16)
+_T_PING = const(17)
+_P_LEN = const(18)
+_P_MAX = const(19)
+_P_NOT_CONNACK = const(20)
+_P_QOS = const(21)
+_P_SHORT = const(22)
+_P_TOPIC_LEN = const(23)
+_P_NO_TOPIC = const(24)
+_P_FLAGS = const(25)
+_P_UNEXPECTED = const(26)
+_P_BAD_LEN = const(27)
+_P_PUBACK = const(28)
+_P_ACK_ID = const(29)
+_P_SUBACK_RC = const(30)
+_T_STALL = const(31)
+_P_TRUNCATED = const(32)
+_T_IO = const(33)
+_C_REFUSED = const(34)
+_REFUSED = const(34)  # + return code 1..5
+_NAMES = const(40)  # + packet type 0..15
+# remaining length of each packet type a broker may send (0xff: never from a broker)
+_WANT = b"\xff\xff\x02\xff\x02\xff\xff\xff\xff\x03\xff\x02\xff\x00\xff\xff"
 
 
 class MQTTError(Exception):
@@ -73,49 +164,59 @@ class MQTTError(Exception):
 
 
 class MQTTProtocolError(MQTTError):
-    """The broker sent something MQTT 3.1.1 does not allow here.
-
-    The message names the fault. The client has closed the socket."""
+    """The broker sent something MQTT 3.1.1 does not allow here (the message names
+    the fault). The client has closed the socket."""
 
 
 class MQTTTimeoutError(MQTTError):
     """A connect, handshake, read or awaited response exceeded its time bound.
-
     The client has closed the socket."""
 
 
 class MQTTConnectError(MQTTError):
-    """The broker refused the connection in its CONNACK.
+    """The broker refused the connection in its CONNACK: .code is the return code
+    (1..5), .reason its name; the socket is closed."""
 
-    .code is the return code (1..5), .reason its name; the socket is closed."""
 
-    def __init__(self, code):
-        self.code = code
-        self.reason = _REFUSED[code]
-        super().__init__(
-            "connection refused by broker: %s (CONNACK return code %d)" % (self.reason, code)
-        )
+def _err(i, *a):
+    # The exception worded by line i of _MSGS (% a); for a name line ("-"), the name.
+    m = _MSGS
+    s = 0
+    while i:
+        s = m.index("\n", s) + 1
+        i -= 1
+    e = m.find("\n", s)
+    m = m[s:e] if e >= 0 else m[s:]
+    c = "VPTEC-".index(m[0])
+    if c > 4:
+        return m[1:]
+    return (ValueError, MQTTProtocolError, MQTTTimeoutError, MQTTError, MQTTConnectError)[c](m[1:] % a)
 
 
 def _kind(op):
-    return _NAMES.split()[op >> 4]
-
-
-def _name(op):
-    return "%s (0x%02x)" % (_kind(op), op)
+    return _err(_NAMES + (op >> 4))
 
 
 def _b(s):
     return s.encode() if type(s) is str else s
 
 
+def _enc_len(buf, i, n):
+    # write n as an MQTT variable-length integer at buf[i]; return the next index
+    while n > 0x7F:
+        buf[i] = (n & 0x7F) | 0x80
+        n >>= 7
+        i += 1
+    buf[i] = n
+    return i + 1
+
+
 class MQTTClient:
     """An MQTT 3.1.1 client; QoS 0 and 1.
 
     client_id, user, password, topics and messages may be str or bytes.
-    port 0 means 8883 with ssl, 1883 without. ssl is an SSLContext (its
-    wrap_socket gets server_hostname, default server) or True for the legacy
-    ssl.wrap_socket(sock, **ssl_params). An SSLContext made with
+    port 0 means 8883 with ssl, 1883 without. ssl is an SSLContext; its
+    wrap_socket gets server_hostname (default: server). An SSLContext made with
     PROTOCOL_TLS_CLIENT starts with verify_mode CERT_NONE on MicroPython: set
     CERT_REQUIRED and load a CA, or any server is accepted.
 
@@ -137,50 +238,40 @@ class MQTTClient:
     """
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
-                 ssl=None, ssl_params={}, *, server_hostname=None, timeout=10, retries=2,
-                 max_packet=16384):
+                 ssl=None, *, server_hostname=None, timeout=10, retries=2, max_packet=16384):
         if not 0 <= keepalive <= 65535:
-            raise ValueError("keepalive must be 0..65535 s")
+            raise _err(_V_KA)
         if password is not None and user is None:
-            raise ValueError("a password needs a user name")
-        if port == 0:
-            port = 8883 if ssl else 1883
+            raise _err(_V_PSWD)
+        if ssl is True:
+            raise _err(_V_SSL)
         self.client_id = _b(client_id)
         self.server = server
-        self.port = port
+        self.port = port or (8883 if ssl else 1883)
         self.user = None if user is None else _b(user)
         self.pswd = None if password is None else _b(password)
         self.keepalive = keepalive
         self.ssl = ssl
-        self.ssl_params = ssl_params
-        self.server_hostname = server_hostname
+        self._sni = server_hostname or server
         self.timeout = timeout
+        self._tmo = 86400000 if timeout is None else int(timeout * 1000)  # None: one day
         self.retries = retries
         self.max_packet = max_packet
         self.sock = None
+        self._raw = None  # the plain socket under sock (the same object without TLS)
+        self._poll = None  # polls _raw (see _pkt)
         self.cb = None
-        self.lw_topic = None
-        self.lw_msg = None
-        self.lw_qos = 0
-        self.lw_retain = False
+        self._lw = None  # (topic, msg, CONNECT flags) of the last will
         self.pid = 0
-        self._raw = None
-        self._poll = None  # polls the plain socket (see _start)
-        self._tmo = 86400000 if timeout is None else int(timeout * 1000)  # None: one day
         self._subs = {}  # topic filter (bytes) -> qos, for resubscribe()
         self._inflight = []  # packet ids of QoS 1 PUBLISHes awaiting PUBACK
-        self._dup_pid = -1  # last id acked after a retransmission: its echo PUBACK is ignored
+        self._dup = -1  # last id acked after a retransmission: its echo PUBACK is ignored
         self._await = -1  # packet id of the SUBSCRIBE/UNSUBSCRIBE awaiting its ack
         self._ack = -1  # SUBACK return code once it arrived
         self._ping_t = -1  # ticks_ms of the outstanding PINGREQ, or -1
-        self._tx_t = 0
-        self._rx_t = 0
-        self._rb = bytearray(4)
-        mv = memoryview(self._rb)
-        self._rb1 = mv[:1]
-        self._rb2 = mv[:2]
+        self._tx_t = self._rx_t = 0
+        self._rb = bytearray(4)  # small reads (lengths, ids) and the PUBACK we send
         self._tx = bytearray(_TXBUF)  # small packets are assembled here and sent in one write
-        self._txm = memoryview(self._tx)
 
     # ---- configuration (umqtt.simple surface) ----
 
@@ -191,13 +282,10 @@ class MQTTClient:
     def set_last_will(self, topic, msg, retain=False, qos=0):
         """Register the will sent with the next connect(); ValueError on bad qos/topic."""
         if not 0 <= qos <= 2:
-            raise ValueError("will qos must be 0, 1 or 2")
+            raise _err(_V_WILL_QOS)
         if not topic:
-            raise ValueError("will topic must not be empty")
-        self.lw_topic = _b(topic)
-        self.lw_msg = _b(msg)
-        self.lw_qos = qos
-        self.lw_retain = retain
+            raise _err(_V_WILL_TOPIC)
+        self._lw = (_b(topic), _b(msg), 4 | qos << 3 | (0x20 if retain else 0))
 
     def isconnected(self):
         return self.sock is not None
@@ -218,74 +306,14 @@ class MQTTClient:
         MQTTConnectError (broker refused: .code), MQTTProtocolError (anything
         but a valid CONNACK). On any failure the socket is closed.
         """
-        self._drop()
+        self._fail()
         tmo = self.timeout if timeout is None else timeout
-        pkt = self._connect_packet(clean_session)
-        self._inflight = []
-        self._dup_pid = self._await = self._ping_t = -1
-        ai = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
-        raw = socket.socket(ai[0], socket.SOCK_STREAM)
-        self._raw = self.sock = raw
-        try:
-            raw.settimeout(tmo)
-            raw.connect(ai[-1])
-        except OSError as e:
-            raise self._ioerr(e, "TCP connect to %s:%d" % (self.server, self.port), tmo)
-        try:
-            raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: the constants are not exported
-        except OSError:
-            pass
-        if self.ssl:
-            try:
-                if self.ssl is True:  # legacy: ssl.wrap_socket(sock, **ssl_params)
-                    import ssl
-
-                    kw = dict(self.ssl_params)
-                    if "server_hostname" not in kw:
-                        kw["server_hostname"] = self.server_hostname or self.server
-                    self.sock = ssl.wrap_socket(raw, **kw)
-                else:
-                    self.sock = self.ssl.wrap_socket(
-                        raw, server_hostname=self.server_hostname or self.server
-                    )
-            except OSError as e:
-                raise self._ioerr(e, "TLS handshake", tmo)
-            except Exception as e:  # certificate verification: ValueError on some ports
-                raise self._fail(e)
-        if tmo != self.timeout:
-            raw.settimeout(self.timeout)
-        self._poll = select.poll()
-        self._poll.register(raw, select.POLLIN)
-        self._send(pkt)
-        op = self._start(int(tmo * 1000) if tmo is not None else self._tmo)
-        if op < 0:
-            raise self._fail(MQTTTimeoutError("no CONNACK within %s s" % tmo))
-        if op != _CONNACK:
-            raise self._proto("expected CONNACK, got " + _name(op))
-        n = self._read_len(op)
-        if n != 2:
-            raise self._proto("bad CONNACK remaining length %d (expected 2)" % n)
-        rb = self._read_into(self._rb2, op)
-        flags = rb[0]
-        rc = rb[1]
-        if flags & 0xFE:
-            raise self._proto("reserved CONNACK flags 0x%02x set" % flags)
-        if rc:
-            if rc < len(_REFUSED):
-                raise self._fail(MQTTConnectError(rc))
-            raise self._proto("CONNACK with invalid return code %d" % rc)
-        if clean_session and flags:
-            raise self._proto("CONNACK claims a session present for a clean session")
-        self._rx_t = ticks_ms()
-        return flags & 1
-
-    def _connect_packet(self, clean_session):
+        # the CONNECT packet
         fields = [self.client_id]
-        flags = 0x02 if clean_session else 0
-        if self.lw_topic:
-            fields.append(self.lw_topic)
-            fields.append(self.lw_msg)
-            flags |= 0x04 | self.lw_qos << 3 | (0x20 if self.lw_retain else 0)
+        flags = 2 if clean_session else 0
+        if self._lw:
+            fields += self._lw[:2]
+            flags |= self._lw[2]
         if self.user is not None:
             fields.append(self.user)
             flags |= 0x80
@@ -295,7 +323,7 @@ class MQTTClient:
         n = 10
         for f in fields:
             if len(f) > 65535:
-                raise ValueError("CONNECT field longer than 65535 bytes")
+                raise _err(_V_FIELD)
             n += 2 + len(f)
         pkt = bytearray(n + 5)
         pkt[0] = 0x10
@@ -304,9 +332,50 @@ class MQTTClient:
         i += 10
         for f in fields:
             struct.pack_into("!H", pkt, i, len(f))
-            pkt[i + 2 : i + 2 + len(f)] = f
+            pkt[i + 2:i + 2 + len(f)] = f
             i += 2 + len(f)
-        return memoryview(pkt)[:i]
+        self._inflight = []
+        self._dup = self._await = self._ping_t = -1
+        ai = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
+        self._raw = self.sock = raw = socket.socket(ai[0], socket.SOCK_STREAM)
+        try:
+            raw.settimeout(tmo)
+            raw.connect(ai[-1])
+        except OSError as e:
+            raise self._fail(e, "TCP connect to %s:%d" % (self.server, self.port), tmo)
+        try:
+            raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: the constants are not exported
+        except OSError:
+            pass
+        if self.ssl:
+            try:
+                self.sock = self.ssl.wrap_socket(raw, server_hostname=self._sni)
+            except OSError as e:
+                raise self._fail(e, "TLS handshake", tmo)
+            except Exception as e:  # certificate verification: ValueError on some ports
+                raise self._fail(e)
+        if tmo != self.timeout:
+            raw.settimeout(self.timeout)
+        self._poll = select.poll()
+        self._poll.register(raw, select.POLLIN)
+        self._send(pkt, i)
+        if self._pkt(self._tmo if tmo is None else int(tmo * 1000), True) is None:
+            raise self._fail(_T_CONNACK, tmo)
+        flags = self._rb[0]
+        rc = self._rb[1]
+        if flags & 0xFE:
+            raise self._fail(_P_CONNACK_FLAGS, flags)
+        if rc > 5:
+            raise self._fail(_P_CONNACK_RC, rc)
+        if rc:
+            why = _err(_REFUSED + rc)
+            e = _err(_C_REFUSED, why, rc)
+            e.code = rc
+            e.reason = why
+            raise self._fail(e)
+        if clean_session and flags:
+            raise self._fail(_P_CONNACK_SP)
+        return flags
 
     def disconnect(self):
         """Send DISCONNECT (best effort: errors ignored) and close the socket.
@@ -318,7 +387,7 @@ class MQTTClient:
                 self.sock.write(b"\xe0\x00")
             except OSError:
                 pass
-        self._drop()
+        self._fail()
 
     # ---- sending ----
 
@@ -332,77 +401,64 @@ class MQTTClient:
         topic and packets over 268,435,455 bytes raise ValueError before
         anything is sent.
         """
-        if type(topic) is str:
-            topic = topic.encode()
-        if type(msg) is str:
-            msg = msg.encode()
-        op = 0x31 if retain else 0x30
-        if not qos:
-            self._pub(topic, msg, op, 0)
-            return
-        if qos != 1:
-            raise ValueError("qos must be 0 or 1 (QoS 2 is not supported)")
-        pid = self._new_pid()
-        op |= 0x02
-        self._pub(topic, msg, op, pid)
-        inflight = self._inflight
-        inflight.append(pid)
-        n = 0
-        while True:
-            t0 = ticks_ms()
-            while pid in inflight:
-                left = self._tmo - ticks_diff(ticks_ms(), t0)
-                if left <= 0:
-                    break
-                self._wait_packet(left)
-            else:
-                if n:
-                    self._dup_pid = pid
-                return
-            if n >= self.retries:
-                raise self._fail(MQTTTimeoutError(
-                    "no PUBACK for packet id %d after %d transmissions, %s s apart"
-                    % (pid, n + 1, self.timeout)))
-            n += 1
-            self._pub(topic, msg, op | 0x08, pid)  # DUP
-
-    def _pub(self, topic, msg, op, pid):
-        # build and send one PUBLISH; small ones go out in a single write
+        topic = _b(topic)
+        msg = _b(msg)
+        if qos != 0 and qos != 1:
+            raise _err(_V_QOS)
         tl = len(topic)
         ml = len(msg)
         if not 0 < tl <= 65535:
-            raise ValueError("topic must be 1..65535 bytes")
-        sz = 2 + tl + ml
-        if pid:
-            sz += 2
+            raise _err(_V_TOPIC)
+        sz = 2 + tl + ml + 2 * qos
         if sz > _MAX_LEN:
-            raise ValueError("PUBLISH too large for MQTT")
+            raise _err(_V_BIG)
+        op = 0x30 | qos << 1 | (1 if retain else 0)
+        pid = self._pid() if qos else 0
         tx = self._tx
-        txm = self._txm
-        tx[0] = op
-        i = _enc_len(tx, 1, sz)
-        tx[i] = tl >> 8
-        tx[i + 1] = tl & 0xFF
-        i += 2
-        if i + tl + 2 > _TXBUF:  # long topic: four writes
-            self._send(tx, i)
-            self._send(topic)
-            if pid:
-                self._send(struct.pack("!H", pid))
-            self._send(msg)
-            return
-        txm[i : i + tl] = topic
-        i += tl
-        if pid:
-            tx[i] = pid >> 8
-            tx[i + 1] = pid & 0xFF
+        n = 0
+        while True:
+            tx[0] = op
+            i = _enc_len(tx, 1, sz)
+            tx[i] = tl >> 8
+            tx[i + 1] = tl & 0xFF
             i += 2
-        if i + ml <= _TXBUF:  # the whole packet: one write, one TLS record
-            txm[i : i + ml] = msg
-            self._send(tx, i + ml)
-        else:
-            self._send(tx, i)
-            self._send(msg)
+            if i + tl + 2 > _TXBUF:  # long topic: four writes
+                self._send(tx, i)
+                self._send(topic)
+                if qos:
+                    self._send(struct.pack("!H", pid))
+                self._send(msg)
+            else:
+                tx[i:i + tl] = topic
+                i += tl
+                if qos:
+                    tx[i] = pid >> 8
+                    tx[i + 1] = pid & 0xFF
+                    i += 2
+                if i + ml <= _TXBUF:  # the whole packet: one write, one TLS record
+                    tx[i:i + ml] = msg
+                    self._send(tx, i + ml)
+                else:
+                    self._send(tx, i)
+                    self._send(msg)
+            if not qos:
+                return
+            if not n:
+                self._inflight.append(pid)
+            t0 = ticks_ms()
+            while pid in self._inflight:
+                left = self._tmo - ticks_diff(ticks_ms(), t0)
+                if left <= 0:
+                    break
+                self._pkt(left)
+            else:
+                if n:
+                    self._dup = pid
+                return
+            if n >= self.retries:
+                raise self._fail(_T_PUBACK, pid, n + 1, self.timeout)
+            n += 1
+            op |= 0x08  # DUP
 
     def subscribe(self, topic, qos=0):
         """Subscribe to one filter and wait for the SUBACK; return the granted qos.
@@ -412,24 +468,11 @@ class MQTTClient:
         connection stays open; no SUBACK within timeout raises MQTTTimeoutError.
         """
         if qos != 0 and qos != 1:
-            raise ValueError("qos must be 0 or 1 (QoS 2 is not supported)")
+            raise _err(_V_QOS)
         topic = _b(topic)
-        tl = len(topic)
-        if not tl or tl > 65535:
-            raise ValueError("topic filter must be 1..65535 bytes")
-        pid = self._new_pid()
-        hdr = bytearray(9)
-        hdr[0] = 0x82
-        i = _enc_len(hdr, 1, 5 + tl)
-        struct.pack_into("!HH", hdr, i, pid, tl)
-        pkt = bytes(hdr[: i + 4]) + topic + bytes((qos,))
-        self._await = pid
-        self._ack = -1
-        self._send(pkt)
-        self._await_ack(pid, "SUBACK")
-        rc = self._ack
+        rc = self._sub(0x82, topic, bytes((qos,)))
         if rc == 0x80:
-            raise MQTTError("broker refused the subscription to %r (SUBACK 0x80)" % topic)
+            raise _err(_E_SUBACK, topic)
         self._subs[topic] = qos
         return rc
 
@@ -439,17 +482,7 @@ class MQTTClient:
         Incoming PUBLISHes are delivered meanwhile; no UNSUBACK within timeout
         raises MQTTTimeoutError (connection closed)."""
         topic = _b(topic)
-        tl = len(topic)
-        if not tl or tl > 65535:
-            raise ValueError("topic filter must be 1..65535 bytes")
-        pid = self._new_pid()
-        hdr = bytearray(9)
-        hdr[0] = 0xA2
-        i = _enc_len(hdr, 1, 4 + tl)
-        struct.pack_into("!HH", hdr, i, pid, tl)
-        self._await = pid
-        self._send(bytes(hdr[: i + 4]) + topic)
-        self._await_ack(pid, "UNSUBACK")
+        self._sub(0xA2, topic, b"")
         self._subs.pop(topic, None)
 
     def resubscribe(self):
@@ -475,8 +508,8 @@ class MQTTClient:
         Also runs the keepalive (may send PINGREQ; MQTTTimeoutError if a
         PINGRESP is overdue). A packet that has started is read with timeout.
         """
-        self._keepalive()
-        return self._wait_packet(0)
+        self._ka()
+        return self._pkt(0)
 
     def wait_msg(self, timeout=None):
         """Wait up to timeout seconds (default: the client timeout) for one
@@ -485,89 +518,90 @@ class MQTTClient:
         ms = self._tmo if timeout is None else int(timeout * 1000)
         t0 = ticks_ms()
         while True:
-            self._keepalive()
-            left = ms - ticks_diff(ticks_ms(), t0)
-            if left < 0:
-                left = 0
-            step = self._ka_due()
+            step = self._ka()
+            left = max(0, ms - ticks_diff(ticks_ms(), t0))
             if step > left:
                 step = left
-            op = self._wait_packet(step)
+            op = self._pkt(step)
             if op is not None or step >= left:
                 return op
 
     # ---- internals ----
 
-    def _new_pid(self):
+    def _pid(self):
         pid = self.pid
         while True:
-            pid = pid + 1 if pid < 65535 else 1
+            pid = pid % 65535 + 1
             if pid not in self._inflight:
                 self.pid = pid
                 return pid
 
-    def _await_ack(self, pid, what):
+    def _sub(self, op, topic, tail):
+        # SUBSCRIBE (tail: the requested qos) or UNSUBSCRIBE one filter, wait for the ack
+        tl = len(topic)
+        if not 0 < tl <= 65535:
+            raise _err(_V_FILTER)
+        pid = self._pid()
+        hdr = bytearray(9)
+        hdr[0] = op
+        i = _enc_len(hdr, 1, 4 + tl + len(tail))
+        struct.pack_into("!HH", hdr, i, pid, tl)
+        self._await = pid
+        self._ack = -1
+        self._send(bytes(hdr[:i + 4]) + topic + tail)
         t0 = ticks_ms()
         while self._await == pid:
             left = self._tmo - ticks_diff(ticks_ms(), t0)
             if left <= 0:
-                raise self._fail(MQTTTimeoutError("no %s within %s s" % (what, self.timeout)))
-            self._wait_packet(left)
+                raise self._fail(_T_ACK, _kind(op + 0x10), self.timeout)
+            self._pkt(left)
+        return self._ack
 
-    def _ka_due(self):
-        # ms until the keepalive needs attention
+    def _ka(self):
+        # run the keepalive (PINGREQ when due, dead link if PINGRESP is overdue);
+        # return the ms until it needs attention again
+        if self.sock is None:
+            raise OSError(errno.ENOTCONN, "not connected")
         if not self.keepalive:
             return 0x3FFFFFFF
         now = ticks_ms()
         if self._ping_t >= 0:
-            return max(0, self._tmo - ticks_diff(now, self._ping_t))
-        half = self.keepalive * 500
-        return max(0, half - max(ticks_diff(now, self._tx_t), ticks_diff(now, self._rx_t)))
+            left = self._tmo - ticks_diff(now, self._ping_t)
+            if left <= 0:
+                raise self._fail(_T_PING, self.timeout, self.keepalive)
+            return left
+        left = self.keepalive * 500 - max(ticks_diff(now, self._tx_t), ticks_diff(now, self._rx_t))
+        if left > 0:
+            return left
+        self.ping()
+        return self._tmo
 
-    def _keepalive(self):
-        if self.sock is None:
-            raise OSError(errno.ENOTCONN, "not connected")
-        if not self.keepalive:
-            return
-        now = ticks_ms()
-        if self._ping_t >= 0:
-            if ticks_diff(now, self._ping_t) >= self._tmo:
-                raise self._fail(MQTTTimeoutError(
-                    "link dead: no PINGRESP within %s s (keepalive %d s)" % (self.timeout, self.keepalive)
-                ))
-        elif (ticks_diff(now, self._tx_t) >= self.keepalive * 500
-              or ticks_diff(now, self._rx_t) >= self.keepalive * 500):
-            self.ping()
-
-    def _start(self, ms):
-        # Wait up to ms for a packet to start; return its first byte, or -1.
+    def _pkt(self, ms, connack=False):
+        # Wait up to ms for a packet to start; read and process it; return its first
+        # byte, or None if none came. connack: connect() awaits the CONNACK (left in _rb).
         s = self.sock
         if s is None:
             raise OSError(errno.ENOTCONN, "not connected")
-        if s is self._raw:  # plain TCP: poll() sees every byte
-            for _ in self._poll.ipoll(ms):
-                return self._read_into(self._rb1, 0, True)[0]
-            return -1
-        # TLS: mbedTLS may hold decrypted bytes the plain socket no longer shows, and
-        # polling the SSLSocket itself costs a 1 ms sleep per call on the unix port.
-        # So: try a non-blocking read (it serves buffered bytes first), and between
-        # tries wait on the plain socket, where anything new must arrive.
+        rb = self._rb
+        # mbedTLS may hold decrypted bytes the plain socket no longer shows, and polling
+        # an SSLSocket costs a 1 ms sleep per call on the unix port. So: try a
+        # non-blocking read (it serves buffered bytes first), and between tries wait on
+        # the plain socket, where anything new must arrive.
         t0 = ticks_ms()
-        rb = self._rb1
         s.setblocking(False)
         try:
             while True:
                 try:
-                    r = s.readinto(rb)
+                    r = s.readinto(rb, 1)
                 except OSError as e:
                     if e.args[0] != errno.EAGAIN:
-                        raise self._ioerr(e, "reading a packet")
+                        raise self._fail(e, "reading a packet")
                     r = None
                 if r is not None:
                     break
                 left = ms - ticks_diff(ticks_ms(), t0)
                 if left <= 0:
-                    return -1
+                    return None
                 for _ in self._poll.ipoll(left):
                     break
         finally:
@@ -575,137 +609,106 @@ class MQTTClient:
                 self._raw.settimeout(self.timeout)  # blocking again, with the timeout
         if not r:
             raise self._fail(OSError(errno.ECONNRESET, "connection closed by broker"))
-        return self._rb[0]
-
-    def _wait_packet(self, ms):
-        # wait up to ms for a packet to start; read and process it; return its first byte
-        op = self._start(ms)
-        if op < 0:
-            return None
         self._rx_t = ticks_ms()
-        t = op & 0xF0
-        if t == _PUBLISH:
-            self._recv_publish(op)
-            return op
-        if op & 0x0F:
-            raise self._proto("reserved flags set in " + _name(op))
-        if t == _PUBACK or t == _UNSUBACK:
-            want = 2
-        elif t == _SUBACK:
-            want = 3
-        elif t == _PINGRESP:
-            want = 0
-        else:
-            raise self._proto("unexpected %s from broker" % _name(op))
-        n = self._read_len(op)
-        if n != want:
-            raise self._proto("bad %s remaining length %d (expected %d)" % (_kind(op), n, want))
-        if not n:
-            self._ping_t = -1  # PINGRESP
-            return op
-        rb = self._read_into(self._rb2, op)
-        pid = rb[0] << 8 | rb[1]
-        if t == _PUBACK:
-            if pid in self._inflight:
-                self._inflight.remove(pid)
-            elif pid != self._dup_pid:
-                raise self._proto("PUBACK for unknown packet id %d" % pid)
-            return op
-        if pid != self._await:
-            raise self._proto("%s for packet id %d, none awaited" % (_kind(op), pid))
-        if n == 3:
-            rc = self._read_into(self._rb1, op)[0]
-            if rc != 0 and rc != 1 and rc != 0x80:
-                raise self._proto("SUBACK with invalid return code 0x%02x" % rc)
-            self._ack = rc
-        self._await = -1
-        return op
-
-    def _recv_publish(self, op):
-        qos = op >> 1 & 3
-        if qos > 1:
-            raise self._proto("PUBLISH with QoS %d (only 0 and 1 are subscribed)" % qos)
-        n = self._read_len(op) - (4 if qos else 2)
-        if n < 0:
-            raise self._proto("PUBLISH remaining length too short for its header")
-        rb = self._read_into(self._rb2, op)
-        tl = rb[0] << 8 | rb[1]
-        n -= tl
-        if n < 0:
-            raise self._proto("PUBLISH topic length %d exceeds the packet" % tl)
-        if not tl:
-            raise self._proto("PUBLISH with an empty topic name")
-        topic = self._read(tl, op)
-        if qos:
-            rb = self._read_into(self._rb2, op)
-            pid = rb[0] << 8 | rb[1]
-        msg = self._read(n, op)
-        cb = self.cb
-        if cb is not None:
-            cb(topic, msg)
-        if qos:
-            tx = self._rb
-            tx[0] = 0x40
-            tx[1] = 2
-            tx[2] = pid >> 8
-            tx[3] = pid & 0xFF
-            self._send(tx)
-
-    def _read_len(self, op):
-        # the variable-length remaining length: at most 4 bytes, at most max_packet
-        n = 0
-        sh = 0
+        op = rb[0]
+        t = op >> 4
+        # the remaining length: at most 4 bytes, at most max_packet
+        n = sh = 0
         while True:
-            b = self._read_into(self._rb1, op)[0]
+            b = self._rd(1, op)[0]
             n |= (b & 0x7F) << sh
             if not b & 0x80:
                 break
             if sh == 21:
-                raise self._proto("malformed remaining length in %s: more than 4 bytes" % _name(op))
+                raise self._fail(_P_LEN, _kind(op), op)
             sh += 7
         if n > self.max_packet:
-            raise self._proto("%s of %d bytes exceeds max_packet %d" % (_name(op), n, self.max_packet))
-        return n
+            raise self._fail(_P_MAX, _kind(op), op, n, self.max_packet)
+        if connack and t != 2:
+            raise self._fail(_P_NOT_CONNACK, _kind(op), op)
+        if t == 3:  # PUBLISH
+            qos = op >> 1 & 3
+            if qos > 1:
+                raise self._fail(_P_QOS, qos)
+            n -= 4 if qos else 2
+            if n < 0:
+                raise self._fail(_P_SHORT)
+            rb = self._rd(2, op)
+            tl = rb[0] << 8 | rb[1]
+            n -= tl
+            if n < 0:
+                raise self._fail(_P_TOPIC_LEN, tl)
+            if not tl:
+                raise self._fail(_P_NO_TOPIC)
+            topic = self._rd(tl, op, True)
+            if qos:
+                rb = self._rd(2, op)
+                pid = rb[0] << 8 | rb[1]
+            msg = self._rd(n, op, True)
+            if self.cb is not None:
+                self.cb(topic, msg)
+            if qos:
+                rb[0] = 0x40
+                rb[1] = 2
+                rb[2] = pid >> 8
+                rb[3] = pid & 0xFF
+                self._send(rb)
+            return op
+        if op & 0x0F:
+            raise self._fail(_P_FLAGS, _kind(op), op)
+        want = _WANT[t]
+        if want == 0xFF or t == 2 and not connack:
+            raise self._fail(_P_UNEXPECTED, _kind(op), op)
+        if n != want:
+            raise self._fail(_P_BAD_LEN, _kind(op), n, want)
+        if not n:
+            self._ping_t = -1  # PINGRESP
+            return op
+        rb = self._rd(n, op)
+        if connack:
+            return op
+        pid = rb[0] << 8 | rb[1]
+        if t == 4:  # PUBACK
+            if pid in self._inflight:
+                self._inflight.remove(pid)
+            elif pid != self._dup:
+                raise self._fail(_P_PUBACK, pid)
+            return op
+        if pid != self._await:
+            raise self._fail(_P_ACK_ID, _kind(op), pid)
+        if n == 3:
+            if rb[2] > 1 and rb[2] != 0x80:
+                raise self._fail(_P_SUBACK_RC, rb[2])
+            self._ack = rb[2]
+        self._await = -1
+        return op
 
-    def _read_into(self, mv, op, first=False):
-        # fill mv exactly; return the underlying buffer
+    def _rd(self, n, op, new=False):
+        # read exactly n bytes of packet `op`: into _rb (returned), or as new bytes
+        s = self.sock
+        got = 0
         try:
-            r = self.sock.readinto(mv)
+            if new:
+                d = s.read(n) if n else b""
+                if d is not None and len(d) == n:
+                    return d
+                b = bytearray(n)
+                if d:
+                    got = len(d)
+                    b[:got] = d
+            else:
+                b = self._rb
+            while got < n:
+                # slow path: a read came back short (EOF, or a port that returns partial data)
+                r = s.readinto(memoryview(b)[got:n]) if got else s.readinto(b, n)
+                if r is None:
+                    raise self._fail(_T_STALL, self.timeout, _kind(op))
+                if not r:
+                    raise self._fail(_P_TRUNCATED, _kind(op))
+                got += r
         except OSError as e:
-            raise self._ioerr(e, "reading " + _kind(op) if not first else "reading a packet")
-        if r != len(mv):
-            if r == 0 and first:
-                raise self._fail(OSError(errno.ECONNRESET, "connection closed by broker"))
-            self._read_rest(mv, r, op)
-        return self._rb
-
-    def _read(self, n, op):
-        try:
-            d = self.sock.read(n) if n else b""
-        except OSError as e:
-            raise self._ioerr(e, "reading " + _kind(op))
-        if d is None or len(d) != n:
-            buf = bytearray(n)
-            k = len(d) if d else 0
-            buf[:k] = d or b""
-            self._read_rest(memoryview(buf), k, op)
-            d = bytes(buf)
-        return d
-
-    def _read_rest(self, mv, got, op):
-        # slow path: a read came back short (EOF, or a port that returns partial data)
-        got = got or 0
-        while got < len(mv):
-            try:
-                r = self.sock.readinto(mv[got:])
-            except OSError as e:
-                raise self._ioerr(e, "reading " + _kind(op))
-            if r is None:
-                raise self._fail(MQTTTimeoutError(
-                    "timed out after %s s in the middle of a %s" % (self.timeout, _kind(op))))
-            if not r:
-                raise self._proto("connection closed mid-packet: truncated %s" % _kind(op))
-            got += r
+            raise self._fail(e, "reading " + _kind(op))
+        return bytes(b) if new else b
 
     def _send(self, buf, n=-1):
         s = self.sock
@@ -717,45 +720,28 @@ class MQTTClient:
             else:
                 s.write(buf, n)
         except OSError as e:
-            raise self._ioerr(e, "sending")
+            raise self._fail(e, "sending")
         self._tx_t = ticks_ms()
 
-    def _ioerr(self, e, what, tmo=None):
-        # close, and turn a socket timeout into MQTTTimeoutError
-        if e.args and (e.args[0] == errno.ETIMEDOUT or e.args[0] == errno.EAGAIN):
-            return self._fail(MQTTTimeoutError(
-                "%s timed out after %s s" % (what, self.timeout if tmo is None else tmo)))
-        return self._fail(e)
-
-    def _proto(self, text):
-        return self._fail(MQTTProtocolError(text))
-
-    def _fail(self, exc):
-        self._drop()
-        return exc
-
-    def _drop(self):
+    def _fail(self, e=None, *a):
+        # Close the connection and return the error to raise: e is an exception or the
+        # number of a message (a: its % arguments); an OSError that is a socket timeout
+        # while doing a[0] (a[1]: the timeout, default the client's) becomes MQTTTimeoutError.
+        if type(e) is int:
+            e = _err(e, *a)
+        elif a and e.args and (e.args[0] == errno.ETIMEDOUT or e.args[0] == errno.EAGAIN):
+            e = _err(_T_IO, a[0], a[1] if len(a) > 1 else self.timeout)
         s = self.sock
-        self.sock = None
-        self._poll = None
+        raw = self._raw
+        self.sock = self._raw = self._poll = None
         if s is not None:
             try:
                 s.close()
             except OSError:
                 pass
-        if self._raw is not None and self._raw is not s:
+        if raw is not None and raw is not s:
             try:
-                self._raw.close()
+                raw.close()
             except OSError:
                 pass
-        self._raw = None
-
-
-def _enc_len(buf, i, n):
-    # write n as an MQTT variable-length integer at buf[i]; return the next index
-    while n > 0x7F:
-        buf[i] = (n & 0x7F) | 0x80
-        n >>= 7
-        i += 1
-    buf[i] = n
-    return i + 1
+        return e

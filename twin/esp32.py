@@ -42,23 +42,34 @@ def flash():
     return _flash
 
 
-def _ota(name, *args):
-    """Run twin/bootloader.py's `name`, loading the module for the call from this module's host
-    folder (mounted at /.rom for the import: rom.py has the device's vfs at /)."""
-    m = sys.modules.get("bootloader")
+def _rom(name):
+    """Twin module `name` (bootloader, nvs) from the ROM's host folder: importable directly
+    until rom.py mounts the device's vfs at /, from there on mounted at /.rom for the import.
+    It is C on a board, so whoever loads it for a call drops it again (sys.modules)."""
+    m = sys.modules.get(name)
     if m is None:
-        os.mount(os.VfsPosix(_ROM), "/.rom")
-        sys.path.append("/.rom")
         try:
-            import bootloader as m
-        finally:
-            sys.path.pop()
-            os.umount("/.rom")
-        try:
-            return getattr(m, name)(*args)
-        finally:
+            m = __import__(name)
+        except ImportError:
+            os.mount(os.VfsPosix(_ROM), "/.rom")
+            sys.path.append("/.rom")
+            try:
+                m = __import__(name)
+            finally:
+                sys.path.pop()
+                os.umount("/.rom")
+    return m
+
+
+def _ota(name, *args):
+    """Run twin/bootloader.py's `name`, loading the module for the call (and dropping it
+    after, unless it was loaded already)."""
+    loaded = "bootloader" in sys.modules
+    try:
+        return getattr(_rom("bootloader"), name)(*args)
+    finally:
+        if not loaded:
             sys.modules.pop("bootloader", None)
-    return getattr(m, name)(*args)
 
 
 def _table():
@@ -156,19 +167,6 @@ class Partition:
 
 
 def NVS(namespace):
-    """esp32.NVS(namespace): the twin's stand-in, twin/nvs.py, imported when used (from the ROM
-    folder at /.rom once rom.py has the device's vfs at /). It is C on a board, so whoever uses
-    it drops the module again (hal.log_key() does) and it costs no device heap."""
-    m = sys.modules.get("nvs")
-    if m is None:
-        try:
-            import nvs as m
-        except ImportError:
-            os.mount(os.VfsPosix(_ROM), "/.rom")
-            sys.path.append("/.rom")
-            try:
-                import nvs as m
-            finally:
-                sys.path.pop()
-                os.umount("/.rom")
-    return m.NVS(namespace)
+    """esp32.NVS(namespace): the twin's stand-in, twin/nvs.py, imported when used. It is C
+    on a board, so whoever uses it drops the module again (hal.log_key() does)."""
+    return _rom("nvs").NVS(namespace)

@@ -7,50 +7,44 @@
 # only its own flash, sets sys.path as the board does, then runs /boot.py and
 # /main.py from flash. machine.reset() on the twin is sys.exit(RESET_EXIT) (see
 # firmware/hal/unix.py); the host runner restarts us.
-import gc
+#
+# On a board all of this is C: it must cost the device's heap as little as it can. So
+# no functions (this module stays alive while main.py runs), the bootloader's code is
+# dropped once it has chosen, and each script is compiled first so its source text
+# is not held while it runs.
 import os
 import sys
 
 import esp32
 
+# The second-stage bootloader: pick the app slot (OTA data, rollback), then forget its code.
+import bootloader
 
-def _mount_vfs():
-    vfs = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
-    if not vfs:
-        raise OSError("twin: no vfs partition in the flash's partition table")
-    bdev = vfs[0]
-    try:
-        fs = os.VfsLfs2(bdev)
-    except OSError:
-        # A blank or corrupt vfs: the board formats it and boots; so do we.
-        print("twin: vfs did not mount, formatting it (littlefs2)")
-        os.VfsLfs2.mkfs(bdev)
-        fs = os.VfsLfs2(bdev)
-    os.umount("/")
-    os.mount(fs, "/")
+bootloader.boot()
+del sys.modules["bootloader"], bootloader
 
-
-def _run(name):
-    try:
-        os.stat(name)
-    except OSError:
-        return
-    with open(name) as f:
-        src = f.read()
-    exec(src, {"__name__": "__main__", "__file__": name})
-
-
-def _bootloader():
-    """The second-stage bootloader: pick the app slot (OTA data, rollback), then forget its code."""
-    import bootloader
-    bootloader.boot()
-    del sys.modules["bootloader"]
-
-
-_bootloader()
-_mount_vfs()
+_p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
+if not _p:
+    raise OSError("twin: no vfs partition in the flash's partition table")
+_p = _p[0]
+try:
+    _fs = os.VfsLfs2(_p)
+except OSError:
+    # A blank or corrupt vfs: the board formats it and boots; so do we.
+    print("twin: vfs did not mount, formatting it (littlefs2)")
+    os.VfsLfs2.mkfs(_p)
+    _fs = os.VfsLfs2(_p)
+os.umount("/")
+os.mount(_fs, "/")
+del _p, _fs
 os.chdir("/")
-gc.collect()
 sys.path[:] = ["", ".frozen", "/lib"]
-_run("boot.py")
-_run("main.py")
+for _n in ("boot.py", "main.py"):
+    try:
+        _f = open(_n)
+    except OSError:
+        continue
+    with _f:
+        _c = compile(_f.read(), _n, "exec")
+    del _f
+    exec(_c, {"__name__": "__main__", "__file__": _n})
