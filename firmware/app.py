@@ -252,8 +252,20 @@ class Device:
                 continue  # a backlog is draining: no idle wait between its time slices
             wake = next_reading if self.client is not None else _earliest(next_reading, next_connect)
             wait = time.ticks_diff(wake, time.ticks_ms())
-            if wait > 0:
+            if wait <= 0:
+                continue
+            if self.client is None:
                 time.sleep_ms(min(wait, 20))
+                continue
+            try:
+                # Idle on the socket, not in sleep: a command (an OTA chunk) is handled the
+                # moment it arrives.
+                self.client.wait_msg(min(wait, 20) / 1000)
+                if self.command is not None:
+                    self.handle_command()
+            except Exception as e:
+                self.lost(_reason(e))
+                next_connect = time.ticks_add(time.ticks_ms(), self.backoff.next_delay())
 
 
 def _earliest(a, b):
