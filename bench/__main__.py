@@ -32,7 +32,8 @@ def _optional(name, title):
         except ImportError:
             print("\n## %s\n(skipped: bench/%s.py not present)" % (title, name))
             return
-        rows = mod.run(f) if "fleet" in mod.run.__code__.co_varnames[:1] else mod.run()
+        code = mod.run.__code__
+        rows = mod.run(f) if code.co_argcount and code.co_varnames[0] == "fleet" else mod.run()
         cols = list(rows[0].keys()) if rows else ["metric"]
         print_table(title, rows, cols)
     return section
@@ -43,7 +44,9 @@ SECTIONS = [
     ("twin", _twin),
     ("logstore", _optional("logstore_bench", "Encrypted log store")),
     ("fleet", _optional("fleet_bench", "Fleet: provisioning and revocation")),
-    ("ota", _optional("ota_bench", "Signed OTA")),
+    ("ota", _optional("ota_bench", "Signed OTA: verification and install engine")),
+    ("ota-push", _optional("ota_push_bench", "Signed OTA over the MQTT chunk transport")),
+    ("resilience", _optional("resilience_bench", "Resilience: outbox drain, reconnect, QoS 1")),
 ]
 
 
