@@ -46,7 +46,7 @@ class Device:
         self.command = None     # the last command received, handled by the loop
         self.ota = None         # firmware.otalink.OtaLink, made at the first OTA request
         self.selftest = None    # an update awaiting its self-test (firmware/ota_state.py)
-        self.selftest_until = 0
+        self.selftest_until = time.ticks_ms()
         self.report = None      # the last OTA outcome, published (retained) once connected
         store = eventlog.store()
         if store is None:

@@ -301,4 +301,8 @@ from . import cli_board  # noqa: E402,F401  (registers `flash` and `deploy` on m
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m warden.cli` runs this file as __main__: take `main` from the imported package
+    # module, on which every command module above registered its commands.
+    from warden.cli import main as _main
+
+    _main()
