@@ -60,7 +60,7 @@ gc.collect()
 base = gc.mem_alloc()
 import logstore
 st = logstore.Store("/f/enc", bytes(range(32)), clock=time.time)   # defaults: 256 KiB quota, 16 KiB segments
-for m in ("logopen", "cryptokit"):
+for m in ("logopen", "logread", "cryptokit"):
     sys.modules.pop(m, None)
 gc.collect()
 heap_store = gc.mem_alloc() - base

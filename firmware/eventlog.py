@@ -30,9 +30,9 @@ def open_store(path=LOG_DIR, **options):
         _store = None
         error("log", "log store unusable, events go to the console only: %r" % e)
     finally:
-        # Opening needed these; appending does not (a Reader loads them again).
-        sys.modules.pop("logopen", None)
-        sys.modules.pop("cryptokit", None)
+        # Opening needed these; appending does not (a Reader loads logread again).
+        for m in ("logopen", "logread", "cryptokit"):
+            sys.modules.pop(m, None)
     return _store
 
 

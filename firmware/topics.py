@@ -9,11 +9,8 @@
 # is refused with a clear error instead of a publish the broker silently drops.
 # Every refusal is written to the device log (`ERROR topics: refused ...`) before
 # TopicError is raised, so it is visible even when the caller swallows the error.
+# AWS IoT limits: topic <= 256 bytes and <= 7 slashes; names <= 128 characters.
 from firmware import eventlog
-
-MAX_TOPIC = 256  # AWS IoT: topic <= 256 bytes and <= 7 slashes
-MAX_SLASHES = 7
-_FORBIDDEN = "+#/\x00"
 
 
 class TopicError(ValueError):
@@ -21,22 +18,23 @@ class TopicError(ValueError):
 
 
 def _refuse(msg):
-    eventlog.error("topics", "refused " + msg)
-    return TopicError("refused " + msg)
+    msg = "refused " + msg
+    eventlog.error("topics", msg)
+    return TopicError(msg)
 
 
 def check_name(what, name):
     if not name or len(name) > 128:
         raise _refuse("%s %r: must be 1..128 characters" % (what, name))
     for ch in name:
-        if ch in _FORBIDDEN:
+        if ch in "+#/\x00":
             raise _refuse("%s %r: contains %r (wildcards and slashes are not allowed)" % (what, name, ch))
     if name[0] == "$":
         raise _refuse("%s %r: must not start with $" % (what, name))
 
 
 def check_topic(topic):
-    if len(topic) > MAX_TOPIC or len(topic.encode()) > MAX_TOPIC or topic.count("/") > MAX_SLASHES:
+    if len(topic.encode()) > 256 or topic.count("/") > 7:
         raise _refuse("topic too long for AWS IoT (<= 256 bytes, <= 7 slashes): %s" % topic)
     if "+" in topic or "#" in topic or "\x00" in topic:
         raise _refuse("wildcards are not allowed in a publish topic: %s" % topic)
@@ -49,8 +47,7 @@ class Topics:
         check_name("thing name", thing)
         self.app = app
         self.thing = thing
-        base = "dt/%s/%s/" % (app, thing)
-        self._own = base
+        self._own = base = "dt/%s/%s/" % (app, thing)
         self.telemetry = check_topic(base + "telemetry")
         self.status = check_topic(base + "status")
         self.ota = check_topic(base + "ota")
@@ -68,6 +65,6 @@ class Topics:
 
     def command_name(self, topic):
         """The command in cmd/<app>/<thing>/<command>, or None for a topic that is not ours."""
-        if not topic.startswith(self.commands):
-            return None
-        return topic[len(self.commands):]
+        if topic.startswith(self.commands):
+            return topic[len(self.commands):]
+        return None

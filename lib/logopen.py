@@ -1,17 +1,15 @@
-# Opening the log store (logstore.py): key derivation, recovery after a power cut,
-# and the record checks the Reader (logread.py) shares. Loaded while the store
-# opens (and while a Reader runs); the writer does not need it in between.
+# Opening the log store (logstore.py): key derivation and recovery after a power
+# cut (with the record checks of logread.py). Loaded only while the store opens.
 import os
 import struct
 
 from cryptolib import aes
 from micropython import const
 
-from logstore import CUT, DROP, HFMT, VERSION
+from logread import _seq, check, head, resync
+from logstore import CUT, DROP
 
-_HLEN = const(36)
 _SEGHDR = const(52)
-_RH = const(24)
 _OVER = const(40)
 RESERVE = const(8)   # blocks: the folder's metadata pairs, copy-on-write of the open tail
 
@@ -23,68 +21,6 @@ def keys(key):
         raise ValueError("log key must be 32 bytes")
     s = b"warden-log-v1"
     return hkdf(key, s, b"enc", 32), hkdf(key, s, b"mac", 32), hkdf(key, s, b"key-id", 8)
-
-
-def head(st, segno):
-    """(first_seq, oldest, store_id, tag, ok) of segment `segno`, None if it is shorter than
-    a header. ok: the header verifies and is this store's segment `segno`. The tag is the
-    stored one either way: records verify against it even if other header bytes are damaged."""
-    hb = bytearray(_SEGHDR)
-    try:
-        with open(st._name(segno), "rb") as f:
-            if f.readinto(hb) != _SEGHDR:
-                return None
-    except OSError:
-        return None
-    m, v, _, hl, s, first, oldest, sid, kid = struct.unpack_from(HFMT, hb)
-    t = st._mac(b"", memoryview(hb)[:_HLEN])
-    r = 0
-    for i in range(16):
-        r |= t[i] ^ hb[_HLEN + i]     # no early exit: constant time
-    ok = not r and m == b"WLOG" and v == VERSION and hl == _SEGHDR and s == segno and kid == st._kid
-    return first, oldest, sid, bytes(hb[_HLEN:]), ok
-
-
-def check(st, f, pos, size, mv, tag):
-    """Length of the valid record at `pos` (read into `mv`); 0 if the file ends inside
-    the record there (torn); -1 if no valid record starts at `pos`."""
-    if size - pos < 8:
-        return 0
-    f.seek(pos)
-    f.readinto(mv[:8])
-    n = mv[2] | mv[3] << 8
-    if mv[0] != 0x57 or mv[1] != 0x72 or n & 15 or not n or n > st._maxct:
-        return -1
-    if pos + _OVER + n > size:
-        return 0
-    if f.readinto(mv[8:_OVER + n]) != _OVER + n - 8:
-        return 0
-    d = st._mac(tag, mv[:_RH + n])
-    r = 0
-    for i in range(16):
-        r |= d[i] ^ mv[_RH + n + i]   # no early exit: constant time
-    return -1 if r else _OVER + n
-
-
-def resync(st, f, pos, size, buf, mv, tag):
-    """The first offset after `pos` where a valid record starts, or `size` if none does."""
-    p = pos + 1
-    while size - p >= _OVER + 16:
-        n = min(len(buf), size - p)
-        f.seek(p)
-        f.readinto(mv[:n])
-        i = buf.find(b"Wr", 0, n)
-        if i < 0:
-            p += n - 1
-            continue
-        if check(st, f, p + i, size, mv, tag) > 0:
-            return p + i
-        p += i + 1
-    return size
-
-
-def _seq(b):
-    return b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24
 
 
 def open_store(st, path, key, quota, segment, max_payload, clock, urandom):

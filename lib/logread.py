@@ -1,13 +1,79 @@
 # The log store's Reader (logstore.Store.reader): verified, decrypted records from
-# a sequence number on. Loaded only while something reads (the outbox, tests).
+# a sequence number on, and the record checks opening the store (logopen.py) shares.
+# Loaded only while something reads (the outbox, tests) or the store opens.
+import struct
+
 from cryptolib import aes
 from micropython import const
 
-from logopen import _seq, check, head, resync
+from logstore import HFMT, VERSION
 
+_HLEN = const(36)
 _SEGHDR = const(52)
 _RH = const(24)
 _OVER = const(40)
+
+
+def head(st, segno):
+    """(first_seq, oldest, store_id, tag, ok) of segment `segno`, None if it is shorter than
+    a header. ok: the header verifies and is this store's segment `segno`. The tag is the
+    stored one either way: records verify against it even if other header bytes are damaged."""
+    hb = bytearray(_SEGHDR)
+    try:
+        with open(st._name(segno), "rb") as f:
+            if f.readinto(hb) != _SEGHDR:
+                return None
+    except OSError:
+        return None
+    m, v, _, hl, s, first, oldest, sid, kid = struct.unpack_from(HFMT, hb)
+    t = st._mac(b"", memoryview(hb)[:_HLEN])
+    r = 0
+    for i in range(16):
+        r |= t[i] ^ hb[_HLEN + i]     # no early exit: constant time
+    ok = not r and m == b"WLOG" and v == VERSION and hl == _SEGHDR and s == segno and kid == st._kid
+    return first, oldest, sid, bytes(hb[_HLEN:]), ok
+
+
+def check(st, f, pos, size, mv, tag):
+    """Length of the valid record at `pos` (read into `mv`); 0 if the file ends inside
+    the record there (torn); -1 if no valid record starts at `pos`."""
+    if size - pos < 8:
+        return 0
+    f.seek(pos)
+    f.readinto(mv[:8])
+    n = mv[2] | mv[3] << 8
+    if mv[0] != 0x57 or mv[1] != 0x72 or n & 15 or not n or n > st._maxct:
+        return -1
+    if pos + _OVER + n > size:
+        return 0
+    if f.readinto(mv[8:_OVER + n]) != _OVER + n - 8:
+        return 0
+    d = st._mac(tag, mv[:_RH + n])
+    r = 0
+    for i in range(16):
+        r |= d[i] ^ mv[_RH + n + i]   # no early exit: constant time
+    return -1 if r else _OVER + n
+
+
+def resync(st, f, pos, size, buf, mv, tag):
+    """The first offset after `pos` where a valid record starts, or `size` if none does."""
+    p = pos + 1
+    while size - p >= _OVER + 16:
+        n = min(len(buf), size - p)
+        f.seek(p)
+        f.readinto(mv[:n])
+        i = buf.find(b"Wr", 0, n)
+        if i < 0:
+            p += n - 1
+            continue
+        if check(st, f, p + i, size, mv, tag) > 0:
+            return p + i
+        p += i + 1
+    return size
+
+
+def _seq(b):
+    return b[4] | b[5] << 8 | b[6] << 16 | b[7] << 24
 
 
 class Reader:

@@ -351,6 +351,7 @@ import logstore
 st = logstore.Store(sys.argv[1], bytes(range(32)), clock=time.time)
 sys.modules.pop("logopen", None)
 sys.modules.pop("cryptokit", None)
+sys.modules.pop("logread", None)
 gc.collect()
 resident = gc.mem_alloc() - before
 st.append(2, b"warm up", True)
