@@ -102,10 +102,17 @@ def write_files(fs, files):
             f.write(data)
 
 
-def new_flash(files):
-    """A whole 4 MiB flash image: erased everywhere, partition table, vfs with `files`."""
+def new_flash(files, firmware=None):
+    """A whole 4 MiB flash image: erased everywhere, partition table, a factory firmware image in
+    ota_0 (as esptool leaves a board: the twin's bootloader needs a valid image to fall back
+    to), and the vfs with `files`."""
     img = bytearray(b"\xff" * FLASH_SIZE)
     img[TABLE_OFFSET:TABLE_OFFSET + TABLE_MAX] = partition_table()
+    if firmware is None:
+        from .espimage import build_image
+        firmware = build_image("factory", 16 * 1024)
+    ota0 = part("ota_0")
+    img[ota0.offset:ota0.offset + len(firmware)] = firmware
     img[VFS.offset:VFS.offset + VFS.size] = build_vfs(files)
     return img
 

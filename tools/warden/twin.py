@@ -90,10 +90,13 @@ def provision_twin(state, thing, cert_der, key_der, config=None, log_key=None):
 
 
 def sync_app(path):
-    """Replace the app in a twin's flash with the current build; identity, config and data stay."""
+    """Replace the app in a twin's flash with the current build; identity, config and data stay.
+
+    The build becomes the factory app and the OTA app slots (/app) are cleared, so the code in
+    the working tree is what runs (an app installed by OTA would otherwise take precedence)."""
     files = build.build_app()
     ff = flashimage.FlashFile(path)
-    for d in APP_DIRS:
+    for d in APP_DIRS + ("/app",):
         ff.remove_tree(d)
     ff.write(files)
     ff.save()
