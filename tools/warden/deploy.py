@@ -45,7 +45,7 @@ LOG_KEY_FILE = "/identity/log_key"
 MAINTENANCE_FILE = "/maintenance"   # while it exists the board's hal starts no watchdog
 APP_TREES = ("/firmware", "/lib")
 DEFAULT_LOG_QUOTA = 256 * 1024
-# What a board measures by default: its own chip temperature (config "sensors"; docs/board.md).
+# What a board measures by default: its own chip temperature (config "sensors"; the README, "A real ESP32").
 BOARD_SENSORS = {"chip_temperature": {"kind": "chip_temperature"}}
 
 
