@@ -7,7 +7,7 @@
 # module under it, hal included), each device library of lib/ and boot.py / main.py (a frozen
 # boot.py / main.py runs in place of the filesystem's). Frozen bytecode lives in flash, not in the
 # GC heap. Frozen modules come before /lib on sys.path: a frozen build is updated with a
-# `firmware` OTA (the whole image), an `app` OTA would be shadowed. See the README, "A real ESP32".
+# `firmware` OTA (the whole image), an `app` OTA would be shadowed. See the README, 'A real ESP32'.
 # tests/host/test_board.py checks that every device file is named here.
 include("$(PORT_DIR)/boards/manifest.py")
 

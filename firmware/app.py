@@ -344,7 +344,7 @@ def boot_checks():
 
 
 def main():
-    # The encrypted device log (and outbox) in /log (README: "The encrypted device log"), opened once per boot,
+    # The encrypted device log (and outbox) in /log (README: 'The encrypted device log'), opened once per boot,
     # before the config is checked so that even a config error is logged.
     eventlog.open_store(quota=log_quota())
     eventlog.info("boot", "warden %s on %s, reset cause %s" % (

@@ -21,19 +21,9 @@ import json
 import struct
 
 from firmware import eventlog
+from firmware.app import unload
 
 _HEAD_MAX = 8 + 512 + 384
-
-
-def _unload(name):
-    import sys
-    sys.modules.pop(name, None)
-    pkg, _, leaf = name.rpartition(".")
-    if pkg in sys.modules:
-        try:
-            delattr(sys.modules[pkg], leaf)
-        except (AttributeError, TypeError):
-            pass
 
 
 class OtaLink:
@@ -77,7 +67,7 @@ class OtaLink:
             self.updater = None
             if why:
                 eventlog.warn("ota", "transfer stopped: %s" % why)
-        _unload("firmware.ota")
+        unload(("firmware.ota",))
 
     def begin(self, msg):
         from firmware.ota import OTAError, Updater
@@ -123,7 +113,7 @@ class OtaLink:
     def status(self):
         from firmware import ota_state
         st = ota_state.status()
-        _unload("firmware.ota_state")
+        unload(("firmware.ota_state",))
         u = self.updater
         st["receiving"] = u.job() if u is not None else None
         st["step"] = "status"

@@ -45,7 +45,7 @@ LOG_KEY_FILE = "/identity/log_key"
 MAINTENANCE_FILE = "/maintenance"   # while it exists the board's hal starts no watchdog
 APP_TREES = ("/firmware", "/lib")
 DEFAULT_LOG_QUOTA = 256 * 1024
-# What a board measures by default: its own chip temperature (config "sensors"; the README, "A real ESP32").
+# What a board measures by default: its own chip temperature (config "sensors"; the README, 'A real ESP32').
 BOARD_SENSORS = {"chip_temperature": {"kind": "chip_temperature"}}
 
 
@@ -434,20 +434,4 @@ def pull_logs(state, thing, port, out=None, runner=None):
     if not files:
         raise ls.LogError(f"the board on {port} has no log segments in {ls.LOG_DIR}",
                           hint="the device writes its log from its first boot with a log key")
-    out = Path(out) if out else Path(state.device_dir(thing)) / "logs"
-    ensure_dir(out)
-    for p in out.glob("*.seg"):
-        p.unlink()
-    for name, data in files.items():
-        (out / name).write_bytes(data)
-    manifest = {"thing": thing, "pulled": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "source": f"board on {port}",
-                "segments": {n: {"size": len(d), "sha256": sha256_hex(d)} for n, d in files.items()}}
-    (out / ls.MANIFEST).write_text(json.dumps(manifest, indent=1))
-    report, error = None, None
-    try:
-        report = ls.read_log(files, ls.device_key(state, thing), ls.load_mark(state, thing))
-        ls.save_mark(state, thing, report)
-    except ls.LogError as e:
-        error = str(e)
-    return ls.PullResult(out, files, report, error)
+    return ls.save_pull(state, thing, files, f"board on {port}", out)

@@ -582,6 +582,12 @@ def pull(state, thing, out=None) -> PullResult:
     if not files:
         raise LogError(f"{thing}'s flash has no log segments in {LOG_DIR}",
                        hint="the device writes its log from its first boot with a log key (warden twin run)")
+    return save_pull(state, thing, files, str(flash_path(state, thing)), out)
+
+
+def save_pull(state, thing, files, source, out=None) -> PullResult:
+    """Write pulled segments (`files`, from a twin or a board) and their manifest into `out`,
+    then verify them with the registry's key; the device is named in pull.json for `show`."""
     out = Path(out) if out else Path(state.device_dir(thing)) / "logs"
     ensure_dir(out)
     for p in out.glob("*.seg"):
@@ -589,7 +595,7 @@ def pull(state, thing, out=None) -> PullResult:
     for name, data in files.items():
         (out / name).write_bytes(data)
     manifest = {"thing": thing, "pulled": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "source": str(flash_path(state, thing)),
+                "source": source,
                 "segments": {n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     report, error = None, None
