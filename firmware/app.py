@@ -217,6 +217,7 @@ class Device:
         next_reading = now
         next_connect = now
         while True:
+            hal.watchdog_feed()
             now = time.ticks_ms()
             if self.client is None and time.ticks_diff(now, next_connect) >= 0:
                 try:
@@ -233,6 +234,12 @@ class Device:
                     next_reading = time.ticks_add(now, interval)  # fell behind (a long connect): skip ahead
                 if max_readings and self.acked >= max_readings:
                     return
+                if self.cfg["sleep_ms"] and self.acked and self.selftest is None and (
+                        self.outbox is None or not self.outbox.waiting):
+                    # Duty cycle: delivered, nothing waiting: sleep until the next reading.
+                    eventlog.info("app", "deep sleep for %d ms" % self.cfg["sleep_ms"])
+                    self.close("sleep")
+                    hal.deep_sleep(self.cfg["sleep_ms"])
             if self.client is not None:
                 if self.backoff.failures and time.ticks_diff(now, self.connected_at) >= stable_ms:
                     self.backoff.reset()
@@ -352,6 +359,8 @@ def main():
     cfg, ctx = boot_checks()
     unload(_BOOT_ONLY)
     dev = Device(cfg, ctx)
+    if cfg["watchdog_ms"]:
+        hal.watchdog_start(cfg["watchdog_ms"])  # from here on the loop feeds it; a hang resets
     from firmware import ota_state
     dev.selftest = ota_state.pending()
     last = ota_state.last()

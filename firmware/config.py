@@ -18,6 +18,8 @@ DEFAULTS = {
     "drain_ms": 20,           # outbox: at most this long per loop turn sending the backlog
     "selftest_ms": 120000,    # after an update: a reading must be acknowledged within this
     "log_quota": 262144,      # bytes of flash for the encrypted log and outbox (/log)
+    "watchdog_ms": 60000,     # hardware watchdog, fed by the main loop (0: off)
+    "sleep_ms": 0,            # duty cycle: after a delivered reading, deep sleep this long (0: stay up)
     "sensors": {"temperature": {"kind": "sine", "base": 21.0, "amplitude": 2.0, "period": 60}},
 }
 
@@ -50,6 +52,11 @@ def validate(cfg):
     # AWS IoT accepts 30..1200 s; shorter ones are for local brokers and tests.
     if not 2 <= keepalive <= 1200:
         raise ConfigError("config: keepalive must be 2..1200 s (AWS IoT: 30..1200), got %d" % keepalive)
+    for k in ("watchdog_ms", "sleep_ms"):
+        if _check(cfg, k, int, "an integer (ms)") < 0:
+            raise ConfigError("config: %s must be 0 (off) or positive" % k)
+    if 0 < cfg["watchdog_ms"] < 2 * 1000 * cfg["timeout"] + 5000:
+        raise ConfigError("config: watchdog_ms must exceed a connect (2 x timeout + 5 s) or be 0")
     for k in ("backoff_ms", "backoff_max_ms", "stable_ms", "drain_ms", "selftest_ms"):
         if _check(cfg, k, int, "an integer (ms)") < 1:
             raise ConfigError("config: %s must be positive" % k)

@@ -115,3 +115,10 @@ def test_backoff_grows_caps_jitters_and_resets():
     assert len(delays) > 10, "no jitter: %r" % delays
     b.reset()
     assert b.ceiling() == 100
+
+
+def test_watchdog_must_outlast_a_connect():
+    e = raises(config.ConfigError, config.validate, cfg(watchdog_ms=5000, timeout=10))
+    assert "watchdog_ms" in str(e)
+    assert config.validate(cfg(watchdog_ms=0))["watchdog_ms"] == 0
+    assert config.validate(cfg())["watchdog_ms"] == 60000

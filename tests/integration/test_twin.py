@@ -184,3 +184,19 @@ c.disconnect()
     later = readings(op, "twin-owner", 5)
     assert later[-1]["seq"] == first[-1]["seq"] + 5
     assert "session lost" not in owner.output and owner.output.count("connected to") == 1, owner.output
+
+
+def test_duty_cycle_publishes_then_sleeps_and_wakes(make_twin, mqtt_client):
+    op = mqtt_client("operator")
+    op.subscribe("dt/warden/twin-duty/telemetry")
+    t = make_twin("twin-duty", sleep_ms=100).start()
+    got = readings(op, "twin-duty", 3)
+    assert [r["seq"] for r in got] == sorted(r["seq"] for r in got)
+    assert t.resets >= 2 and t.output.count("INFO app: deep sleep for 100 ms") >= 2, t.output
+
+
+def test_config_errors_idle_the_device_instead_of_a_reboot_loop(make_twin):
+    t = make_twin("twin-badcfg", keepalive=1)  # out of range: the device must say so and wait
+    t.start()
+    t.wait_for(r"ERROR boot: config: keepalive must be", 10)
+    assert t.proc.poll() is None and t.resets == 0
