@@ -1,6 +1,15 @@
 # Runs first at every boot: pick the app slot (firmware/slots.py: the factory app, an app
 # update on trial, or a rollback to the previous app); it sets sys.path for main.py.
-from firmware import slots
+# Without an app update (no /app/active) the factory app runs and there is nothing to
+# pick: slots.py is not loaded at all (the names of every module loaded stay in the heap
+# for the device's whole life).
+import os
 
-slots.boot()
-del slots
+try:
+    os.stat("/app/active")
+except OSError:
+    pass
+else:
+    from firmware import slots
+
+    slots.boot()

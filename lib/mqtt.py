@@ -508,8 +508,7 @@ class MQTTClient:
         Also runs the keepalive (may send PINGREQ; MQTTTimeoutError if a
         PINGRESP is overdue). A packet that has started is read with timeout.
         """
-        self._ka()
-        return self._pkt(0)
+        return self.wait_msg(0)
 
     def wait_msg(self, timeout=None):
         """Wait up to timeout seconds (default: the client timeout) for one
@@ -518,7 +517,23 @@ class MQTTClient:
         ms = self._tmo if timeout is None else int(timeout * 1000)
         t0 = ticks_ms()
         while True:
-            step = self._ka()
+            # the keepalive: PINGREQ when due, a dead link if the PINGRESP is overdue;
+            # step: the ms until it needs attention again
+            if self.sock is None:
+                raise OSError(errno.ENOTCONN, "not connected")
+            step = 0x3FFFFFFF
+            ka = self.keepalive * 500
+            if ka:
+                now = ticks_ms()
+                if self._ping_t >= 0:
+                    step = self._tmo - ticks_diff(now, self._ping_t)
+                    if step <= 0:
+                        raise self._fail(_T_PING, self.timeout, self.keepalive)
+                else:
+                    step = ka - max(ticks_diff(now, self._tx_t), ticks_diff(now, self._rx_t))
+                    if step <= 0:
+                        self.ping()
+                        step = self._tmo
             left = max(0, ms - ticks_diff(ticks_ms(), t0))
             if step > left:
                 step = left
@@ -556,25 +571,6 @@ class MQTTClient:
                 raise self._fail(_T_ACK, _kind(op + 0x10), self.timeout)
             self._pkt(left)
         return self._ack
-
-    def _ka(self):
-        # run the keepalive (PINGREQ when due, dead link if PINGRESP is overdue);
-        # return the ms until it needs attention again
-        if self.sock is None:
-            raise OSError(errno.ENOTCONN, "not connected")
-        if not self.keepalive:
-            return 0x3FFFFFFF
-        now = ticks_ms()
-        if self._ping_t >= 0:
-            left = self._tmo - ticks_diff(now, self._ping_t)
-            if left <= 0:
-                raise self._fail(_T_PING, self.timeout, self.keepalive)
-            return left
-        left = self.keepalive * 500 - max(ticks_diff(now, self._tx_t), ticks_diff(now, self._rx_t))
-        if left > 0:
-            return left
-        self.ping()
-        return self._tmo
 
     def _pkt(self, ms, connack=False):
         # Wait up to ms for a packet to start; read and process it; return its first

@@ -34,18 +34,20 @@ import esp32
 
 from micropython import const
 
-NEW = const(0)
-PENDING_VERIFY = const(1)
-VALID = const(2)
-INVALID = const(3)
-ABORTED = const(4)
+# Private constants (const names with a leading underscore cost no heap: every name a
+# module defines stays interned for the process's life, and this runs at every boot).
+_NEW = const(0)
+_PENDING_VERIFY = const(1)
+_VALID = const(2)
+_INVALID = const(3)
+_ABORTED = const(4)
 STATES = {0: "new", 1: "pending-verify", 2: "valid", 3: "invalid", 4: "aborted", 0xFFFFFFFF: "undefined"}
 
 _BLANK = const(0xFFFFFFFF)
 _MAX_SEGMENTS = const(16)
-CHIP_REV = const(301)  # the twin is an ESP32 v3.1 (chip id 0)
-ERR_VALIDATE = const(-5379)  # -ESP_ERR_OTA_VALIDATE_FAILED, as MicroPython raises it
-BRICKED_EXIT = const(76)  # nothing bootable: a board would reset forever
+_CHIP_REV = const(301)  # the twin is an ESP32 v3.1 (chip id 0)
+_ERR_VALIDATE = const(-5379)  # -ESP_ERR_OTA_VALIDATE_FAILED, as MicroPython raises it
+_BRICKED_EXIT = const(76)  # nothing bootable: a board would reset forever
 
 
 def _crc(seq):
@@ -101,13 +103,9 @@ def arm():
     P.writeblocks = writeblocks
 
 
-def _otadata():
-    return esp32.Partition("otadata")
-
-
 def read():
     """The two otadata copies as [seq, label, state, crc] lists."""
-    part = _otadata()
+    part = esp32.Partition("otadata")
     out = []
     buf = bytearray(32)
     for i in (0, 1):
@@ -117,7 +115,7 @@ def read():
 
 
 def _valid(e):
-    return e[0] != _BLANK and e[3] == _crc(e[0]) and e[2] != INVALID and e[2] != ABORTED
+    return e[0] != _BLANK and e[3] == _crc(e[0]) and e[2] != _INVALID and e[2] != _ABORTED
 
 
 def _invalid(e):
@@ -134,11 +132,7 @@ def active(entries):
 
 def _write(i, e):
     """Erase sector i and write copy e (as write_otadata / rewrite_ota_seq do)."""
-    _otadata().writeblocks(i, struct.pack("<I20sII", e[0], e[1], e[2], e[3]))
-
-
-def _new_entry(seq, state):
-    return [seq, b"\xff" * 20, state, _crc(seq)]
+    esp32.Partition("otadata").writeblocks(i, struct.pack("<I20sII", e[0], e[1], e[2], e[3]))
 
 
 def boot_label():
@@ -154,10 +148,6 @@ def boot_label():
 
 
 # -- image validation -----------------------------------------------------------------
-def _mapped(addr):
-    return 0x400D0000 <= addr < 0x40400000 or 0x3F400000 <= addr < 0x3F800000
-
-
 def verify(part):
     """None if `part` holds a valid ESP32 app image, else the reason (esp_image_verify)."""
     size = part.ioctl(4, 0) * 4096
@@ -170,15 +160,17 @@ def verify(part):
         return "mismatch chip ID, expected 0, found %d" % chip
     rmin = hdr[15] | hdr[16] << 8
     rmax = hdr[17] | hdr[18] << 8
-    if rmin > CHIP_REV:
+    if rmin > _CHIP_REV:
         return "image requires chip rev >= v%d.%d, but chip is v3.1" % (rmin // 100, rmin % 100)
-    if rmax not in (0, 0xFFFF) and CHIP_REV > rmax:
+    if rmax not in (0, 0xFFFF) and _CHIP_REV > rmax:
         return "image requires chip rev <= v%d.%d, but chip is v3.1" % (rmax // 100, rmax % 100)
     nseg = hdr[1]
     if nseg > _MAX_SEGMENTS:
         return "segment count %d exceeds max %d" % (nseg, _MAX_SEGMENTS)
     sha = hashlib.sha256(hdr) if hdr[23] else None
-    buf = bytearray(1024)
+    # 256-byte steps: the XOR and its big-int temporaries stay small (on a board this is
+    # C and costs the app no heap; here it runs in the app's heap, during an update).
+    buf = bytearray(256)
     sh = bytearray(8)
     acc = 0xEF
     pos = 24
@@ -192,12 +184,13 @@ def verify(part):
         if n & 3 or n >= 0x1000000:
             return "invalid segment length 0x%x (segment %d)" % (n, i)
         pos += 8
-        if _mapped(load) and pos % 0x10000 != load % 0x10000:
+        mapped = 0x400D0000 <= load < 0x40400000 or 0x3F400000 <= load < 0x3F800000
+        if mapped and pos % 0x10000 != load % 0x10000:
             return "segment %d load address 0x%08x doesn't match data 0x%08x" % (i, load, pos)
         if pos + n > size:
             return "segment %d (0x%x bytes at 0x%x) runs past the partition" % (i, n, pos)
         while n:
-            k = min(n, 1024)
+            k = min(n, 256)
             mv = memoryview(buf)[:k]
             part.readblocks(0, mv, pos)
             acc ^= int.from_bytes(mv, "little")
@@ -211,7 +204,7 @@ def verify(part):
     tail = bytearray(pad)
     part.readblocks(0, tail, pos)
     calc = 0
-    for b in acc.to_bytes(1024, "little"):
+    for b in acc.to_bytes(256, "little"):
         calc ^= b
     if calc != tail[pad - 1]:
         return "checksum failed: calculated 0x%02x, read 0x%02x" % (calc, tail[pad - 1])
@@ -236,17 +229,13 @@ def app_version(part):
     return bytes(buf[16:48]).split(b"\x00")[0].decode()
 
 
-def _validate_failed(why):
-    print("E (twin) esp_image: %s" % why)
-    raise OSError(ERR_VALIDATE, "ESP_ERR_OTA_VALIDATE_FAILED")
-
-
 # -- the app side (esp_ota_ops) -------------------------------------------------------
 def set_boot(part):
     """esp_ota_set_boot_partition: validate, then point the other otadata copy at `part`."""
     why = verify(part)
     if why:
-        _validate_failed(why)
+        print("E (twin) esp_image: %s" % why)
+        raise OSError(_ERR_VALIDATE, "ESP_ERR_OTA_VALIDATE_FAILED")
     slots = _slots()
     label = part.info()[4]
     if label not in slots:
@@ -262,11 +251,11 @@ def set_boot(part):
             i += 1
         nxt = 1 - a
         e[nxt][0] = (idx + 1) % n + i * n
-        e[nxt][2] = NEW
+        e[nxt][2] = _NEW
         e[nxt][3] = _crc(e[nxt][0])
         _write(nxt, e[nxt])
     else:
-        _write(0, _new_entry(idx + 1, NEW))
+        _write(0, [idx + 1, b"\xff" * 20, _NEW, _crc(idx + 1)])
 
 
 def mark_valid():
@@ -276,8 +265,8 @@ def mark_valid():
     if a < 0 or not _slots():
         print("E (twin) esp_ota_ops: Running firmware is factory")
         raise OSError(1, "ESP_FAIL")
-    if e[a][2] != VALID:
-        e[a][2] = VALID
+    if e[a][2] != _VALID:
+        e[a][2] = _VALID
         e[a][3] = _crc(e[a][0])
         _write(a, e[a])
 
@@ -289,10 +278,10 @@ def boot():
     n = len(slots)
     e = read()
     for i in (0, 1):
-        if e[i][2] == PENDING_VERIFY:
+        if e[i][2] == _PENDING_VERIFY:
             print("twin: bootloader: %s was not confirmed before this reset: aborted (rollback)"
                   % slots[(e[i][0] - 1) % n])
-            e[i][2] = ABORTED
+            e[i][2] = _ABORTED
             _write(i, e[i])
     initial = False
     if (_invalid(e[0]) and _invalid(e[1])) or not n:
@@ -302,9 +291,9 @@ def boot():
         a = active(e)
         if a >= 0:
             index = (e[a][0] - 1) % n
-            if e[a][2] == NEW:
+            if e[a][2] == _NEW:
                 print("twin: bootloader: first boot of %s (pending verify)" % slots[index])
-                e[a][2] = PENDING_VERIFY
+                e[a][2] = _PENDING_VERIFY
                 _write(a, e[a])
         else:
             print("twin: bootloader: no valid otadata, trying every slot")
@@ -315,7 +304,7 @@ def boot():
         why = verify(part)
         if why is None:
             if initial:
-                _write(0, _new_entry(idx + 1, VALID))
+                _write(0, [idx + 1, b"\xff" * 20, _VALID, _crc(idx + 1)])
             if idx != index:
                 print("twin: bootloader: fell back to %s" % slots[idx])
             esp32._running = slots[idx]
@@ -329,6 +318,6 @@ def boot():
         esp32.Partition(s).readblocks(0, blank)
         if blank[0] != 0xFF:
             print("twin: bootloader: no bootable app partition (a board resets here, forever)")
-            sys.exit(BRICKED_EXIT)
+            sys.exit(_BRICKED_EXIT)
     esp32._running = slots[0] if slots else None
     return esp32._running
