@@ -12,6 +12,7 @@
 # no functions (this module stays alive while main.py runs), the bootloader's code is
 # dropped once it has chosen, and each script is compiled first so its source text
 # is not held while it runs.
+import gc
 import os
 import sys
 
@@ -47,4 +48,8 @@ for _n in ("boot.py", "main.py"):
     with _f:
         _c = compile(_f.read(), _n, "exec")
     del _f
+    # Collect the compiler's garbage here, where the stack is shallow: the GC scans the C
+    # stack conservatively, and a collection forced deep inside a later allocation may not
+    # see this garbage as free.
+    gc.collect()
     exec(_c, {"__name__": "__main__", "__file__": _n})
