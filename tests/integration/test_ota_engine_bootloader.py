@@ -24,7 +24,7 @@ def state():
 
 
 def make_flash(path, factory=True):
-    img = fi.new_flash({"/x": b"1"})
+    img = fi.new_flash({"/x": b"1"}, firmware=b"")  # no image anywhere unless `factory`
     if factory:
         f0 = espimage.build_image("1.0.0", 96 * 1024)
         img[OTA0.offset:OTA0.offset + len(f0)] = f0

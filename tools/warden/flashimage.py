@@ -105,7 +105,7 @@ def write_files(fs, files):
 def new_flash(files, firmware=None):
     """A whole 4 MiB flash image: erased everywhere, partition table, a factory firmware image in
     ota_0 (as esptool leaves a board: the twin's bootloader needs a valid image to fall back
-    to), and the vfs with `files`."""
+    to; `firmware=b""` leaves ota_0 erased), and the vfs with `files`."""
     img = bytearray(b"\xff" * FLASH_SIZE)
     img[TABLE_OFFSET:TABLE_OFFSET + TABLE_MAX] = partition_table()
     if firmware is None:
