@@ -85,7 +85,7 @@ def _mpy_cross():
 
 def bench_micropython(host, port, device, *, topic, connects, messages, payload, samples, heap="64k"):
     with tempfile.TemporaryDirectory() as tmp:
-        for m in ("mqtt", "mqttconn"):  # the client and its cold half (setup, error texts)
+        for m in ("mqtt", "mqttconn", "mqttmsg"):  # the client and its cold parts (setup, error texts)
             subprocess.run([_mpy_cross(), "-o", os.path.join(tmp, m + ".mpy"), str(ROOT / "lib" / (m + ".py"))],
                            check=True)
         args = {"host": host, "port": port, "thing": device.thing, "ca": str(device.ca),

@@ -57,7 +57,7 @@ _MAX_LEN = const(268435455)  # largest remaining length MQTT can encode
 _TXBUF = const(256)  # PUBLISH packets up to this size are sent with one write
 
 # Errors are raised by number: the texts (and the classes) are lines of _MSGS in
-# lib/mqttconn.py, loaded only to word an error.
+# lib/mqttmsg.py, loaded only to word an error.
 _V_WILL_QOS = const(3)
 _V_WILL_TOPIC = const(4)
 _V_QOS = const(6)
@@ -104,23 +104,22 @@ class MQTTConnectError(MQTTError):
     (1..5), .reason its name; the socket is closed."""
 
 
-def _call(name, *args, **kw):
-    # lib/mqttconn.py's `name` (the cold half: setup and error texts), loaded for the
-    # call and dropped again
-    import mqttconn
-
+def _call(mod, name, *args, **kw):
+    # `name` of lib/mqttconn.py (setup) or lib/mqttmsg.py (error texts), the cold
+    # parts: loaded for the call and dropped again
+    m = __import__(mod)
     try:
-        return getattr(mqttconn, name)(*args, **kw)
+        return getattr(m, name)(*args, **kw)
     finally:
-        sys.modules.pop("mqttconn", None)
+        sys.modules.pop(mod, None)
 
 
 def _err(i, *a):
-    return _call("err", i, *a)
+    return _call("mqttmsg", "err", i, *a)
 
 
 def _kind(op):
-    return _call("kind", op)
+    return _call("mqttmsg", "kind", op)
 
 
 def _b(s):
@@ -166,7 +165,7 @@ class MQTTClient:
     def __init__(self, *args, **kw):
         # MQTTClient(client_id, server, port=0, user=None, password=None, keepalive=0,
         #            ssl=None, *, server_hostname=None, timeout=10, retries=2, max_packet=16384)
-        _call("init", self, *args, **kw)
+        _call("mqttconn", "init", self, *args, **kw)
 
     # ---- configuration (umqtt.simple surface) ----
 
@@ -201,7 +200,7 @@ class MQTTClient:
         MQTTConnectError (broker refused: .code), MQTTProtocolError (anything
         but a valid CONNACK). On any failure the socket is closed.
         """
-        return _call("connect", self, clean_session, timeout)
+        return _call("mqttconn", "connect", self, clean_session, timeout)
 
     def disconnect(self):
         """Send DISCONNECT (best effort: errors ignored) and close the socket.
@@ -293,20 +292,20 @@ class MQTTClient:
         for resubscribe(). A SUBACK failure (0x80) raises MQTTError and the
         connection stays open; no SUBACK within timeout raises MQTTTimeoutError.
         """
-        return _call("subscribe", self, topic, qos)
+        return _call("mqttconn", "subscribe", self, topic, qos)
 
     def unsubscribe(self, topic):
         """Unsubscribe from one filter, wait for UNSUBACK, forget the filter.
 
         Incoming PUBLISHes are delivered meanwhile; no UNSUBACK within timeout
         raises MQTTTimeoutError (connection closed)."""
-        _call("unsubscribe", self, topic)
+        _call("mqttconn", "unsubscribe", self, topic)
 
     def resubscribe(self):
         """Subscribe again to every remembered filter (call after a reconnect).
 
         Stops at the first failure and raises it, as subscribe() does."""
-        _call("resubscribe", self)
+        _call("mqttconn", "resubscribe", self)
 
     def ping(self):
         """Send PINGREQ. check_msg()/wait_msg() consume the PINGRESP and raise

@@ -1,79 +1,19 @@
 # The cold half of lib/mqtt.py: setting a client up (MQTTClient(), connect(),
-# subscribe(), unsubscribe(), resubscribe()) and the wording of every error.
+# subscribe(), unsubscribe(), resubscribe()). Errors are raised by their number
+# in lib/mqttmsg.py (same numbers as mqtt.py's constants).
 #
 # mqtt.py loads this module for each of those calls and drops it again, so the
 # client that stays loaded for a device's whole life holds only the session's hot
 # paths (publish, receiving, keepalive). A device connects and subscribes once per
-# session; errors are rare. Nothing here is called directly: use mqtt.MQTTClient.
+# session. Nothing here is called directly: use mqtt.MQTTClient.
 from micropython import const
 import select
 import socket
 import struct
 from time import ticks_diff, ticks_ms
 
-from mqtt import MQTTConnectError, MQTTError, MQTTProtocolError, MQTTTimeoutError, _b, _enc_len
+from mqtt import _b, _enc_len, _err, _kind
 
-# Every message the client words, numbered from 0, one per line, the first letter
-# naming the class raised (V ValueError, P MQTTProtocolError, T MQTTTimeoutError, E
-# MQTTError, C MQTTConnectError). Then the CONNACK refusal names (by return code) and
-# the packet type names (by type number), only to word an error. mqtt.py raises by
-# these numbers too (its _V_*, _P_*, _T_* constants): keep both lists in step.
-_MSGS = """Vkeepalive must be 0..65535 s
-Va password needs a user name
-Vssl must be an SSLContext (ssl=True is not supported)
-Vwill qos must be 0, 1 or 2
-Vwill topic must not be empty
-VCONNECT field longer than 65535 bytes
-Vqos must be 0 or 1 (QoS 2 is not supported)
-Vtopic must be 1..65535 bytes
-VPUBLISH too large for MQTT
-Vtopic filter must be 1..65535 bytes
-Tno CONNACK within %s s
-Preserved CONNACK flags 0x%02x set
-PCONNACK with invalid return code %d
-PCONNACK claims a session present for a clean session
-Tno PUBACK for packet id %d after %d transmissions, %s s apart
-Ebroker refused the subscription to %r (SUBACK 0x80)
-Tno %s within %s s
-Tlink dead: no PINGRESP within %s s (keepalive %d s)
-Pmalformed remaining length in %s (0x%02x): more than 4 bytes
-P%s (0x%02x) of %d bytes exceeds max_packet %d
-Pexpected CONNACK, got %s (0x%02x)
-PPUBLISH with QoS %d (only 0 and 1 are subscribed)
-PPUBLISH remaining length too short for its header
-PPUBLISH topic length %d exceeds the packet
-PPUBLISH with an empty topic name
-Preserved flags set in %s (0x%02x)
-Punexpected %s (0x%02x) from broker
-Pbad %s remaining length %d (expected %d)
-PPUBACK for unknown packet id %d
-P%s for packet id %d, none awaited
-PSUBACK with invalid return code 0x%02x
-Ttimed out after %s s in the middle of a %s
-Pconnection closed mid-packet: truncated %s
-T%s timed out after %s s
-Cconnection refused by broker: %s (CONNACK return code %d)
--unacceptable protocol version
--identifier rejected
--server unavailable
--bad user name or password
--not authorized
--reserved(0)
--CONNECT
--CONNACK
--PUBLISH
--PUBACK
--PUBREC
--PUBREL
--PUBCOMP
--SUBSCRIBE
--SUBACK
--UNSUBSCRIBE
--UNSUBACK
--PINGREQ
--PINGRESP
--DISCONNECT
--reserved(15)"""
 _V_KA = const(0)
 _V_PSWD = const(1)
 _V_SSL = const(2)
@@ -88,37 +28,16 @@ _E_SUBACK = const(15)
 _T_ACK = const(16)
 _C_REFUSED = const(34)
 _REFUSED = const(34)  # + return code 1..5
-_NAMES = const(40)  # + packet type 0..15
-
-
-def err(i, *a):
-    """The exception worded by line i of _MSGS (% a); for a name line ("-"), the name."""
-    m = _MSGS
-    s = 0
-    while i:
-        s = m.index("\n", s) + 1
-        i -= 1
-    e = m.find("\n", s)
-    m = m[s:e] if e >= 0 else m[s:]
-    c = "VPTEC-".index(m[0])
-    if c > 4:
-        return m[1:]
-    return (ValueError, MQTTProtocolError, MQTTTimeoutError, MQTTError, MQTTConnectError)[c](m[1:] % a)
-
-
-def kind(op):
-    """The name of packet type op >> 4."""
-    return err(_NAMES + (op >> 4))
 
 
 def init(c, client_id, server, port=0, user=None, password=None, keepalive=0,
          ssl=None, *, server_hostname=None, timeout=10, retries=2, max_packet=16384):
     if not 0 <= keepalive <= 65535:
-        raise err(_V_KA)
+        raise _err(_V_KA)
     if password is not None and user is None:
-        raise err(_V_PSWD)
+        raise _err(_V_PSWD)
     if ssl is True:
-        raise err(_V_SSL)
+        raise _err(_V_SSL)
     c.client_id = _b(client_id)
     c.server = server
     c.port = port or (8883 if ssl else 1883)
@@ -166,7 +85,7 @@ def connect(c, clean_session, timeout):
     n = 10
     for f in fields:
         if len(f) > 65535:
-            raise err(_V_FIELD)
+            raise _err(_V_FIELD)
         n += 2 + len(f)
     pkt = bytearray(n + 5)
     pkt[0] = 0x10
@@ -211,8 +130,8 @@ def connect(c, clean_session, timeout):
     if rc > 5:
         raise c._fail(_P_CONNACK_RC, rc)
     if rc:
-        why = err(_REFUSED + rc)
-        e = err(_C_REFUSED, why, rc)
+        why = _err(_REFUSED + rc)
+        e = _err(_C_REFUSED, why, rc)
         e.code = rc
         e.reason = why
         raise c._fail(e)
@@ -223,11 +142,11 @@ def connect(c, clean_session, timeout):
 
 def subscribe(c, topic, qos):
     if qos != 0 and qos != 1:
-        raise err(_V_QOS)
+        raise _err(_V_QOS)
     topic = _b(topic)
     rc = _sub(c, 0x82, topic, bytes((qos,)))
     if rc == 0x80:
-        raise err(_E_SUBACK, topic)
+        raise _err(_E_SUBACK, topic)
     c._subs[topic] = qos
     return rc
 
@@ -247,7 +166,7 @@ def _sub(c, op, topic, tail):
     # SUBSCRIBE (tail: the requested qos) or UNSUBSCRIBE one filter, wait for the ack
     tl = len(topic)
     if not 0 < tl <= 65535:
-        raise err(_V_FILTER)
+        raise _err(_V_FILTER)
     pid = c._pid()
     hdr = bytearray(9)
     hdr[0] = op
@@ -260,6 +179,6 @@ def _sub(c, op, topic, tail):
     while c._await == pid:
         left = c._tmo - ticks_diff(ticks_ms(), t0)
         if left <= 0:
-            raise c._fail(_T_ACK, kind(op + 0x10), c.timeout)
+            raise c._fail(_T_ACK, _kind(op + 0x10), c.timeout)
         c._pkt(left)
     return c._ack

