@@ -56,8 +56,13 @@ def _crc(seq):
 
 def _slots():
     """OTA app slot labels in subtype order (ota_0, ota_1)."""
-    parts = esp32.Partition.find(esp32.Partition.TYPE_APP)
-    return [p.info()[4] for p in sorted(parts, key=lambda p: p.info()[1]) if 0x10 <= p.info()[1] < 0x20]
+    return [i[4] for i in sorted(esp32._table(), key=lambda i: i[1]) if i[0] == 0 and 0x10 <= i[1] < 0x20]
+
+
+def _part(label):
+    # The ROM's own view of a partition (the block device): the bootloader needs no more,
+    # and loading esp32.Partition's API at every boot would cost the app heap.
+    return esp32._Dev(esp32._find(label))
 
 
 def next_update(part):
@@ -73,7 +78,7 @@ def arm():
     import os
     n, _, k = os.getenv("WARDEN_CUT").partition(":")
     cut = int(n)
-    P = esp32.Partition
+    P = esp32._Dev  # every esp32.Partition and the vfs write through it
     esp32.ops = 0
 
     def op(f, data, reps):
@@ -105,7 +110,7 @@ def arm():
 
 def read():
     """The two otadata copies as [seq, label, state, crc] lists."""
-    part = esp32.Partition("otadata")
+    part = _part("otadata")
     out = []
     buf = bytearray(32)
     for i in (0, 1):
@@ -132,7 +137,7 @@ def active(entries):
 
 def _write(i, e):
     """Erase sector i and write copy e (as write_otadata / rewrite_ota_seq do)."""
-    esp32.Partition("otadata").writeblocks(i, struct.pack("<I20sII", e[0], e[1], e[2], e[3]))
+    _part("otadata").writeblocks(i, struct.pack("<I20sII", e[0], e[1], e[2], e[3]))
 
 
 def boot_label():
@@ -300,7 +305,7 @@ def boot():
             index = -1
     order = list(range(index, -1, -1)) + list(range(index + 1, n))
     for idx in order:
-        part = esp32.Partition(slots[idx])
+        part = _part(slots[idx])
         why = verify(part)
         if why is None:
             if initial:
@@ -315,7 +320,7 @@ def boot():
     # blank app slots: run it as ota_0, as the twin always did.
     blank = bytearray(1)
     for s in slots:
-        esp32.Partition(s).readblocks(0, blank)
+        _part(s).readblocks(0, blank)
         if blank[0] != 0xFF:
             print("twin: bootloader: no bootable app partition (a board resets here, forever)")
             sys.exit(_BRICKED_EXIT)

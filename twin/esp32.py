@@ -6,10 +6,18 @@
 # API and failure semantics (DESIGN.md section 4): 3-argument writeblocks erases
 # the blocks first, the 4-argument form does not; ioctl 4/5/6 = count, size, erase.
 #
-# The OTA rules of the board (ESP-IDF's bootloader and esp_ota_ops) live in
-# twin/bootloader.py, loaded only for the call that needs them and dropped again,
-# so they cost no device heap the rest of the time. RUNNING is the slot the
-# bootloader started (rom.py runs it first).
+# On a board this is C and costs the app no heap; here it runs in the device's heap,
+# so only what the ROM itself needs stays loaded: the partition table, and _Dev, the
+# block device of one partition (the vfs is mounted on one; the bootloader reads and
+# writes otadata and the app slots through them). The API the firmware uses
+# (esp32.Partition, a _Dev with the board's methods, and esp32.NVS) is
+# twin/esp32api.py, loaded when one of those names is first looked up (module
+# __getattr__). It stays loaded (one copy, however many lookups) until its user drops
+# it from sys.modules, as the twin's hal does after reading the log key at boot; an
+# OTA update loads it again for its own run.
+# The OTA rules of the board (ESP-IDF's bootloader and esp_ota_ops) are in
+# twin/bootloader.py and the NVS in twin/nvs.py, loaded for the call that needs them
+# and dropped again. RUNNING is the slot the bootloader started (rom.py runs it first).
 #
 # Power cuts: WARDEN_CUT="N" (or "N:K") counts flash operations (erases and writes) in
 # `esp32.ops` and kills the process with SIGKILL during the N-th, after K bytes of it
@@ -43,7 +51,7 @@ def flash():
 
 
 def _rom(name):
-    """Twin module `name` (bootloader, nvs) from the ROM's host folder: importable directly
+    """Twin module `name` (esp32api, bootloader, nvs) from the ROM's host folder: importable directly
     until rom.py mounts the device's vfs at /, from there on mounted at /.rom for the import.
     It is C on a board, so whoever loads it for a call drops it again (sys.modules)."""
     m = sys.modules.get(name)
@@ -88,34 +96,26 @@ def _table():
     return parts
 
 
-class Partition:
-    BOOT = 0
-    RUNNING = 1
-    TYPE_APP = 0
-    TYPE_DATA = 1
+def _find(label):
+    """The partition table entry of `label` (a Partition.info() tuple)."""
+    for info in _table():
+        if info[4] == label:
+            return info
+    raise ValueError("partition not found")  # the message the C port uses
 
-    def __init__(self, id, block_size=4096):
-        if block_size != 4096:
-            raise ValueError("block_size must be 4096 on this flash")
-        if id == Partition.RUNNING:
-            id = _running or _ota("boot")  # no ROM ran: this process boots now
-        elif id == Partition.BOOT:
-            id = _ota("boot_label")
-        for info in _table():
-            if info[4] == id:
-                self._info = info
-                self._off = info[2]
-                self._blocks = info[3] // 4096
-                return
-        raise ValueError("partition not found")  # the message the C port uses
 
-    @classmethod
-    def find(cls, type=TYPE_APP, subtype=0xFF, label=None, block_size=4096):
-        out = []
-        for info in _table():
-            if info[0] == type and (subtype == 0xFF or info[1] == subtype) and (label is None or info[4] == label):
-                out.append(cls(info[4], block_size))
-        return out
+def __getattr__(name):
+    """Partition, NVS: from twin/esp32api.py, loaded at the first lookup (see above)."""
+    return getattr(_rom("esp32api"), name)
+
+
+class _Dev:
+    """The erase blocks of one partition (`info`: its partition table entry)."""
+
+    def __init__(self, info):
+        self._info = info
+        self._off = info[2]
+        self._blocks = info[3] // 4096
 
     def info(self):
         return self._info
@@ -153,20 +153,3 @@ class Partition:
             self._erase(arg)
             return 0
         return None  # init/deinit/sync need nothing: file writes reach the OS at once
-
-    # -- OTA: ESP-IDF's esp_ota_ops rules, in twin/bootloader.py -----------------------
-    def get_next_update(self):
-        return _ota("next_update", self)
-
-    def set_boot(self):
-        _ota("set_boot", self)  # OSError(-5379) if the image does not validate
-
-    @classmethod
-    def mark_app_valid_cancel_rollback(cls):
-        _ota("mark_valid")  # OSError(1) while otadata is blank ("running firmware is factory")
-
-
-def NVS(namespace):
-    """esp32.NVS(namespace): the twin's stand-in, twin/nvs.py, imported when used. It is C
-    on a board, so whoever uses it drops the module again (hal.log_key() does)."""
-    return _rom("nvs").NVS(namespace)

@@ -20,7 +20,7 @@ from hashlib import sha256
 def _load():
     """(gen, slot, {(ns, key): (type, raw value)}); gen -1 if no slot is valid."""
     import esp32
-    p = esp32.Partition("nvs")
+    p = esp32._Dev(esp32._find("nvs"))  # the ROM's block device: no Partition API needed
     best = (-1, 1, {})
     for slot in (0, 1):
         h = bytearray(32)

@@ -24,10 +24,10 @@ import bootloader
 bootloader.boot()
 del sys.modules["bootloader"], bootloader
 
-_p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
-if not _p:
+try:
+    _p = esp32._Dev(esp32._find("vfs"))  # the block device only: no Partition API loaded
+except ValueError:
     raise OSError("twin: no vfs partition in the flash's partition table")
-_p = _p[0]
 try:
     _fs = os.VfsLfs2(_p)
 except OSError:

@@ -24,7 +24,9 @@ def log_key():
     except (ImportError, ValueError, AttributeError):   # no twin flash or no NVS (device code in tests)
         return None
     finally:
-        sys.modules.pop("nvs", None)   # the twin's NVS code is C on a board: no heap for it
+        # The twin's NVS and esp32.Partition code is C on a board: no heap for it.
+        sys.modules.pop("nvs", None)
+        sys.modules.pop("esp32api", None)
 
 
 def reset():
