@@ -212,7 +212,7 @@ class MQTTClient:
                 self.sock.write(b"\xe0\x00")
             except OSError:
                 pass
-        self._fail()
+        self._drop()
 
     # ---- sending ----
 
@@ -513,17 +513,23 @@ class MQTTClient:
             raise self._fail(e, "sending")
         self._tx_t = ticks_ms()
 
-    def _fail(self, e=None, *a):
+    def _fail(self, e, *a):
         # Close the connection and return the error to raise: e is an exception or the
         # number of a message (a: its % arguments); an OSError that is a socket timeout
         # while doing a[0] (a[1]: the timeout, default the client's) becomes MQTTTimeoutError.
-        if type(e) is int:
+        if isinstance(e, int):
             e = _err(e, *a)
         elif a and e.args and (e.args[0] == errno.ETIMEDOUT or e.args[0] == errno.EAGAIN):
             e = _err(_T_IO, a[0], a[1] if len(a) > 1 else self.timeout)
+        self._drop()
+        return e
+
+    def _drop(self):
+        # close the sockets (the TLS one and the plain one under it)
         s = self.sock
         raw = self._raw
-        self.sock = self._raw = self._poll = None
+        for n in ("sock", "_raw", "_poll"):  # (setattr: type checkers take the types from mqttconn)
+            setattr(self, n, None)
         if s is not None:
             try:
                 s.close()
@@ -534,4 +540,3 @@ class MQTTClient:
                 raw.close()
             except OSError:
                 pass
-        return e

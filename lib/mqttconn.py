@@ -68,7 +68,7 @@ def init(c, client_id, server, port=0, user=None, password=None, keepalive=0,
 
 
 def connect(c, clean_session, timeout):
-    c._fail()
+    c._drop()
     tmo = c.timeout if timeout is None else timeout
     # the CONNECT packet
     fields = [c.client_id]

@@ -10,8 +10,11 @@ import sys
 
 from micropython import const
 
-from firmware.hal.common import RESET_NAMES, unix_time  # noqa: F401
-from firmware.hal.common import log_key as _nvs_log_key
+from time import time as unix_time  # noqa: F401  the unix port's epoch is 1970
+
+# machine.reset_cause() values (firmware/hal/common.py has the board's copy: the twin
+# does not load that module, each module costs the device heap).
+RESET_NAMES = {1: "power-on", 2: "hard", 3: "watchdog", 4: "deep-sleep", 5: "soft"}
 
 PLATFORM = "unix"
 RESET_EXIT = const(75)
@@ -20,7 +23,12 @@ RESET_EXIT = const(75)
 def log_key():
     """The log key from the twin's NVS (None without one, or without a twin flash)."""
     try:
-        return _nvs_log_key()
+        import esp32
+        buf = bytearray(32)
+        n = esp32.NVS("warden").get_blob("log_key", buf)   # firmware/hal/common.py: LOG_KEY_NS, LOG_KEY
+        return bytes(buf) if n == 32 else None
+    except OSError:     # -4354 ESP_ERR_NVS_NOT_FOUND, or a blob of the wrong size
+        return None
     except (ImportError, ValueError, AttributeError):   # no twin flash or no NVS (device code in tests)
         return None
     finally:
