@@ -1,0 +1,81 @@
+"""The device's heap budget (DESIGN.md section 4): the whole twin (ROM, boot.py, the encrypted
+log store, boot checks, the MQTT session over mutual TLS, readings and the outbox) runs within
+`-X heapsize=64k`, and what it holds once connected leaves headroom for the transients of its
+life (a reconnect, an outbox drain, a log segment roll, the user's own code).
+
+The figure is the device's own: the log line `heap in use N bytes` (gc.collect(); gc.mem_alloc()
+after the session is up). The twin is provisioned as `warden device add` does (a log key in NVS,
+so the log store is open), which costs more than a keyless one."""
+import os
+import re
+
+import pytest
+
+from twinproc import Twin
+from warden import build, flashimage, twin as twinlib
+
+HEAP = "64k"
+BUDGET = 64 * 1024
+HEADROOM = 8 * 1024      # at least this much of the 64 KB stays free once connected
+
+
+@pytest.fixture
+def twin64(broker, provision, pki_state, tmp_path):
+    made = []
+
+    def make(thing, app_slot=False, **cfg):
+        ident = provision(thing)
+        cfg.setdefault("interval_ms", 20)
+        config = twinlib.device_config(pki_state, thing, broker={"host": "localhost", "port": broker.port}, **cfg)
+        files = twinlib.identity_files(ident.cert_der, ident.key_der, ident.ca.read_bytes())
+        flash = twinlib.build_flash(tmp_path / ("%s.bin" % thing), files, config, log_key=os.urandom(32))
+        if app_slot:
+            # As after an app update: the app runs from slot a (boot.py loads firmware/slots.py,
+            # sys.path starts at /app/a) rather than from the factory folders.
+            ff = flashimage.FlashFile(flash)
+            ff.write({"/app/a" + k: v for k, v in build.build_app().items() if not k.endswith(".py")})
+            ff.write({"/app/active": b"a valid -"})
+            ff.save()
+        t = Twin(flash, HEAP, restart_on_reset=False)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.stop()
+
+
+def _heap_after_connect(t):
+    m = re.search(r"INFO mqtt: connected .* heap in use (\d+) bytes", t.output)
+    assert m, t.output
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("app_slot", [False, True], ids=["factory-app", "updated-app"])
+def test_whole_device_runs_in_64k_with_headroom(twin64, app_slot):
+    t = twin64("heap-%s" % ("slot" if app_slot else "factory"), app_slot=app_slot, max_readings=20).start()
+    assert t.wait_exit(30) == 0, t.output
+    out = t.output
+    assert "MemoryError" not in out, out
+    assert "INFO telemetry: first reading" in out and "no log key" not in out, out
+    heap = _heap_after_connect(t)
+    print("heap in use after connect: %d bytes of %d (%d free)" % (heap, BUDGET, BUDGET - heap))
+    assert heap <= BUDGET - HEADROOM, "heap in use after connect %d bytes: less than %d bytes free" % (
+        heap, HEADROOM)
+
+
+def test_reconnects_do_not_grow_the_heap(twin64, broker):
+    """The heap after a reconnect is what it was after the first connect (nothing is kept per
+    session): the broker restarts twice under a running device."""
+    t = twin64("heap-reconnect", backoff_ms=50, backoff_max_ms=200, keepalive=5, timeout=2).start()
+    t.wait_for(r"INFO mqtt: connected", 15)
+    for _ in range(2):
+        broker.restart()
+        t.wait_for(r"ERROR mqtt: session lost", 15)
+        t.wait_for(r"INFO mqtt: connected", 15)
+    heaps = [int(h) for h in re.findall(r"heap in use (\d+) bytes", t.output)]
+    assert len(heaps) == 3, t.output
+    assert "MemoryError" not in t.output, t.output
+    # the first reconnect may intern a few names (error paths); after that nothing may grow
+    assert heaps[2] <= heaps[1] + 256 and heaps[1] <= heaps[0] + 2048, heaps
+    assert max(heaps) <= BUDGET - HEADROOM, heaps
