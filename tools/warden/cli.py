@@ -201,7 +201,7 @@ def twin():
 
 @twin.command("run")
 @click.argument("thing")
-@click.option("--heap", default="64k", show_default=True, help="MicroPython heap (the device budget).")
+@click.option("--heap", default=None, help="MicroPython heap (default: the twin's, see README 'The heap budget').")
 @click.option("--keep-app", is_flag=True, help="Boot the app already in the flash; do not install the current build.")
 @click.option("--interval-ms", type=click.IntRange(10), default=None, help="Change the reading interval first.")
 @pass_state
@@ -217,6 +217,7 @@ def twin_run(state, thing, heap, keep_app, interval_ms):
         t.sync_app(path)
     if interval_ms:
         t.update_config(path, interval_ms=interval_ms)
+    heap = heap or t.DEFAULT_HEAP
     console.print(f"twin {thing}: flash {path}, heap {heap}. Ctrl-C stops it.", style="dim")
 
     def on_term(signum, frame):

@@ -19,7 +19,11 @@ from .state import WardenError
 ROOT = build.ROOT
 RESET_EXIT = 75          # firmware/hal/unix.py: machine.reset() on the twin
 RESET_SOFT, RESET_PWRON = 5, 1
-DEFAULT_HEAP = "64k"     # DESIGN.md section 4: the device's whole-life heap budget
+# DESIGN.md section 4 sets the device's budget at 64 KiB. The twin does not fit it yet: about
+# 63 KB is in use after connecting and a 64k heap fails at connect; an OTA update during the
+# session needs ~120k (README, "The heap budget"). Until it does, the twin runs with 128k and
+# tests/integration/test_heap_budget.py holds the 64k target as an expected failure.
+DEFAULT_HEAP = "128k"
 APP_DIRS = ("/firmware", "/lib")
 
 
