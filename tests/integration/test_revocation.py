@@ -4,16 +4,13 @@ the running broker, rotation replaces the twin's identity in its flash and revok
 import datetime as dt
 import json
 import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 from cryptography import x509
 
-from devrun import device_path, micropython_binary
+from devrun import Background
 from fixtures_broker import Probe, Refused, write_identity
 from warden import audit, devices, flashimage, pki
 from warden import twin as twinlib
@@ -103,37 +100,11 @@ for attempt in range(2):
 """
 
 
-class Lines:
-    def __init__(self, proc):
-        self.proc, self.q, self.seen = proc, queue.Queue(), []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.q.put(line.rstrip("\n"))
-        self.q.put(None)
-
-    def expect(self, prefix):
-        while True:
-            try:
-                line = self.q.get(timeout=DEADLINE)
-            except queue.Empty:
-                raise AssertionError(f"no {prefix!r} within {DEADLINE} s: {self.seen}")
-            if line is None:
-                raise AssertionError(f"ended before {prefix!r}: {self.seen}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-
-
 def test_revoked_micropython_device_is_cut_off_and_cannot_reconnect(broker, pki_state, provision, mpy_dir):
     dev = provision("rv-mp")
     register(pki_state, dev)
     code = MP_DEVICE % dict(ca=str(dev.ca), cert=str(dev.cert), key=str(dev.key), thing=dev.thing, port=broker.port)
-    env = dict(os.environ, MICROPYPATH=device_path(mpy_dir))
-    proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=64k", "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    out = Lines(proc)
+    out = Background(code, [mpy_dir], DEADLINE)
     try:
         out.expect("UP")
         r = devices.revoke_device(pki_state, "rv-mp", "decommissioned", broker=broker)
@@ -142,11 +113,9 @@ def test_revoked_micropython_device_is_cut_off_and_cannot_reconnect(broker, pki_
         first = out.expect(("REFUSED", "RECONNECTED"))
         second = out.expect(("REFUSED", "RECONNECTED"))
         assert first.startswith("REFUSED") and second.startswith("REFUSED"), out.seen
-        assert proc.wait(timeout=DEADLINE) == 0
+        assert out.wait() == 0
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        out.kill()
     assert "LOST" in lost
     assert crl_reasons(pki_state)[int(dev_serial(dev))] == "cessationOfOperation"
 
