@@ -13,3 +13,6 @@ else:
     from firmware import slots
 
     slots.boot()
+    # Not even this script's namespace keeps slots.py (nor, through it, the factory package):
+    # the port may keep a stale reference to that namespace on the stack.
+    del slots

@@ -15,15 +15,14 @@ _store = None
 LOG_DIR = "/log"
 
 
-def open_store(path=LOG_DIR, **options):
-    """Open the log store with the device's log key (hal.log_key()); returns it or None."""
+def open_store(key, path=LOG_DIR, **options):
+    """Open the log store with the device's log key (hal.boot().log_key()); returns it or None."""
     global _store
     import gc
     from firmware import hal
     # Opening loads code and reads the log: start from a collected heap (a collection
     # forced deep inside those allocations cannot always reclaim what is garbage here).
     gc.collect()
-    key = hal.log_key()
     if key is None:
         warn("log", "no log key in NVS: events go to the console only")
         return None

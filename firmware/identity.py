@@ -4,8 +4,6 @@
 # boot before any network traffic: every file present and parseable, the key is
 # the certificate's key, the CN is the configured thing name, and the
 # certificate is valid now. Each failure raises IdentityError saying what to do.
-import ssl
-
 import der
 
 DIR = "/identity/"
@@ -40,15 +38,17 @@ class Identity:
     def days_left(self, now):
         return (self.cert.not_after - now) // 86400
 
-    def ssl_context(self):
-        """A TLS client context that requires and checks the broker's certificate."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    def load_into(self, ctx):
+        """Make `ctx`, a tls.SSLContext(PROTOCOL_TLS_CLIENT), require and check the broker's
+        certificate (fleet CA) and present ours. The caller makes the context: it is one ~3 KB
+        block, best allocated early. tls rather than ssl: the ssl module is a Python wrapper
+        that would stay loaded for the device's life."""
+        import tls
         # PROTOCOL_TLS_CLIENT starts as CERT_NONE in MicroPython (DESIGN.md section 3):
         # without this line any server would be accepted.
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=self.ca_der)
+        ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.load_verify_locations(self.ca_der)
         ctx.load_cert_chain(self.cert_der, self.key_der)
-        return ctx
 
 
 def load(thing, now):

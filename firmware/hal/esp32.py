@@ -35,6 +35,13 @@ MAINTENANCE_FILE = "/maintenance"
 _wdt = None
 
 
+def boot():
+    """The boot-time part of the hal. On the board it is this module (its network and clock
+    code, firmware/hal/esp32boot.py, is loaded per call); the twin's is a separate module."""
+    import sys
+    return sys.modules[__name__]
+
+
 def reset():
     machine.reset()
 

@@ -6,7 +6,7 @@ import devtest
 from devtest import raises
 
 from firmware import config, topics
-from firmware.hal import unix as hal_unix
+from firmware.hal import unixboot as hal_unix
 from firmware.sensors import Sensors
 from firmware.seqno import BLOCK, SequenceNumbers
 

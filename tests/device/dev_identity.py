@@ -23,9 +23,10 @@ def test_good_identity_loads_and_builds_a_verifying_context():
     ident = identity.load("thing-1", NOW)
     assert ident.thing == "thing-1"
     assert 363 <= ident.days_left(NOW) <= 365
-    ctx = ident.ssl_context()
-    import ssl
-    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    import tls
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ident.load_into(ctx)
+    assert ctx.verify_mode == tls.CERT_REQUIRED
 
 
 def test_missing_files_are_named():

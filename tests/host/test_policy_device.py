@@ -48,13 +48,13 @@ def test_topic_refusals_are_raised_and_logged():
 
 def test_status_message_carries_the_expiry_warning():
     r = run_mp("""
-from firmware import app
+from firmware import device
 class F: pass
 f = F()
 f.cfg = {'cert_days': 12}
-print(app.Device._status(f, 'online'))
+print(device.Device._status(f, 'online'))
 f.cfg = {}
-print(app.Device._status(f, 'online'))
+print(device.Device._status(f, 'online'))
 """, heap="256k")
     assert r.returncode == 0, r.stdout + r.stderr
     warned, plain = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]

@@ -1,0 +1,300 @@
+# The device's session loop (firmware/app.py starts it after the boot phase,
+# firmware/start.py): readings on a fixed schedule, the MQTT session, the outbox
+# and commands, for the rest of the device's life.
+#
+# What happens on each failure:
+# - network, TLS or MQTT failure: logged with the reason, the session is
+#   dropped and retried with a capped backoff; readings taken meanwhile go to
+#   the encrypted outbox and are delivered, oldest first, after the reconnect;
+# - a store that fails: the reading is counted as missed and logged, sampling goes on;
+# - an update on trial whose self-test fails: rolled back, the device resets
+#   (firmware/otacmd.py);
+# - Ctrl-C / shutdown: `offline` is published and the session closed cleanly.
+#
+# This module stays loaded for the device's whole life: the OTA command handling and
+# the self-test live in firmware/otacmd.py, loaded only while they are needed.
+import gc
+import time
+
+from firmware import eventlog, hal
+from firmware.app import VERSION
+from firmware.backoff import Backoff
+from firmware.seqno import SequenceNumbers
+from firmware.sensors import Sensors
+
+
+def _ota(name, *args):
+    """firmware/otacmd.py's `name`(*args), loaded for the call (it unloads itself when done)."""
+    from firmware import otacmd
+    return getattr(otacmd, name)(*args)
+
+
+class Device:
+    """The device's session loop: readings on a fixed schedule, connected or not.
+
+    While the link is down readings keep being taken (and, once the outbox
+    lands, kept); reconnects are scheduled with Backoff, never slept through,
+    so one failing connect never stops the sampling clock.
+    """
+
+    def __init__(self, cfg, ssl_context, sources, topics):
+        self.cfg = cfg
+        # The topics, built and checked at boot by firmware/topics.py (not kept loaded for this):
+        # the thing name, dt/.../telemetry, dt/.../status, dt/.../ota, and the cmd/<app>/<thing>/ prefix.
+        self.thing, self.telemetry, self.status_topic, self.ota_topic, self.commands = topics
+        self.ssl_context = ssl_context
+        self.mqtt = None
+        try:
+            # Made first: loading and setting up the client needs the most heap in one piece,
+            # and the heap is least fragmented right after the boot phase is unloaded.
+            self.make_client()
+        except MemoryError:
+            pass  # connect() tries again, and a failure there is retried with backoff
+        self.sensors = Sensors(sources)
+        self.seq = SequenceNumbers()
+        self.backoff = Backoff(cfg["backoff_ms"], cfg["backoff_max_ms"])
+        self.client = None      # self.mqtt while a session is up, else None
+        self.connected_at = 0
+        self.acked = 0
+        self.missed = 0
+        self.command = None     # the last command received, handled by the loop
+        self.ota = None         # firmware.otalink.OtaLink, made at the first OTA request
+        self.selftest = None    # an update awaiting its self-test (firmware/ota_state.py)
+        self.selftest_until = time.ticks_ms()
+        self.report = None      # type: dict | None  # the last OTA outcome, published (retained) once connected
+        store = eventlog.store()
+        if store is None:
+            eventlog.warn("outbox", "no log store: readings taken while offline are lost")
+            self.outbox = None
+        else:
+            from firmware.outbox import Outbox
+            self.outbox = Outbox(store, self.sensors)
+
+    def _status(self, state, reason=None):
+        s = '{"state":"%s","version":"%s"' % (state, VERSION)
+        if reason:
+            s += ',"reason":"%s"' % reason
+        d = self.cfg.get("cert_days")  # set by boot_checks when expiry nears
+        if d is not None:
+            s += ',"warning":"certificate expires in %d days"' % d
+        return s + "}"
+
+    def make_client(self):
+        """The one MQTT client of the device's life (self.mqtt), reconnected as often as needed."""
+        from mqtt import MQTTClient
+        cfg = self.cfg
+        b = cfg["broker"]
+        host = b["host"]
+        ka = cfg["keepalive"]
+        # A dead link must be noticed within 1.5 keepalive intervals: a PINGREQ goes out
+        # after ka/2 of silence and its PINGRESP (or a PUBACK, one retry) may take
+        # 2 * timeout, so timeout is held to ka/2.
+        c = MQTTClient(
+            self.thing, host, b.get("port", 8883), keepalive=ka, ssl=self.ssl_context,
+            server_hostname=b.get("hostname", host), timeout=min(cfg["timeout"], ka / 2), retries=1,
+        )
+        c.set_last_will(self.status_topic, self._status("offline", "lost"), retain=True, qos=1)
+        c.set_callback(self.on_command)
+        self.mqtt = c
+
+    def connect(self):
+        if self.mqtt is None:
+            self.make_client()
+        b = self.cfg["broker"]
+        c = self.mqtt
+        # Connecting loads the client's setup code and makes the TLS socket: start from a
+        # collected heap so they find room (the 64 KiB budget has little slack).
+        gc.collect()
+        t0 = time.ticks_ms()
+        try:
+            c.connect()
+            c.subscribe(self.commands + "#", qos=1)
+            c.publish(self.status_topic, self._status("online"), retain=True, qos=1)
+        except Exception:
+            _close(c)
+            raise
+        self.client = c
+        self.connected_at = time.ticks_ms()
+        if self.report is not None:
+            _ota("report", self)
+        ms = time.ticks_diff(self.connected_at, t0)
+        gc.collect()
+        eventlog.info("mqtt", "connected to %s:%d in %d ms, heap in use %d bytes" % (
+            b["host"], b.get("port", 8883), ms, gc.mem_alloc()))
+
+    def on_command(self, topic, msg):
+        # Runs inside the MQTT client's receive path: only note it; the loop handles it.
+        topic = topic.decode() if isinstance(topic, bytes) else topic
+        name = topic[len(self.commands):] if topic.startswith(self.commands) else None
+        if name == "ota":
+            self.command = msg
+        else:
+            eventlog.info("cmd", "command %r (%d bytes) ignored: no handler" % (name, len(msg)))
+
+    def lost(self, reason):
+        """Drop the session after a failure; the reason goes to the device log."""
+        eventlog.error("mqtt", "session lost: %s" % reason)
+        _close(self.client)
+        self.client = None
+        if self.outbox is not None:
+            self.outbox.save()
+
+    def sample(self):
+        """Take the next reading; publish it, or keep it in the outbox when that fails."""
+        n = self.seq.next()
+        ts = int(hal.unix_time())
+        values = self.sensors.sample(n)
+        if self.client is not None:
+            try:
+                self.client.publish(self.telemetry, self.sensors.to_json(n, ts, values), qos=self.cfg["qos"])
+                self.acked += 1
+                if self.acked == 1:
+                    eventlog.info("telemetry", "first reading %d acknowledged" % n)
+                if self.selftest is not None:
+                    _ota("passed", self)
+                return
+            except Exception as e:
+                self.lost(describe(e))
+        self.keep(n, ts, values)
+
+    def keep(self, n, ts, values):
+        if self.outbox is None:
+            self.missed += 1
+            return
+        try:
+            self.outbox.add(n, ts, values)
+        except Exception as e:  # a failing store must not stop the sampling clock
+            self.missed += 1
+            eventlog.error("outbox", "reading %d lost: %s" % (n, describe(e)))
+
+    def _publish_kept(self, payload):
+        self.client.publish(self.telemetry, payload, qos=1)
+        self.acked += 1
+
+    def drain(self, budget_ms):
+        ob = self.outbox
+        if ob is None or not ob.waiting or self.client is None:
+            return
+        try:
+            if ob.drain(self._publish_kept, budget_ms) and not ob.waiting:
+                eventlog.info("outbox", "backlog delivered (%d readings since boot)" % ob.sent)
+        except Exception as e:
+            self.lost(describe(e))
+
+    def close(self, reason):
+        c = self.client
+        self.client = None
+        if self.outbox is not None:
+            self.outbox.save()
+        if c is None:
+            return
+        try:
+            c.publish(self.status_topic, self._status("offline", reason), retain=True, qos=1)
+            c.disconnect()
+        except Exception as e:
+            eventlog.warn("mqtt", "unclean close: %s" % describe(e))
+            _close(c)
+
+    def run(self, max_readings=0):
+        interval = self.cfg["interval_ms"]
+        stable_ms = self.cfg["stable_ms"]
+        now = time.ticks_ms()
+        next_reading = now
+        next_connect = now
+        while True:
+            hal.watchdog_feed()
+            now = time.ticks_ms()
+            if self.client is None and time.ticks_diff(now, next_connect) >= 0:
+                try:
+                    self.connect()
+                except Exception as e:
+                    delay = self.backoff.next_delay()
+                    eventlog.error("mqtt", "connect failed: %s; retry in %d ms" % (describe(e), delay))
+                    next_connect = time.ticks_add(time.ticks_ms(), delay)
+            now = time.ticks_ms()
+            if time.ticks_diff(now, next_reading) >= 0:
+                self.sample()
+                next_reading = time.ticks_add(next_reading, interval)
+                if time.ticks_diff(now, next_reading) > interval:
+                    next_reading = time.ticks_add(now, interval)  # fell behind (a long connect): skip ahead
+                if max_readings and self.acked >= max_readings:
+                    return
+                if self.cfg["sleep_ms"] and self.acked and self.selftest is None and (
+                        self.outbox is None or not self.outbox.waiting):
+                    # Duty cycle: delivered, nothing waiting: sleep until the next reading.
+                    eventlog.info("app", "deep sleep for %d ms" % self.cfg["sleep_ms"])
+                    self.close("sleep")
+                    hal.deep_sleep(self.cfg["sleep_ms"])
+            if self.client is not None:
+                if self.backoff.failures and time.ticks_diff(now, self.connected_at) >= stable_ms:
+                    self.backoff.reset()
+                self.drain(self.cfg["drain_ms"])
+            if self.client is not None:
+                try:
+                    self.client.check_msg()
+                    if self.command is not None:
+                        _ota("handle", self)
+                except Exception as e:
+                    self.lost(describe(e))
+                    next_connect = time.ticks_add(time.ticks_ms(), self.backoff.next_delay())
+            if self.selftest is not None and time.ticks_diff(time.ticks_ms(), self.selftest_until) >= 0:
+                _ota("failed", self, "self-test: no reading acknowledged within %d s"
+                     % (self.cfg["selftest_ms"] // 1000))
+            if self.client is not None and self.outbox is not None and self.outbox.waiting:
+                continue  # a backlog is draining: no idle wait between its time slices
+            wake = next_reading if self.client is not None else _earliest(next_reading, next_connect)
+            wait = time.ticks_diff(wake, time.ticks_ms())
+            if wait <= 0:
+                continue
+            if self.client is None:
+                time.sleep_ms(min(wait, 20))
+                continue
+            try:
+                # Idle on the socket, not in sleep: a command (an OTA chunk) is handled the
+                # moment it arrives.
+                self.client.wait_msg(min(wait, 20) / 1000)
+                if self.command is not None:
+                    _ota("handle", self)
+            except Exception as e:
+                self.lost(describe(e))
+                next_connect = time.ticks_add(time.ticks_ms(), self.backoff.next_delay())
+
+
+def _earliest(a, b):
+    return a if time.ticks_diff(a, b) <= 0 else b
+
+
+def describe(e):
+    """A one-line reason for the device log: the error's class and message (mbedTLS
+    messages carry newlines; a log record is one line)."""
+    return "%s: %s" % (type(e).__name__, " ".join(str(e).split()))
+
+
+def _close(c):
+    if c is None:
+        return
+    try:
+        c.sock.close()
+    except Exception:
+        pass
+
+
+def run(cfg, ctx, sources, topics, selftest, last):
+    """The device's life after boot (firmware/start.py's results); returns on max_readings or Ctrl-C."""
+    dev = Device(cfg, ctx, sources, topics)
+    if cfg["watchdog_ms"]:
+        hal.watchdog_start(cfg["watchdog_ms"])  # from here on the loop feeds it; a hang resets
+    dev.selftest = selftest
+    if selftest is not None:
+        dev.selftest_until = time.ticks_add(time.ticks_ms(), cfg["selftest_ms"])
+        eventlog.info("ota", "self-test of %s %s: a reading must be acknowledged within %d s" % (
+            selftest["kind"], selftest["version"], cfg["selftest_ms"] // 1000))
+    elif last is not None:
+        dev.report = dict(last, step=last["outcome"])  # re-published (retained) at each boot
+    try:
+        # max_readings (0 = forever) lets tests and benchmarks run a bounded session.
+        dev.run(cfg.get("max_readings", 0))
+        dev.close("done")
+    except KeyboardInterrupt:
+        eventlog.info("app", "stopped")
+        dev.close("shutdown")

@@ -1,0 +1,75 @@
+# OTA commands and the self-test of an update, for the session loop (firmware/device.py).
+#
+# Loaded only while needed: for an OTA conversation (from its first request on;
+# firmware/otalink.py does the talking), for the self-test verdict of an update on
+# trial, and to publish the last OTA outcome once connected. When none of that is
+# pending it unloads itself (every loaded module costs the device heap for as long
+# as it stays).
+#
+# What happens on each failure:
+# - the outcome report cannot be published: the session is dropped (device.lost) and
+#   the report is published after the reconnect;
+# - the self-test fails (no reading acknowledged in time): the update is rolled back
+#   (firmware/ota_state.py) and the device resets into the previous image;
+# - an OTA request is refused: firmware/otalink.py answers `rejected` with the reason.
+import json
+
+from firmware import eventlog, hal
+from firmware.app import unload
+
+
+def _done(dev):
+    # Nothing more for this module to do: drop it (and the state module) from the heap.
+    if dev.ota is None and dev.report is None and dev.selftest is None:
+        unload(("firmware.otacmd", "firmware.ota_state"))
+
+
+def say(dev, d, retain=False):
+    """Publish `d` on the device's ota topic (retained: an outcome; not: a live answer)."""
+    dev.client.publish(dev.ota_topic, json.dumps(d), retain=retain, qos=1 if retain else 0)
+
+
+def handle(dev):
+    """Handle the OTA request that arrived (dev.command)."""
+    msg = dev.command
+    dev.command = None
+    if dev.ota is None:
+        from firmware.otalink import OtaLink
+        dev.ota = OtaLink("esp32/" + dev.cfg["app"], lambda d: say(dev, d))
+    dev.ota.handle(msg)
+    if dev.ota.installed:
+        dev.close("ota-reset")
+        hal.reset()
+
+
+def report(dev):
+    """Publish the last OTA outcome (retained) if the session is up; dropped once sent."""
+    if dev.report is not None and dev.client is not None:
+        try:
+            say(dev, dev.report, retain=True)
+            dev.report = None
+        except Exception as e:
+            from firmware.device import describe
+            dev.lost(describe(e))
+    _done(dev)
+
+
+def passed(dev):
+    """The update on trial delivered a reading: confirm it and report `confirmed`."""
+    from firmware import ota_state
+    p = ota_state.confirm()
+    dev.selftest = None
+    if p:
+        eventlog.info("ota", "self-test passed: %s %s confirmed" % (p["kind"], p["version"]))
+        dev.report = {"step": "confirmed", "kind": p["kind"], "version": p["version"], "counter": p["counter"]}
+    report(dev)
+
+
+def failed(dev, reason):
+    """The update on trial failed its self-test: roll it back and reset into the previous image."""
+    from firmware import ota_state
+    p = ota_state.rollback(reason)
+    if p:
+        eventlog.error("ota", "%s %s rolled back: %s" % (p["kind"], p["version"], reason))
+    dev.close("ota-rollback")
+    hal.reset()
