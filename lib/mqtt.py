@@ -105,8 +105,8 @@ class MQTTConnectError(MQTTError):
 
 
 def _call(mod, name, *args, **kw):
-    # `name` of lib/mqttconn.py (setup) or lib/mqttmsg.py (error texts), the cold
-    # parts: loaded for the call and dropped again
+    # `name` of lib/mqttconn.py (setup), lib/mqttsub.py (subscriptions) or lib/mqttmsg.py
+    # (error texts), the cold parts: loaded for the call and dropped again
     m = __import__(mod)
     try:
         return getattr(m, name)(*args, **kw)
@@ -292,20 +292,20 @@ class MQTTClient:
         for resubscribe(). A SUBACK failure (0x80) raises MQTTError and the
         connection stays open; no SUBACK within timeout raises MQTTTimeoutError.
         """
-        return _call("mqttconn", "subscribe", self, topic, qos)
+        return _call("mqttsub", "subscribe", self, topic, qos)
 
     def unsubscribe(self, topic):
         """Unsubscribe from one filter, wait for UNSUBACK, forget the filter.
 
         Incoming PUBLISHes are delivered meanwhile; no UNSUBACK within timeout
         raises MQTTTimeoutError (connection closed)."""
-        _call("mqttconn", "unsubscribe", self, topic)
+        _call("mqttsub", "unsubscribe", self, topic)
 
     def resubscribe(self):
         """Subscribe again to every remembered filter (call after a reconnect).
 
         Stops at the first failure and raises it, as subscribe() does."""
-        _call("mqttconn", "resubscribe", self)
+        _call("mqttsub", "resubscribe", self)
 
     def ping(self):
         """Send PINGREQ. check_msg()/wait_msg() consume the PINGRESP and raise

@@ -1,31 +1,28 @@
-# The cold half of lib/mqtt.py: setting a client up (MQTTClient(), connect(),
-# subscribe(), unsubscribe(), resubscribe()). Errors are raised by their number
-# in lib/mqttmsg.py (same numbers as mqtt.py's constants).
+# A cold part of lib/mqtt.py: setting a client up (MQTTClient(), connect()).
+# Subscribing is lib/mqttsub.py. Errors are raised by their number in
+# lib/mqttmsg.py (same numbers as mqtt.py's constants).
 #
 # mqtt.py loads this module for each of those calls and drops it again, so the
 # client that stays loaded for a device's whole life holds only the session's hot
-# paths (publish, receiving, keepalive). A device connects and subscribes once per
-# session. Nothing here is called directly: use mqtt.MQTTClient.
+# paths (publish, receiving, keepalive). A device connects once per session, and
+# the smaller each cold part, the less heap a connect needs on top of the session.
+# Nothing here is called directly: use mqtt.MQTTClient.
 from micropython import const
 import select
 import socket
 import struct
 from time import ticks_diff, ticks_ms
 
-from mqtt import _b, _enc_len, _err, _kind
+from mqtt import _b, _enc_len, _err
 
 _V_KA = const(0)
 _V_PSWD = const(1)
 _V_SSL = const(2)
 _V_FIELD = const(5)
-_V_QOS = const(6)
-_V_FILTER = const(9)
 _T_CONNACK = const(10)
 _P_CONNACK_FLAGS = const(11)
 _P_CONNACK_RC = const(12)
 _P_CONNACK_SP = const(13)
-_E_SUBACK = const(15)
-_T_ACK = const(16)
 _C_REFUSED = const(34)
 _REFUSED = const(34)  # + return code 1..5
 
@@ -96,7 +93,9 @@ def connect(c, clean_session, timeout):
         struct.pack_into("!H", pkt, i, len(f))
         pkt[i + 2:i + 2 + len(f)] = f
         i += 2 + len(f)
+    # a new connection starts its packet ids afresh, as a new client would
     c._inflight = []
+    c.pid = 0
     c._dup = c._await = c._ping_t = -1
     ai = socket.getaddrinfo(c.server, c.port, 0, socket.SOCK_STREAM)[0]
     c._raw = c.sock = raw = socket.socket(ai[0], socket.SOCK_STREAM)
@@ -138,47 +137,3 @@ def connect(c, clean_session, timeout):
     if clean_session and flags:
         raise c._fail(_P_CONNACK_SP)
     return flags
-
-
-def subscribe(c, topic, qos):
-    if qos != 0 and qos != 1:
-        raise _err(_V_QOS)
-    topic = _b(topic)
-    rc = _sub(c, 0x82, topic, bytes((qos,)))
-    if rc == 0x80:
-        raise _err(_E_SUBACK, topic)
-    c._subs[topic] = qos
-    return rc
-
-
-def unsubscribe(c, topic):
-    topic = _b(topic)
-    _sub(c, 0xA2, topic, b"")
-    c._subs.pop(topic, None)
-
-
-def resubscribe(c):
-    for t, q in list(c._subs.items()):
-        subscribe(c, t, q)
-
-
-def _sub(c, op, topic, tail):
-    # SUBSCRIBE (tail: the requested qos) or UNSUBSCRIBE one filter, wait for the ack
-    tl = len(topic)
-    if not 0 < tl <= 65535:
-        raise _err(_V_FILTER)
-    pid = c._pid()
-    hdr = bytearray(9)
-    hdr[0] = op
-    i = _enc_len(hdr, 1, 4 + tl + len(tail))
-    struct.pack_into("!HH", hdr, i, pid, tl)
-    c._await = pid
-    c._ack = -1
-    c._send(bytes(hdr[:i + 4]) + topic + tail)
-    t0 = ticks_ms()
-    while c._await == pid:
-        left = c._tmo - ticks_diff(ticks_ms(), t0)
-        if left <= 0:
-            raise c._fail(_T_ACK, _kind(op + 0x10), c.timeout)
-        c._pkt(left)
-    return c._ack
