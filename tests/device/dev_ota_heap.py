@@ -11,7 +11,9 @@ otadev.boot_flash()
 import bootloader  # noqa: E402,F401  the twin's set_boot emulation: C in a board's ROM, not app heap
 # Measured: begin() peaks during the RSA-3072 check (firmware/ota.py, rsapss and pow()'s
 # 770-byte temporaries in a fragmented heap); streaming needs far less (bench/ota_bench.py).
-OTA_BUDGET = 28 * 1024
+# 28 KiB sat at the edge: the test's temporary paths (qstrs, never freed) grow with pytest's
+# run counter, and the app update failed once they were a few characters longer.
+OTA_BUDGET = 29 * 1024
 
 
 def squeeze(budget):
