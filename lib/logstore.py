@@ -19,7 +19,7 @@
 #   plaintext in ct:      kind:u8 time:u32 payload, PKCS#7 padding
 #
 # Hot path: append() fills preallocated buffers and uses one cryptolib CBC object
-# for the store's whole life (see _write). hashlib has no copy() or reset, so each
+# for the store's whole life (see _seal). hashlib has no copy() or reset, so each
 # MAC still allocates two small hash objects; nothing else of size is allocated.
 import os
 import struct
@@ -87,7 +87,7 @@ class Store:
         self._pos = _SEGHDR
         keep.append([new, self.next_seq])
         for i in range(nd):
-            self._write(DROP, struct.pack("<III", segs[i][0], segs[i][1], segs[i + 1][1]))
+            self._put(self._seal(DROP, struct.pack("<III", segs[i][0], segs[i][1], segs[i + 1][1])))
         f.close()
         self._f = None
         os.rename(tmp, self._name(new))
@@ -96,7 +96,9 @@ class Store:
         self._segs = keep
         self._f = open(self._name(new), "ab")
 
-    def _write(self, kind, payload):
+    def _seal(self, kind, payload):
+        # Encrypt and MAC the record into self._rec; returns its ciphertext length. Touches no
+        # file: a failure here (a MemoryError on a full heap) leaves the store as it was.
         n = len(payload)
         ct = (n + 5) // 16 * 16 + 16
         pt = self._pt
@@ -113,6 +115,11 @@ class Store:
         # the store's one CBC object; the ciphertext is then CBC under that IV.
         self._enc.encrypt(self._pmv[:16 + ct], self._rmv[8:_RH + ct])
         rec[_RH + ct:_OVER + ct] = self._mac(self._tag, self._rmv[:_RH + ct])[:16]
+        return ct
+
+    def _put(self, ct):
+        # Write the sealed record (ciphertext length ct) to the open segment; returns its number.
+        seq = self.next_seq
         self._f.write(self._rmv[:_OVER + ct])
         self._pos += _OVER + ct
         self.next_seq = seq + 1
@@ -130,7 +137,12 @@ class Store:
         try:
             if self._pos + _OVER + 21 + len(payload) > self._lim:
                 self._roll()
-            seq = self._write(kind, payload)
+        except Exception:
+            self.close()  # the segment files are in an unknown state: opening again recovers them
+            raise
+        ct = self._seal(kind, payload)  # raises with nothing written: the store stays open
+        try:
+            seq = self._put(ct)
             if durable:
                 self._f.flush()
         except Exception:

@@ -137,6 +137,28 @@ def test_round_trip_all_kinds_and_reopen():
     assert "closed" in str(raises(OSError, st.append, EVENT, b"x"))
 
 
+def test_out_of_memory_while_sealing_a_record_keeps_the_store_open():
+    # On a full heap the MemoryError comes before anything reaches the file: the store must
+    # stay open (it used to close for the rest of the boot, and every later reading was lost).
+    d = tmpdir("oom") + "/log"
+    st = logstore.Store(d, KEY, clock=clock)
+    assert st.append(EVENT, b"before", True) == 1
+    rand = st._rand
+
+    def no_memory(n):
+        raise MemoryError("memory allocation failed")
+    st._rand = no_memory
+    raises(MemoryError, st.append, READING, b"lost: no heap", True)
+    st._rand = rand
+    assert st.append(READING, b"after", True) == 2   # open, and no number was used up
+    got, probs = records(st)
+    assert probs == [] and [(s, p) for s, _, _, p in got] == [(1, b"before"), (2, b"after")]
+    st.close()
+    st = logstore.Store(d, KEY, clock=clock)          # and the files agree after a reopen
+    assert st.next_seq == 3
+    st.close()
+
+
 def test_nothing_readable_on_flash():
     d = tmpdir("plain") + "/log"
     st = logstore.Store(d, KEY)
