@@ -65,6 +65,10 @@ class Outbox:
             return 0
         r = self._reader
         if r is None:
+            # The reader (its module, buffers and an open segment, ~4.7 KB) loads on top of a
+            # session: from a collected heap, so it finds room (once per backlog).
+            import gc
+            gc.collect()
             r = self._reader = self._s.reader(self._cursor + 1)
         t0 = time.ticks_ms()
         n = 0

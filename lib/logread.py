@@ -118,25 +118,30 @@ class Reader:
             s = segs[i][0]
             if s <= self._seg:
                 continue
-            self._seg = s
             if i + 1 < len(segs) and 0 < segs[i + 1][1] <= self._from:
+                self._seg = s
                 continue    # every record in it is older than from_seq
             h = head(self._s, s)
             if h is None or not h[4]:
+                self._seg = s
                 self._problem("header", 0)   # damaged or foreign: its records may still verify
                 if h is None:
                     continue
+            self._open(s)
             self._tag = h[3]
             self._pos = _SEGHDR
-            self._reopen()
             return True
         return False
 
-    def _reopen(self):
+    def _open(self, segno):
+        # Open segment `segno` (again), then let go of the previous file: a failure (a
+        # MemoryError) leaves the reader where it was.
+        f = open(self._s._name(segno), "rb")
         if self._f:
             self._f.close()
-        self._f = open(self._s._name(self._seg), "rb")
-        self._size = self._f.seek(0, 2)
+        self._f = f
+        self._seg = segno
+        self._size = f.seek(0, 2)
 
     def close(self):
         if self._f:
@@ -156,7 +161,7 @@ class Reader:
                             return False
                         s.sync()
                     size = self._size
-                    self._reopen()
+                    self._open(self._seg)
                     if self._size <= size:
                         self.close()
                     continue
@@ -170,6 +175,11 @@ class Reader:
                     self._pos += r
                     if self._deliver(r - _OVER):
                         return True
+            except MemoryError:
+                # Not a problem of the log: next() can be called again and goes on from where
+                # it was (treated as an io problem, the rest of the segment would be skipped,
+                # and the outbox would never send its readings).
+                raise
             except Exception:
                 self._problem("io", self._pos if self._f else 0)
                 self.close()

@@ -159,6 +159,29 @@ def test_out_of_memory_while_sealing_a_record_keeps_the_store_open():
     st.close()
 
 
+def test_reader_goes_on_after_a_memory_error():
+    # A MemoryError (the outbox's reader loads on top of a session) is not a problem of the
+    # log: next() raises it, and called again reads every record (it used to skip the segment,
+    # and the outbox then never sent its readings).
+    import logread
+    d = tmpdir("rmem") + "/log"
+    st = logstore.Store(d, KEY, clock=clock)
+    for i in range(5):
+        st.append(READING, b"r%d" % i, True)
+    r = st.reader(1)
+
+    def no_memory(*args):
+        raise MemoryError("memory allocation failed")
+    logread.open = no_memory        # opening the segment fails, as on a full heap
+    raises(MemoryError, r.next)
+    logread.__dict__.pop("open")
+    got = []
+    while r.next():
+        got.append(bytes(r.payload))
+    assert got == [b"r0", b"r1", b"r2", b"r3", b"r4"], got
+    st.close()
+
+
 def test_nothing_readable_on_flash():
     d = tmpdir("plain") + "/log"
     st = logstore.Store(d, KEY)
