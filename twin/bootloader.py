@@ -277,6 +277,15 @@ def mark_valid():
 
 
 # -- the bootloader -------------------------------------------------------------------
+def vfs():
+    """The block device of the vfs partition, for rom.py to mount (made here, in a frame that
+    ends, rather than in rom.py, whose frame stays on the stack for the device's whole life)."""
+    try:
+        return _part("vfs")
+    except ValueError:
+        raise OSError("twin: no vfs partition in the flash's partition table")
+
+
 def boot():
     """Choose and check the slot to run, as the bootloader does at reset; record it in esp32."""
     slots = _slots()

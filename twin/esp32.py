@@ -7,10 +7,10 @@
 # the blocks first, the 4-argument form does not; ioctl 4/5/6 = count, size, erase.
 #
 # On a board this is C and costs the app no heap; here it runs in the device's heap,
-# so only what the ROM itself needs stays loaded: the partition table, and _Dev, the
-# block device of one partition (the vfs is mounted on one; the bootloader reads and
-# writes otadata and the app slots through them). The API the firmware uses
-# (esp32.Partition, a _Dev with the board's methods, and esp32.NVS) is
+# so only what the mounted vfs needs stays loaded: _Dev, the block device of one
+# partition (the bootloader also reads and writes otadata and the app slots through
+# them), and the flash file. The API the firmware uses (esp32.Partition, a _Dev with
+# the board's methods, and esp32.NVS) and the partition table helpers are
 # twin/esp32api.py, loaded when one of those names is first looked up (module
 # __getattr__). It stays loaded (one copy, however many lookups) until its user drops
 # it from sys.modules, as the twin's hal does after reading the log key at boot; an
@@ -23,13 +23,8 @@
 # `esp32.ops` and kills the process with SIGKILL during the N-th, after K bytes of it
 # (default: half) reached the flash; "0" only counts (twin/bootloader.py's arm()).
 import os
-import struct
 import sys
 
-from micropython import const
-
-_TABLE = const(0x8000)
-_TABLE_MAX = const(0xC00)
 _ERASED = b"\xff" * 256  # erase writes this 16 times: a 4 KiB constant would cost 4 KiB of heap
 
 _ROM = __file__.rpartition("/")[0]  # the host folder of the twin's ROM modules
@@ -46,7 +41,7 @@ def flash():
             raise OSError("twin: WARDEN_FLASH is not set: no flash file to boot from")
         _flash = open(path, "r+b")
         if os.getenv("WARDEN_CUT"):
-            _ota("arm")
+            _rom("esp32api")._ota("arm")
     return _flash
 
 
@@ -69,43 +64,9 @@ def _rom(name):
     return m
 
 
-def _ota(name, *args):
-    """Run twin/bootloader.py's `name`, loading the module for the call (and dropping it
-    after, unless it was loaded already)."""
-    loaded = "bootloader" in sys.modules
-    try:
-        return getattr(_rom("bootloader"), name)(*args)
-    finally:
-        if not loaded:
-            sys.modules.pop("bootloader", None)
-
-
-def _table():
-    f = flash()
-    f.seek(_TABLE)
-    parts = []
-    raw = bytearray(32)  # entry by entry: the C port reads the table without touching the heap
-    for i in range(0, _TABLE_MAX, 32):
-        f.readinto(raw)
-        magic, ptype, sub, off, size, label, flags = struct.unpack("<HBBII16sI", raw)
-        if magic != 0x50AA:
-            break
-        parts.append((ptype, sub, off, size, label.rstrip(b"\x00").decode(), flags & 1 == 1))
-    if not parts:
-        raise OSError("twin: no partition table at 0x8000")
-    return parts
-
-
-def _find(label):
-    """The partition table entry of `label` (a Partition.info() tuple)."""
-    for info in _table():
-        if info[4] == label:
-            return info
-    raise ValueError("partition not found")  # the message the C port uses
-
-
 def __getattr__(name):
-    """Partition, NVS: from twin/esp32api.py, loaded at the first lookup (see above)."""
+    """Partition, NVS (and the partition table helpers _table, _find, _ota): from
+    twin/esp32api.py, loaded at the first lookup (see above)."""
     return getattr(_rom("esp32api"), name)
 
 

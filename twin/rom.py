@@ -22,12 +22,16 @@ import esp32
 import bootloader
 
 bootloader.boot()
+_p = bootloader.vfs()  # the vfs partition's block device
 del sys.modules["bootloader"], bootloader
+# The partition table code the bootloader loaded (twin/esp32api.py; loaded again when used):
+# dropped, and its namespace emptied, because a stale reference to the module may stay on
+# this frame's stack, which the GC scans conservatively for the device's whole life.
+_m = sys.modules.pop("esp32api", None)
+if _m is not None:
+    _m.__dict__.clear()
+del _m
 
-try:
-    _p = esp32._Dev(esp32._find("vfs"))  # the block device only: no Partition API loaded
-except ValueError:
-    raise OSError("twin: no vfs partition in the flash's partition table")
 try:
     _fs = os.VfsLfs2(_p)
 except OSError:
