@@ -13,6 +13,8 @@ else:
     from firmware import slots
 
     slots.boot()
-    # Not even this script's namespace keeps slots.py (nor, through it, the factory package):
-    # the port may keep a stale reference to that namespace on the stack.
+    # This script's frame can leave a stale reference to slots.py on the stack, which the GC
+    # scans conservatively for the device's whole life: empty the module's namespace so the
+    # reference cannot keep its code in the heap (a later import loads slots.py afresh).
+    slots.__dict__.clear()
     del slots
