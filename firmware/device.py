@@ -14,11 +14,11 @@
 # This module stays loaded for the device's whole life: the OTA command handling and
 # the self-test live in firmware/otacmd.py, loaded only while they are needed.
 import gc
+import os
 import time
 
 from firmware import eventlog, hal
 from firmware.app import VERSION
-from firmware.backoff import Backoff
 from firmware.seqno import SequenceNumbers
 from firmware.sensors import Sensors
 
@@ -33,7 +33,7 @@ class Device:
     """The device's session loop: readings on a fixed schedule, connected or not.
 
     While the link is down readings keep being taken (and, once the outbox
-    lands, kept); reconnects are scheduled with Backoff, never slept through,
+    lands, kept); reconnects are scheduled with backoff_delay(), never slept through,
     so one failing connect never stops the sampling clock.
     """
 
@@ -52,7 +52,7 @@ class Device:
             pass  # connect() tries again, and a failure there is retried with backoff
         self.sensors = Sensors(sources)
         self.seq = SequenceNumbers()
-        self.backoff = Backoff(cfg["backoff_ms"], cfg["backoff_max_ms"])
+        self.failures = 0       # consecutive failed connects or sessions (the backoff's n)
         self.client = None      # self.mqtt while a session is up, else None
         self.connected_at = 0
         self.acked = 0
@@ -122,6 +122,12 @@ class Device:
         eventlog.info("mqtt", "connected to %s:%d in %d ms, heap in use %d bytes" % (
             b["host"], b.get("port", 8883), ms, gc.mem_alloc()))
 
+    def retry_in(self):
+        """The delay (ms) before the next connect, counting this failure."""
+        d = backoff_delay(self.failures, self.cfg["backoff_ms"], self.cfg["backoff_max_ms"])
+        self.failures += 1
+        return d
+
     def on_command(self, topic, msg):
         # Runs inside the MQTT client's receive path: only note it; the loop handles it.
         topic = topic.decode() if isinstance(topic, bytes) else topic
@@ -176,7 +182,8 @@ class Device:
         if ob is None or not ob.waiting or self.client is None:
             return
         try:
-            if ob.drain(self._publish_kept, budget_ms) and not ob.waiting:
+            ob.drain(self._publish_kept, budget_ms)
+            if not ob.waiting and ob.sent:  # the backlog just emptied (the last slice may have sent none)
                 eventlog.info("outbox", "backlog delivered (%d readings since boot)" % ob.sent)
         except Exception as e:
             self.lost(describe(e))
@@ -208,7 +215,7 @@ class Device:
                 try:
                     self.connect()
                 except Exception as e:
-                    delay = self.backoff.next_delay()
+                    delay = self.retry_in()
                     eventlog.error("mqtt", "connect failed: %s; retry in %d ms" % (describe(e), delay))
                     next_connect = time.ticks_add(time.ticks_ms(), delay)
             now = time.ticks_ms()
@@ -226,8 +233,8 @@ class Device:
                     self.close("sleep")
                     hal.deep_sleep(self.cfg["sleep_ms"])
             if self.client is not None:
-                if self.backoff.failures and time.ticks_diff(now, self.connected_at) >= stable_ms:
-                    self.backoff.reset()
+                if self.failures and time.ticks_diff(now, self.connected_at) >= stable_ms:
+                    self.failures = 0  # the session proved stable: back to the shortest delay
                 self.drain(self.cfg["drain_ms"])
             if self.client is not None:
                 try:
@@ -236,13 +243,15 @@ class Device:
                         _ota("handle", self)
                 except Exception as e:
                     self.lost(describe(e))
-                    next_connect = time.ticks_add(time.ticks_ms(), self.backoff.next_delay())
+                    next_connect = time.ticks_add(time.ticks_ms(), self.retry_in())
             if self.selftest is not None and time.ticks_diff(time.ticks_ms(), self.selftest_until) >= 0:
                 _ota("failed", self, "self-test: no reading acknowledged within %d s"
                      % (self.cfg["selftest_ms"] // 1000))
             if self.client is not None and self.outbox is not None and self.outbox.waiting:
                 continue  # a backlog is draining: no idle wait between its time slices
-            wake = next_reading if self.client is not None else _earliest(next_reading, next_connect)
+            wake = next_reading
+            if self.client is None and time.ticks_diff(next_connect, wake) < 0:
+                wake = next_connect
             wait = time.ticks_diff(wake, time.ticks_ms())
             if wait <= 0:
                 continue
@@ -257,11 +266,17 @@ class Device:
                     _ota("handle", self)
             except Exception as e:
                 self.lost(describe(e))
-                next_connect = time.ticks_add(time.ticks_ms(), self.backoff.next_delay())
+                next_connect = time.ticks_add(time.ticks_ms(), self.retry_in())
 
 
-def _earliest(a, b):
-    return a if time.ticks_diff(a, b) <= 0 else b
+def backoff_delay(n, base_ms, cap_ms):
+    """The delay before retry n+1 after n consecutive failures: exponential backoff with full
+    jitter, a random time in [0, min(cap, base * 2^n)] ms, so a fleet that lost its broker does
+    not reconnect in lockstep."""
+    c = base_ms << min(n, 20)
+    if c > cap_ms:
+        c = cap_ms
+    return int.from_bytes(os.urandom(4), "big") % (c + 1)  # the hardware RNG on a board
 
 
 def describe(e):

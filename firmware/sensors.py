@@ -42,10 +42,6 @@ class Sensors:
             d[name] = values[i]
         return json.dumps({"seq": seq, "ts": ts, "values": d}).encode()
 
-    def reading(self, seq, ts):
-        """The reading numbered `seq` taken at Unix time `ts`, as JSON bytes."""
-        return self.to_json(seq, ts, self.sample(seq))
-
     def pack(self, seq, ts, values):
         return struct.pack(self._fmt, seq, ts, *[_NAN if v is None else v for v in values])
 

@@ -84,15 +84,15 @@ def test_simulated_sensors_are_deterministic():
                         "r": {"kind": "ramp", "start": 1, "step": 0.5}}}
     a = Sensors(hal_unix.sensor_sources(spec))
     b = Sensors(hal_unix.sensor_sources(spec))
-    ra = json.loads(a.reading(3, 1000))
-    assert ra == json.loads(b.reading(3, 1000))
+    ra = json.loads(a.to_json(3, 1000, a.sample(3)))
+    assert ra == json.loads(b.to_json(3, 1000, b.sample(3)))
     assert ra["seq"] == 3 and ra["ts"] == 1000
     assert ra["values"] == {"t": 18.0, "r": 2.5}, ra
 
 
 def test_a_failing_sensor_yields_null_and_others_continue():
     s = Sensors({"ok": lambda n: 1.0, "bad": lambda n: 1 / 0})
-    r = json.loads(s.reading(1, 0))
+    r = json.loads(s.to_json(1, 0, s.sample(1)))
     assert r["values"] == {"ok": 1.0, "bad": None}
 
 
@@ -101,20 +101,13 @@ def test_unknown_simulated_sensor_kind_is_a_clear_error():
     assert "warp" in str(e)
 
 
-def test_backoff_grows_caps_jitters_and_resets():
-    from firmware.backoff import Backoff
-    b = Backoff(100, 1000)
-    ceilings = []
-    for _ in range(8):
-        c = b.ceiling()
-        ceilings.append(c)
-        d = b.next_delay()
-        assert 0 <= d <= c, (d, c)
-    assert ceilings == [100, 200, 400, 800, 1000, 1000, 1000, 1000], ceilings
-    delays = set(b.next_delay() for _ in range(50))
-    assert len(delays) > 10, "no jitter: %r" % delays
-    b.reset()
-    assert b.ceiling() == 100
+def test_backoff_grows_caps_and_jitters():
+    from firmware.device import backoff_delay
+    for n, ceiling in enumerate([100, 200, 400, 800, 1000, 1000, 1000, 1000, 1000]):
+        delays = [backoff_delay(n if n < 8 else 40, 100, 1000) for _ in range(200)]
+        assert 0 <= min(delays) and max(delays) <= ceiling, (n, ceiling, min(delays), max(delays))
+        assert max(delays) > ceiling // 2, (n, ceiling, max(delays))   # the range is used
+        assert len(set(delays)) > 20, "no jitter: %r" % delays
 
 
 def test_watchdog_must_outlast_a_connect():
