@@ -19,13 +19,19 @@ class Twin:
         self._q = queue.Queue()
         self.proc = None
         self._stopping = False
+        self._pumping = None  # the thread reading the current run's output
 
     def start(self, reset_cause=twinlib.RESET_PWRON):
+        if self._pumping is not None:
+            # The previous run's reader must have finished: its end-of-output mark would
+            # otherwise land in the new run's queue.
+            self._pumping.join(timeout=10)
         self._stopping = False
         self._q = queue.Queue()
         self.started = time.monotonic()
         self._spawn(reset_cause)
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumping = threading.Thread(target=self._pump, daemon=True)
+        self._pumping.start()
         return self
 
     def _spawn(self, reset_cause):
