@@ -5,8 +5,9 @@
 # each event is also appended, durably, to the encrypted log store in /log
 # (lib/logstore.py) as an EVENT record `<LEVEL> <kind>: <message>`, readable
 # with `warden logs show`. Events are kept short and never include secrets
-# (keys, Wi-Fi passwords). A store that fails is closed and the log goes on on
-# the console alone: logging never stops the device.
+# (keys, Wi-Fi passwords). An event the store cannot take is on the console only;
+# a store that failed writing reopens (and recovers) itself at the next event, and
+# only a store closed for good is let go. Logging never stops the device.
 import sys
 import time
 
@@ -54,8 +55,9 @@ def log(level, kind, msg):
             b = line.encode()
             s.append(1, b if len(b) <= s.max_payload else b[:s.max_payload], True)  # 1: logstore.EVENT
         except Exception as e:
-            _store = None
-            print("%d ERROR log: log store failed, events go to the console only: %r" % (
+            if s._f is None and not s.broken:
+                _store = None   # closed for good: the console only from here on
+            print("%d ERROR log: event not kept in the log store: %r" % (
                 time.ticks_diff(time.ticks_ms(), _t0), e))
 
 

@@ -44,9 +44,29 @@ def open_store(st, path, key, quota, segment, max_payload, clock, urandom):
     st._pt = bytearray(16 + m)     # random block (makes the IV), then the plaintext
     st._pmv = memoryview(st._pt)
     st._f = None
+    st.broken = False
     st.next_seq = 1
     later = recover(st, key)
     st._enc = aes(st._ek, 2, bytes(16))
+    _resume(st, later)
+
+
+def reopen(st):
+    """Store.append after the store closed itself on a failed write (st.broken): recover the
+    folder as opening does (a torn record is cut and logged), with the keys already derived.
+    This module (and logread, unless a Reader uses it) is dropped again afterwards."""
+    import sys
+    loaded = "logread" in sys.modules
+    try:
+        _resume(st, recover(st, None))
+        st.broken = False
+    finally:
+        sys.modules.pop("logopen", None)
+        if not loaded:
+            sys.modules.pop("logread", None)
+
+
+def _resume(st, later):
     if st._f is None:
         st._roll()
     for kind, payload in later:   # what recovery did: DROP and CUT records
@@ -54,13 +74,14 @@ def open_store(st, path, key, quota, segment, max_payload, clock, urandom):
 
 
 def recover(st, key):
-    """Open the store's folder for `st` (a logstore.Store): derive the keys, list the
-    segments, finish an interrupted drop, find the next sequence number, cut a torn
-    record off the last segment and reopen it for appending. What it did that must be
-    logged is returned as [(kind, payload)]."""
-    from cryptokit import pads
-    st._ek, mk, st._kid = keys(key)
-    st._ip, st._op = pads(mk)
+    """Open the store's folder for `st` (a logstore.Store): derive the keys (unless key is
+    None: derived already), list the segments, finish an interrupted drop, find the next
+    sequence number, cut a torn record off the last segment and reopen it for appending.
+    What it did that must be logged is returned as [(kind, payload)]."""
+    if key is not None:
+        from cryptokit import pads
+        st._ek, mk, st._kid = keys(key)
+        st._ip, st._op = pads(mk)
     d = st._dir
     try:
         os.stat(d)

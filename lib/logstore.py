@@ -46,7 +46,11 @@ class Store:
     quota: bytes of flash for the folder, counted in littlefs blocks (it keeps
     (quota - 32 KiB) // segment segments; the 32 KiB are littlefs's own blocks around them);
     segment: bytes per segment file (a multiple of 4096); max_payload: the largest record;
-    clock: a function giving Unix seconds for each record's time (none: 0)."""
+    clock: a function giving Unix seconds for each record's time (none: 0).
+
+    A failed write closes the store (broken is then True): the segment's tail is unknown. The
+    next append recovers the folder as opening does (a torn record is cut and logged as CUT)
+    and goes on; close() closes it for good."""
 
     def __init__(self, path, key, quota=262144, segment=16384, max_payload=240,
                  clock=None, urandom=os.urandom):
@@ -131,14 +135,17 @@ class Store:
         It is on flash when append(..., durable=True) returns, or after the next sync();
         until then a power cut may lose it, never a record made durable before."""
         if self._f is None:
-            raise OSError("log store is closed")
+            if not self.broken:
+                raise OSError("log store is closed")
+            from logopen import reopen
+            reopen(self)  # raises if it still cannot: the next append tries again
         if len(payload) > self.max_payload or not 0 <= kind < 256:
             raise ValueError("record payload too long, or kind not 0-255")
         try:
             if self._pos + _OVER + 21 + len(payload) > self._lim:
                 self._roll()
         except Exception:
-            self.close()  # the segment files are in an unknown state: opening again recovers them
+            self._broke()  # the segment files are in an unknown state: the next append recovers them
             raise
         ct = self._seal(kind, payload)  # raises with nothing written: the store stays open
         try:
@@ -146,10 +153,20 @@ class Store:
             if durable:
                 self._f.flush()
         except Exception:
-            # The file's tail is unknown now: stop; opening the store again recovers it.
-            self.close()
+            # The file's tail is unknown now: stop; the next append recovers it (as opening does).
+            self._broke()
             raise
         return seq
+
+    def _broke(self):
+        f = self._f
+        self._f = None
+        self.broken = True
+        try:
+            f.close()
+        except Exception:
+            pass    # a failing flash may fail this too: the file is let go either way
+
 
     def sync(self):
         """Make every record appended so far durable (littlefs commits a file on flush)."""
@@ -157,8 +174,10 @@ class Store:
             self._f.flush()
 
     def close(self):
+        """Close the store for good (append then raises OSError)."""
         f = self._f
         self._f = None
+        self.broken = False
         if f:
             f.close()
 

@@ -159,6 +159,33 @@ def test_out_of_memory_while_sealing_a_record_keeps_the_store_open():
     st.close()
 
 
+def test_a_failed_write_closes_the_store_and_the_next_append_reopens_it():
+    # A write that fails (here the flash reports EIO) leaves the segment's tail unknown: the
+    # store closes itself, and the next append recovers the folder (as opening does) and goes
+    # on. It used to stay closed until the next boot, losing every reading kept meanwhile.
+    d = tmpdir("reopen") + "/log"
+    st = logstore.Store(d, KEY, clock=clock)
+    assert st.append(READING, b"before", True) == 1
+
+    class FailingFlash:
+        def write(self, b):
+            raise OSError(5)    # EIO
+
+        def close(self):
+            raise OSError(5)
+    real = st._f
+    st._f = FailingFlash()
+    raises(OSError, st.append, READING, b"not kept", True)
+    real.close()
+    assert st._f is None and st.broken
+    assert st.append(READING, b"after", True) == 2
+    assert not st.broken
+    got, probs = records(st)
+    assert probs == [] and [(s, p) for s, _, _, p in got] == [(1, b"before"), (2, b"after")], (got, probs)
+    st.close()      # closed for good
+    assert not st.broken and "closed" in str(raises(OSError, st.append, EVENT, b"x"))
+
+
 def test_reader_goes_on_after_a_memory_error():
     # A MemoryError (the outbox's reader loads on top of a session) is not a problem of the
     # log: next() raises it, and called again reads every record (it used to skip the segment,
