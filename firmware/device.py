@@ -53,6 +53,8 @@ class Device:
         self.sensors = Sensors(sources)
         self.seq = SequenceNumbers()
         self.failures = 0       # consecutive failed connects or sessions (the backoff's n)
+        self.drain_at = time.ticks_ms()  # the outbox may drain from then on (a heap shortage pauses it)
+        self.short = False      # a drain ran short of heap in this backlog (warned once)
         self.client = None      # self.mqtt while a session is up, else None
         self.connected_at = 0
         self.acked = 0
@@ -177,14 +179,29 @@ class Device:
         self.client.publish(self.telemetry, payload, qos=1)
         self.acked += 1
 
-    def drain(self, budget_ms):
+    def draining(self):
+        """A backlog waits and may be sent now."""
         ob = self.outbox
-        if ob is None or not ob.waiting or self.client is None:
+        return (ob is not None and ob.waiting and self.client is not None
+                and time.ticks_diff(time.ticks_ms(), self.drain_at) >= 0)
+
+    def drain(self, budget_ms):
+        if not self.draining():
             return
+        ob = self.outbox
         try:
             ob.drain(self._publish_kept, budget_ms)
-            if not ob.waiting and ob.sent:  # the backlog just emptied (the last slice may have sent none)
-                eventlog.info("outbox", "backlog delivered (%d readings since boot)" % ob.sent)
+            if not ob.waiting:
+                self.short = False
+                if ob.sent:  # the backlog just emptied (the last slice may have sent none)
+                    eventlog.info("outbox", "backlog delivered (%d readings since boot)" % ob.sent)
+        except MemoryError:
+            # Reading the backlog (~4.7 KB on top of the session) did not fit now: the session
+            # stays and the drain is tried again one reading interval later; nothing is lost.
+            if not self.short:
+                self.short = True
+                eventlog.warn("outbox", "not enough heap to send the backlog now: retrying")
+            self.drain_at = time.ticks_add(time.ticks_ms(), self.cfg["interval_ms"])
         except Exception as e:
             self.lost(describe(e))
 
@@ -247,7 +264,7 @@ class Device:
             if self.selftest is not None and time.ticks_diff(time.ticks_ms(), self.selftest_until) >= 0:
                 _ota("failed", self, "self-test: no reading acknowledged within %d s"
                      % (self.cfg["selftest_ms"] // 1000))
-            if self.client is not None and self.outbox is not None and self.outbox.waiting:
+            if self.draining():
                 continue  # a backlog is draining: no idle wait between its time slices
             wake = next_reading
             if self.client is None and time.ticks_diff(next_connect, wake) < 0:

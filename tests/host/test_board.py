@@ -129,7 +129,7 @@ def test_budget_fits_two_app_slots_identity_config_and_the_log_quota(pki_state, 
     assert b.need <= b.total and b.free > 0
     # the image itself holds one app: it mounts, and every file is in it
     back = deploy.files_in_image(deploy.build_image(files))
-    assert back == files
+    assert back == {**flashimage.FRESH_STATE, **files}   # a fresh filesystem: nothing in the outbox
     with pytest.raises(deploy.DeployError, match="does not fit"):
         deploy.budget(files, log_quota=b.free + deploy.DEFAULT_LOG_QUOTA + 1).check()
 

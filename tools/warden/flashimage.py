@@ -81,13 +81,19 @@ def _lfs(buffer):
     )
 
 
+# What a fresh filesystem says about the device's state: nothing waits in the outbox
+# (firmware/outbox.py), so the first boot need not read the (empty) log to find out.
+FRESH_STATE = {"/state/outbox": b"0 e"}
+
+
 def build_vfs(files):
-    """A littlefs2 image of the vfs region holding `files` ({'/path': bytes})."""
+    """A fresh littlefs2 image of the vfs region holding `files` ({'/path': bytes}) and
+    FRESH_STATE (unless `files` has those paths)."""
     buf = bytearray(b"\xff" * VFS.size)
     fs = _lfs(buf)
     fs.format()
     fs.mount()
-    write_files(fs, files)
+    write_files(fs, {**FRESH_STATE, **files})
     fs.unmount()
     return bytes(buf)
 
