@@ -99,7 +99,12 @@ def recover(st, key):
     nums.sort()
     heads = [head(st, s) for s in nums]
     heads = [h if h and h[4] else None for h in heads]
-    segs = [[s, h[0] if h else 0] for s, h in zip(nums, heads)]
+    # The segments as one flat list [segno, first_seq, segno, first_seq, ...]: a list per
+    # segment would cost ~70 bytes of heap each for the device's whole life (up to 14).
+    segs = []
+    for s, h in zip(nums, heads):
+        segs.append(s)
+        segs.append(h[0] if h else 0)
     later = []
     st._segs = segs
     st._sid = None
@@ -113,8 +118,9 @@ def recover(st, key):
     segno = nums[last]
     # Segments older than the newest header's `oldest` were dropped by a roll that
     # lost power before deleting them: finish the drop (it is already logged).
-    while segs[0][0] < oldest and segs[0][0] != segno:
-        os.remove(st._name(segs.pop(0)[0]))
+    while segs[0] < oldest and segs[0] != segno:
+        os.remove(st._name(segs[0]))
+        del segs[:2]
     name = st._name(segno)
     mv = st._rmv
     with open(name, "rb") as f:
@@ -140,10 +146,11 @@ def recover(st, key):
         return later    # the newest segment is not ours: start a new one after it
     if r == 0 and pos < size:
         # A torn record at the end (a power cut inside a write): keep what is before it.
-        if len(segs) >= st._max:
-            s, f0 = segs.pop(0)
+        if len(segs) // 2 >= st._max:
+            s, f0 = segs[0], segs[1]
+            del segs[:2]
             os.remove(st._name(s))
-            later.append((DROP, struct.pack("<III", s, f0, segs[0][1])))
+            later.append((DROP, struct.pack("<III", s, f0, segs[1])))
         tmp = d + "/cut.tmp"
         with open(name, "rb") as src:
             with open(tmp, "wb") as dst:

@@ -113,12 +113,12 @@ class Reader:
             self._cb(what, self._seg, pos)
 
     def _next_segment(self):
-        segs = self._s._segs
-        for i in range(len(segs)):
-            s = segs[i][0]
+        segs = self._s._segs   # [segno, first_seq, ...]
+        for i in range(0, len(segs), 2):
+            s = segs[i]
             if s <= self._seg:
                 continue
-            if i + 1 < len(segs) and 0 < segs[i + 1][1] <= self._from:
+            if i + 2 < len(segs) and 0 < segs[i + 3] <= self._from:
                 self._seg = s
                 continue    # every record in it is older than from_seq
             h = head(self._s, s)

@@ -75,28 +75,29 @@ class Store:
         renamed into place before anything is deleted, so a power cut leaves either the
         old state or the new one (opening the store finishes an interrupted drop)."""
         self.close()
-        segs = self._segs
-        new = segs[-1][0] + 1 if segs else 1
-        nd = max(0, len(segs) + 1 - self._max)
-        keep = segs[nd:]
+        segs = self._segs   # [segno, first_seq, ...] (logopen.py)
+        new = segs[-2] + 1 if segs else 1
+        nd = max(0, len(segs) // 2 + 1 - self._max)
+        keep = segs[2 * nd:]
         tmp = self._dir + "/seg.tmp"
         self._f = f = open(tmp, "wb")
         hb = bytearray(_SEGHDR)
         struct.pack_into(HFMT, hb, 0, b"WLOG", VERSION, 0, _SEGHDR, new, self.next_seq,
-                         keep[0][0] if keep else new, self._sid, self._kid)
+                         keep[0] if keep else new, self._sid, self._kid)
         hb[_HLEN:] = self._mac(b"", memoryview(hb)[:_HLEN])[:16]
         f.write(hb)
         self._tag = bytes(hb[_HLEN:])
         self._cur = new
         self._pos = _SEGHDR
-        keep.append([new, self.next_seq])
-        for i in range(nd):
-            self._put(self._seal(DROP, struct.pack("<III", segs[i][0], segs[i][1], segs[i + 1][1])))
+        keep.append(new)
+        keep.append(self.next_seq)
+        for i in range(0, 2 * nd, 2):
+            self._put(self._seal(DROP, struct.pack("<III", segs[i], segs[i + 1], segs[i + 3])))
         f.close()
         self._f = None
         os.rename(tmp, self._name(new))
-        for i in range(nd):
-            os.remove(self._name(segs[i][0]))
+        for i in range(0, 2 * nd, 2):
+            os.remove(self._name(segs[i]))
         self._segs = keep
         self._f = open(self._name(new), "ab")
 
