@@ -30,7 +30,7 @@ def unload(names):
         if pkg in sys.modules:
             try:
                 delattr(sys.modules[pkg], leaf)
-            except (AttributeError, TypeError):
+            except (AttributeError, KeyError, TypeError):  # KeyError: MicroPython, no such attribute
                 pass
     gc.collect()
 

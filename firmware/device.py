@@ -144,6 +144,8 @@ class Device:
         eventlog.error("mqtt", "session lost: %s" % reason)
         _close(self.client)
         self.client = None
+        if self.ota is not None:
+            _ota("drop", self, "session lost")
         if self.outbox is not None:
             self.outbox.save()
 

@@ -11,7 +11,11 @@
 #   the report is published after the reconnect;
 # - the self-test fails (no reading acknowledged in time): the update is rolled back
 #   (firmware/ota_state.py) and the device resets into the previous image;
-# - an OTA request is refused: firmware/otalink.py answers `rejected` with the reason.
+# - an OTA request is refused: firmware/otalink.py answers `rejected` with the reason, and
+#   the OTA code is unloaded again;
+# - the session is lost during a transfer (device.lost calls drop()): the transfer stops with
+#   its files kept, the OTA code is unloaded so the reconnect finds the heap, and the next
+#   push resumes from the last durable offset.
 import json
 
 from firmware import eventlog, hal
@@ -40,6 +44,21 @@ def handle(dev):
     if dev.ota.installed:
         dev.close("ota-reset")
         hal.reset()
+    if dev.ota.updater is None:
+        drop(dev)  # no transfer under way (refused, aborted, a status answered): let its code go
+
+
+def drop(dev, why=None):
+    """Let the OTA conversation go, and its code with it: after a refusal, or when the session
+    is lost (the heap a transfer held is then what a reconnect needs). A transfer under way
+    stops with its files kept: the next push resumes it from its last durable offset."""
+    link = dev.ota
+    dev.ota = None
+    if link is not None:
+        link.stop(why)
+    unload(("firmware.otalink", "firmware.ota", "firmware.ota_check", "firmware.ota_fw", "firmware.ota_app",
+            "firmware.ota_state", "firmware.slots", "rsapss"))
+    _done(dev)
 
 
 def report(dev):

@@ -27,12 +27,12 @@ def device(fleet, broker, tmp_path):
 
     fleet.broker_port = broker.port  # so the CLI, which uses the project's broker, reaches this one
 
-    def make(thing, **cfg):
+    def make(thing, heap=HEAP, **cfg):
         devices.add_device(fleet, thing)  # provisioning: identity, log key, trusted OTA keys
         path = twinlib.flash_path(fleet, thing)
         twinlib.update_config(path, broker={"host": "localhost", "port": broker.port}, interval_ms=100,
                               selftest_ms=cfg.pop("selftest_ms", 5000), **cfg)
-        t = Twin(path, heap=HEAP).start()
+        t = Twin(path, heap=heap).start()
         t.wait_for(r"INFO telemetry: first reading", 15)
         made.append(t)
         return t
@@ -131,3 +131,22 @@ def test_firmware_update_installs_and_confirms(fleet, broker, device, tmp_path):
     st = otapush.status(fleet, "ota-fw", port=broker.port)
     assert st["device"]["firmware"]["version"] == "1.30.0"
     assert st["device"]["firmware"]["slot"] == "ota_1"
+
+
+def test_an_update_that_does_not_fit_in_64k_leaves_the_device_publishing(fleet, broker, device, mqtt_client,
+                                                                         tmp_path):
+    """An OTA during a session does not fit in 64k yet (README, 'The heap budget'). The push
+    fails; the device must not: it lets the OTA code go and goes on publishing (it used to keep
+    the OTA code loaded and fail every reconnect for lack of heap)."""
+    t = device("ota-64k", heap="64k")
+    op = mqtt_client("operator")
+    op.subscribe("dt/warden/ota-64k/telemetry")
+    upd = signed(fleet, tmp_path, image.build_bundle(), version="2.0.0", counter=10)
+    with pytest.raises(otapush.OtaPushError):
+        otapush.push(fleet, "ota-64k", upd, timeout=3, port=broker.port)
+    after = len(t.lines)
+    seqs = set()
+    while len(seqs) < 30:   # 3 s of readings (100 ms apart), live or kept meanwhile
+        seqs.add(json.loads(op.expect("dt/warden/ota-64k/telemetry", timeout=15).payload)["seq"])
+    assert t.proc.poll() is None and "Traceback" not in t.output, t.output
+    assert "connect failed: MemoryError" not in "\n".join(t.lines[after:]), t.output
