@@ -53,7 +53,7 @@ class Device:
         self.sensors = Sensors(sources)
         self.seq = SequenceNumbers()
         self.failures = 0       # consecutive failed connects or sessions (the backoff's n)
-        self.drain_at = time.ticks_ms()  # the outbox may drain from then on (a heap shortage pauses it)
+        self.drain_at = None    # while a heap shortage pauses the outbox: ticks_ms to retry at
         self.short = False      # a drain ran short of heap in this backlog (warned once)
         self.client = None      # self.mqtt while a session is up, else None
         self.connected_at = 0
@@ -118,7 +118,10 @@ class Device:
         self.client = c
         self.connected_at = time.ticks_ms()
         if self.report is not None:
-            _ota("report", self)
+            try:
+                _ota("report", self)
+            except MemoryError:
+                pass  # published at the next connect
         ms = time.ticks_diff(self.connected_at, t0)
         gc.collect()
         eventlog.info("mqtt", "connected to %s:%d in %d ms, heap in use %d bytes" % (
@@ -145,7 +148,10 @@ class Device:
         _close(self.client)
         self.client = None
         if self.ota is not None:
-            _ota("drop", self, "session lost")
+            try:
+                _ota("drop", self, "session lost")
+            except Exception:
+                self.ota = None  # at least the link and its transfer state go
         if self.outbox is not None:
             self.outbox.save()
 
@@ -158,13 +164,18 @@ class Device:
             try:
                 self.client.publish(self.telemetry, self.sensors.to_json(n, ts, values), qos=self.cfg["qos"])
                 self.acked += 1
-                if self.acked == 1:
-                    eventlog.info("telemetry", "first reading %d acknowledged" % n)
-                if self.selftest is not None:
-                    _ota("passed", self)
-                return
             except Exception as e:
                 self.lost(describe(e))
+                self.keep(n, ts, values)
+                return
+            if self.acked == 1:
+                eventlog.info("telemetry", "first reading %d acknowledged" % n)
+            if self.selftest is not None:
+                try:
+                    _ota("passed", self)
+                except Exception as e:  # tried again at the next acknowledged reading (the deadline stands)
+                    eventlog.error("ota", "self-test verdict not recorded: %s" % describe(e))
+            return
         self.keep(n, ts, values)
 
     def keep(self, n, ts, values):
@@ -178,14 +189,19 @@ class Device:
             eventlog.error("outbox", "reading %d lost: %s" % (n, describe(e)))
 
     def _publish_kept(self, payload):
-        self.client.publish(self.telemetry, payload, qos=1)
+        try:
+            self.client.publish(self.telemetry, payload, qos=1)
+        except MemoryError:
+            # Inside the client a packet may be half read: not the reader's shortage that
+            # drain() waits out, but an end to the session.
+            raise OSError(12, "out of memory in the MQTT client")  # ENOMEM
         self.acked += 1
 
     def draining(self):
         """A backlog waits and may be sent now."""
         ob = self.outbox
         return (ob is not None and ob.waiting and self.client is not None
-                and time.ticks_diff(time.ticks_ms(), self.drain_at) >= 0)
+                and (self.drain_at is None or time.ticks_diff(time.ticks_ms(), self.drain_at) >= 0))
 
     def drain(self, budget_ms):
         if not self.draining():
@@ -193,6 +209,7 @@ class Device:
         ob = self.outbox
         try:
             ob.drain(self._publish_kept, budget_ms)
+            self.drain_at = None
             if not ob.waiting:
                 self.short = False
                 if ob.sent:  # the backlog just emptied (the last slice may have sent none)

@@ -54,16 +54,18 @@ def open_store(st, path, key, quota, segment, max_payload, clock, urandom):
 def reopen(st):
     """Store.append after the store closed itself on a failed write (st.broken): recover the
     folder as opening does (a torn record is cut and logged), with the keys already derived.
-    This module (and logread, unless a Reader uses it) is dropped again afterwards."""
+    This module and logread are dropped again afterwards."""
     import sys
-    loaded = "logread" in sys.modules
     try:
         _resume(st, recover(st, None))
         st.broken = False
+    except Exception:
+        st._broke()   # (a failed roll leaves it closed, or on seg.tmp): broken, tried again next time
+        raise
     finally:
+        # A Reader in use keeps its own copy of logread alive; the next one loads it again.
         sys.modules.pop("logopen", None)
-        if not loaded:
-            sys.modules.pop("logread", None)
+        sys.modules.pop("logread", None)
 
 
 def _resume(st, later):

@@ -213,6 +213,38 @@ def test_a_full_log_costs_little_more_heap_than_an_empty_one():
     assert full - empty <= 13 * 24, (empty, full)   # measured: 224 bytes (928 as lists)
 
 
+def test_a_reopen_that_fails_leaves_the_store_broken_not_closed():
+    # Reopening may itself fail (here: starting a new segment); the store must stay "broken"
+    # (tried again at the next append), never end up closed for good or writing to seg.tmp.
+    d = tmpdir("reopen2") + "/log"
+    st = logstore.Store(d, KEY, clock=clock)
+    assert st.append(READING, b"before", True) == 1
+
+    class FailingFlash:
+        def write(self, b):
+            raise OSError(5)
+
+        def close(self):
+            pass
+    real = st._f
+    st._f = FailingFlash()
+    raises(OSError, st.append, READING, b"not kept", True)
+    real.close()
+    with open(st._name(st._cur), "r+b") as f:   # the newest header no longer verifies: a new segment
+        f.write(b"XXXX")
+
+    def no_file(*args):
+        raise OSError(28)    # ENOSPC
+    logstore.open = no_file
+    raises(OSError, st.append, READING, b"not kept either", True)
+    logstore.__dict__.pop("open")
+    assert st.broken and st._f is None
+    seq = st.append(READING, b"after", True)
+    got, probs = records(st)
+    assert got[-1][0] == seq and got[-1][3] == b"after", (got, probs)
+    st.close()
+
+
 def test_reader_goes_on_after_a_memory_error():
     # A MemoryError (the outbox's reader loads on top of a session) is not a problem of the
     # log: next() raises it, and called again reads every record (it used to skip the segment,
