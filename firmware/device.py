@@ -53,11 +53,13 @@ class Device:
         self.sensors = Sensors(sources)
         self.seq = SequenceNumbers()
         self.failures = 0       # consecutive failed connects or sessions (the backoff's n)
+        self.next_connect = time.ticks_ms()  # when to connect next while there is no session
         self.drain_at = None    # while a heap shortage pauses the outbox: ticks_ms to retry at
         self.short = False      # a drain ran short of heap in this backlog (warned once)
         self.client = None      # self.mqtt while a session is up, else None
         self.connected_at = 0
-        self.acked = 0
+        self.acked = 0          # readings acknowledged since boot, live and kept
+        self.first = True       # no live reading acknowledged yet (logged once)
         self.missed = 0
         self.command = None     # the last command received, handled by the loop
         self.ota = None         # firmware.otalink.OtaLink, made at the first OTA request
@@ -143,10 +145,12 @@ class Device:
             eventlog.info("cmd", "command %r (%d bytes) ignored: no handler" % (name, len(msg)))
 
     def lost(self, reason):
-        """Drop the session after a failure; the reason goes to the device log."""
+        """Drop the session after a failure (the reason goes to the device log) and schedule the
+        reconnect (a fresh ticks value: a stale one is meaningless after ~6 days of uptime)."""
         eventlog.error("mqtt", "session lost: %s" % reason)
         _close(self.client)
         self.client = None
+        self.next_connect = time.ticks_add(time.ticks_ms(), self.retry_in())
         if self.ota is not None:
             try:
                 _ota("drop", self, "session lost")
@@ -168,7 +172,8 @@ class Device:
                 self.lost(describe(e))
                 self.keep(n, ts, values)
                 return
-            if self.acked == 1:
+            if self.first:
+                self.first = False
                 eventlog.info("telemetry", "first reading %d acknowledged" % n)
             if self.selftest is not None:
                 try:
@@ -243,17 +248,17 @@ class Device:
         stable_ms = self.cfg["stable_ms"]
         now = time.ticks_ms()
         next_reading = now
-        next_connect = now
+        self.next_connect = now
         while True:
             hal.watchdog_feed()
             now = time.ticks_ms()
-            if self.client is None and time.ticks_diff(now, next_connect) >= 0:
+            if self.client is None and time.ticks_diff(now, self.next_connect) >= 0:
                 try:
                     self.connect()
                 except Exception as e:
                     delay = self.retry_in()
                     eventlog.error("mqtt", "connect failed: %s; retry in %d ms" % (describe(e), delay))
-                    next_connect = time.ticks_add(time.ticks_ms(), delay)
+                    self.next_connect = time.ticks_add(time.ticks_ms(), delay)
             now = time.ticks_ms()
             if time.ticks_diff(now, next_reading) >= 0:
                 self.sample()
@@ -279,15 +284,14 @@ class Device:
                         _ota("handle", self)
                 except Exception as e:
                     self.lost(describe(e))
-                    next_connect = time.ticks_add(time.ticks_ms(), self.retry_in())
             if self.selftest is not None and time.ticks_diff(time.ticks_ms(), self.selftest_until) >= 0:
                 _ota("failed", self, "self-test: no reading acknowledged within %d s"
                      % (self.cfg["selftest_ms"] // 1000))
             if self.draining():
                 continue  # a backlog is draining: no idle wait between its time slices
             wake = next_reading
-            if self.client is None and time.ticks_diff(next_connect, wake) < 0:
-                wake = next_connect
+            if self.client is None and time.ticks_diff(self.next_connect, wake) < 0:
+                wake = self.next_connect
             wait = time.ticks_diff(wake, time.ticks_ms())
             if wait <= 0:
                 continue
@@ -302,7 +306,6 @@ class Device:
                     _ota("handle", self)
             except Exception as e:
                 self.lost(describe(e))
-                next_connect = time.ticks_add(time.ticks_ms(), self.retry_in())
 
 
 def backoff_delay(n, base_ms, cap_ms):
