@@ -55,9 +55,3 @@ class Topics:
             return _checks().own(topic, self._own)
         finally:
             _drop()
-
-    def command_name(self, topic):
-        """The command in cmd/<app>/<thing>/<command>, or None for a topic that is not ours."""
-        if topic.startswith(self.commands):
-            return topic[len(self.commands):]
-        return None
