@@ -88,6 +88,30 @@ def clock():
     return 1700000000
 
 
+class FailingFlash:
+    """A segment file whose writes fail as a broken flash's do (EIO)."""
+    def write(self, b):
+        raise OSError(5)
+
+    def close(self):
+        raise OSError(5)
+
+
+def break_store(st):
+    """Make `st`'s next write fail: the store then closes itself (broken)."""
+    real = st._f
+    st._f = FailingFlash()
+    raises(OSError, st.append, READING, b"not kept", True)
+    real.close()
+    assert st._f is None and st.broken
+
+
+def drop_open_code():
+    """Drop the modules opening a store loads (they stay out of the heap on a device)."""
+    for m in ("logopen", "logread", "cryptokit"):
+        sys.modules.pop(m, None)
+
+
 # -- cryptokit ----------------------------------------------------------------------------------
 def test_hmac_matches_rfc4231():
     k = b"\x0b" * 20
@@ -166,18 +190,7 @@ def test_a_failed_write_closes_the_store_and_the_next_append_reopens_it():
     d = tmpdir("reopen") + "/log"
     st = logstore.Store(d, KEY, clock=clock)
     assert st.append(READING, b"before", True) == 1
-
-    class FailingFlash:
-        def write(self, b):
-            raise OSError(5)    # EIO
-
-        def close(self):
-            raise OSError(5)
-    real = st._f
-    st._f = FailingFlash()
-    raises(OSError, st.append, READING, b"not kept", True)
-    real.close()
-    assert st._f is None and st.broken
+    break_store(st)
     assert st.append(READING, b"after", True) == 2
     assert not st.broken
     got, probs = records(st)
@@ -195,13 +208,11 @@ def test_a_full_log_costs_little_more_heap_than_an_empty_one():
             st.append(EVENT, b"x" * 200)
         st.close()
         st = None
-        for m in ("logopen", "logread", "cryptokit"):
-            sys.modules.pop(m, None)
+        drop_open_code()
         gc.collect()
         a = gc.mem_alloc()
         st = logstore.Store(d, KEY, segment=4096, quota=4096 * 22)
-        for m in ("logopen", "logread", "cryptokit"):
-            sys.modules.pop(m, None)
+        drop_open_code()
         gc.collect()
         n = gc.mem_alloc() - a, len([f for f in os.listdir(d) if f.endswith(".seg")])
         st.close()
@@ -219,17 +230,7 @@ def test_a_reopen_that_fails_leaves_the_store_broken_not_closed():
     d = tmpdir("reopen2") + "/log"
     st = logstore.Store(d, KEY, clock=clock)
     assert st.append(READING, b"before", True) == 1
-
-    class FailingFlash:
-        def write(self, b):
-            raise OSError(5)
-
-        def close(self):
-            pass
-    real = st._f
-    st._f = FailingFlash()
-    raises(OSError, st.append, READING, b"not kept", True)
-    real.close()
+    break_store(st)
     with open(st._name(st._cur), "r+b") as f:   # the newest header no longer verifies: a new segment
         f.write(b"XXXX")
 
