@@ -130,6 +130,7 @@ EXPECTED = {
     ("registry-without-cert", "high", "device ghost-1"),
     ("cert-without-registry", "medium", "device folder stray-1"),
     ("cert-without-registry", "medium", "principal operator.alice"),
+    ("unaccounted-cert", "high", "certificate for 'operator.alice'"),   # issued, never registered
     ("cert-mismatch", "high", "device swap-1"),
     ("identity-stale", "medium", "device stale-1"),
     ("revoked-not-in-crl", "critical", "device rev-1"),

@@ -39,7 +39,7 @@ def test_files_and_modes(state):
     names = {p.name for p in state.pki_dir.iterdir()}
     assert names == {"ca.crt.pem", "ca.key.pem", "ca.der", "broker.crt.pem", "broker.key.pem",
                      "operator.crt.pem", "operator.key.pem", "technician.crt.pem",
-                     "technician.key.pem", "crl.pem"}
+                     "technician.key.pem", "admin.crt.pem", "admin.key.pem", "crl.pem", "issued.jsonl"}
     for p in state.pki_dir.glob("*.key.pem"):
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     assert stat.S_IMODE(state.pki_dir.stat().st_mode) == 0o700

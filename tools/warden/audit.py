@@ -93,6 +93,7 @@ class Finding:
 class Report:
     findings: list = field(default_factory=list)
     skipped: list = field(default_factory=list)    # (what, why)
+    facts: list = field(default_factory=list)      # (what, value): figures worth showing, not findings
 
     def add(self, check, severity, subject, message, fix):
         self.findings.append(Finding(check, severity, subject, message, fix))
@@ -109,7 +110,8 @@ class Report:
 
     def as_dict(self) -> dict:
         return {"findings": [f.as_dict() for f in self.sorted()],
-                "skipped": [{"what": w, "why": y} for w, y in self.skipped]}
+                "skipped": [{"what": w, "why": y} for w, y in self.skipped],
+                "facts": {w: v for w, v in self.facts}}
 
 
 def _now():
@@ -263,6 +265,11 @@ def _check_certs(state: State, report: Report, policy, days: int, now):
         certs.append(_Cert("broker certificate", broker_cert, state.pki_dir / pki.BROKER_CERT))
     # role principals: every <x>.crt.pem with a dotted CN
     principals_known = {cn for r in (policy.roles.values() if policy else []) for cn in r.principals}
+    principal_rows = {}
+    if state.registry_path.exists():
+        with Registry(state.registry_path) as reg:
+            principal_rows = {p.cn: p for p in reg.principals()}
+    principals_known |= {cn for cn, p in principal_rows.items() if p.role == "admin" and p.status == "active"}
     for path in sorted(state.pki_dir.glob("*.crt.pem")):
         if path.name in (pki.CA_CERT, pki.BROKER_CERT):
             continue
@@ -272,6 +279,8 @@ def _check_certs(state: State, report: Report, policy, days: int, now):
         cn = _attr(cert.subject, NameOID.COMMON_NAME)
         ou = _attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
         label = f"principal {cn}"
+        if cn in principal_rows and principal_rows[cn].status == "revoked":
+            continue     # its certificates are in the CRL (checked there)
         certs.append(_Cert(label, cert, path))
         if policy is not None and cn not in principals_known:
             report.add("cert-without-registry", "medium", label,
@@ -431,18 +440,22 @@ def _check_crl(state: State, report: Report, ca_cert, history, days, now, acl_te
         report.add("crl-invalid", "critical", "CRL", "not signed by the fleet CA: the broker would reject it",
                    "re-sign it from the fleet CA (warden broker run refreshes it)")
     nxt = crl.next_update_utc
+    if nxt is not None:
+        report.facts.append(("CRL days left", max(0, (nxt - now).days)))
     if nxt is not None and nxt <= now:
         report.add("crl-expired", "critical", "CRL", f"nextUpdate {nxt:%Y-%m-%d} has passed: "
-                   "mosquitto refuses every client", "re-sign it: restart the broker (warden broker run)")
+                   "mosquitto refuses every client", "re-sign and send it: warden broker sync")
     elif nxt is not None and nxt - now <= _dt.timedelta(days=days):
         report.add("crl-expiring", "medium", "CRL", f"nextUpdate is {nxt:%Y-%m-%d}",
-                   "restart the broker (it re-signs a CRL with less than 30 days left)")
+                   "warden broker sync re-signs it and sends it to every broker (`warden broker run` "
+                   "does it by itself)")
     listed = {r.serial_number for r in crl}
     for c in history:
         if c.status == "revoked" and c.serial_int not in listed:
-            report.add("revoked-not-in-crl", "critical", f"device {c.thing}",
+            kind = "principal" if pol.parse_principal(c.thing) else "device"
+            report.add("revoked-not-in-crl", "critical", f"{kind} {c.thing}",
                        f"certificate {c.serial} is revoked in the registry but not in the CRL: "
-                       "the broker still accepts it", f"re-apply it: warden device revoke {c.thing}")
+                       "the broker still accepts it", f"re-apply it: warden {kind} revoke {c.thing}")
     revoked_things = {c.thing for c in history if c.status == "revoked"} - \
         {c.thing for c in history if c.status == "active"}
     if acl_text:
@@ -552,8 +565,9 @@ def _check_broker(state: State, report: Report, policy, ca_cert):
     else:
         acl_text = Path(acl_file).read_text()
         if policy is not None:
-            want = [ln for ln in pol.render_mosquitto_acl(state.app, policy).splitlines()
-                    if ln.strip() and not ln.startswith("#")]
+            from .broker import fleet_acl
+
+            want = [ln for ln in fleet_acl(state).splitlines() if ln.strip() and not ln.startswith("#")]
             have = [ln.strip() for ln in acl_text.splitlines() if ln.strip() and not ln.startswith("#")]
             if want != have:
                 extra = [ln for ln in have if ln not in want][:3]
@@ -574,6 +588,63 @@ def _check_broker(state: State, report: Report, policy, ca_cert):
     return acl_text
 
 
+# -- brokers anywhere, and what the CA issued ---------------------------------------------------------
+def _check_brokers(state: State, report: Report):
+    """Every broker warden configured: a revocation or ACL change that has not reached it is high."""
+    if not state.registry_path.exists():
+        return
+    with Registry(state.registry_path) as reg:
+        entries = reg.brokers()
+    for b in entries:
+        if b.pending:
+            report.add("revocation-not-applied", "high", f"broker {b.name} ({b.host}:{b.port})",
+                       f"the fleet's latest revocations or ACL did not reach it: {b.pending}",
+                       "when it is reachable: warden broker sync (or `warden broker forget "
+                       f"{b.name}` if it is gone for good)")
+
+
+def _check_issued(state: State, report: Report):
+    """Every certificate the CA issued (pki/issued.jsonl) is accounted for by the registry."""
+    try:
+        issued = pki.issued_log(state)
+    except pki.PkiError as e:
+        report.add("issued-log", "high", "CA issuance log", str(e), e.hint or "")
+        return
+    if not issued:
+        report.skipped.append(("certificates the CA issued", "no issuance log (a state made before it)"))
+        return
+    serials, principals_, broker_serials = set(), set(), set()
+    if state.registry_path.exists():
+        with Registry(state.registry_path) as reg:
+            serials = {c.serial for c in reg.certificates()}
+            principals_ = {p.cn for p in reg.principals()}
+            folders = [Path(b.folder) for b in reg.brokers()]
+    else:
+        folders = []
+    for path in [state.pki_dir / pki.BROKER_CERT] + [f / "server.crt.pem" for f in folders]:
+        cert = _load_cert_file(path)
+        if cert is not None:
+            broker_serials.add(format(cert.serial_number, "x"))
+    for e in issued:
+        serial, cn, kind = e.get("serial"), e.get("cn") or "", e.get("kind")
+        if kind == "session" and cn.split("@", 1)[0] in principals_:
+            continue
+        if kind == "broker" and serial in broker_serials:
+            continue
+        if kind in ("device", "principal") and serial in serials:
+            continue
+        if kind == "broker":
+            report.skipped.append((f"broker certificate {serial}", "its config folder is not registered"))
+            continue
+        report.add("unaccounted-cert", "high", f"certificate for {cn!r}",
+                   f"the fleet CA issued it ({kind}, serial {serial}, {e.get('issued')}) but the registry has "
+                   "no record of it: "
+                   "whoever holds it can complete a TLS handshake with every broker",
+                   "if nobody should hold it, add its serial to the CRL and sync: "
+                   f"python -c \"from warden import pki, state; pki.write_crl(state.State('{state.root}'), "
+                   f"add=[0x{serial}])\" && warden broker sync")
+
+
 def audit(state: State, days: int = 30, now: _dt.datetime | None = None) -> Report:
     """Check the fleet in `state`; certificates expiring within `days` are reported."""
     if not state.root.exists():
@@ -586,4 +657,6 @@ def audit(state: State, days: int = 30, now: _dt.datetime | None = None) -> Repo
     ca_cert, history = ca if ca else (None, [])
     acl_text = _check_broker(state, report, policy, ca_cert)
     _check_crl(state, report, ca_cert, history, days, now, acl_text)
+    _check_brokers(state, report)
+    _check_issued(state, report)
     return report

@@ -7,8 +7,10 @@
   whose name is the client id: the client id is pinned to the thing name) and the
   certificate's OU = the role; for the other roles on `client/${iot:Certificate.Subject.CommonName}`
   with the OU = role and the CN one of the role's principals.
-- `publish` rules become iot:Publish on `topic/...`; `subscribe` rules become iot:Subscribe on
-  `topicfilter/...` and iot:Receive on `topic/...`.
+- `publish` rules become iot:Publish and iot:RetainPublish on `topic/...` (mosquitto lets any
+  allowed publish carry the retain flag; AWS checks iot:RetainPublish as well as iot:Publish for a
+  retained message, e.g. a device's `online` status and its retained last will); `subscribe` rules
+  become iot:Subscribe on `topicfilter/...` and iot:Receive on `topic/...`.
 - MQTT wildcards do not exist in AWS policies ('+' and '#' are literal characters there) and AWS's
   '*' matches any characters *including* '/'. So a rule `a/#` becomes the resources `a` and `a/*`,
   and a '+' level becomes '*' plus a Deny of the same resource with that '*' spanning two levels
@@ -45,10 +47,18 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT = "123456789012"
 
 CONNECT, PUBLISH, SUBSCRIBE, RECEIVE = "iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive"
-# policy action -> the AWS actions it needs and the ARN kind each one is checked on
+RETAIN_PUBLISH = "iot:RetainPublish"
+# what a client does -> the AWS actions that must all allow it and the ARN kind each one is
+# checked on ('retain_publish': a PUBLISH with the retain flag set)
 ACTION_MAP = {
     "publish": ((PUBLISH, "topic"),),
+    "retain_publish": ((PUBLISH, "topic"), (RETAIN_PUBLISH, "topic")),
     "subscribe": ((SUBSCRIBE, "topicfilter"), (RECEIVE, "topic")),
+}
+# policy action -> what its rules grant: (AWS actions sharing one statement, ARN kind, Sid)
+GRANTS = {
+    "publish": (((PUBLISH, RETAIN_PUBLISH), "topic", "Publish"),),
+    "subscribe": (((SUBSCRIBE,), "topicfilter", "Subscribe"), ((RECEIVE,), "topic", "Receive")),
 }
 _ACCOUNT_RE = re.compile(r"\d{12}")
 _REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
@@ -133,6 +143,10 @@ def _unique(items):
     return out
 
 
+def _action(actions: tuple):
+    return actions[0] if len(actions) == 1 else list(actions)
+
+
 def render_role(policy: Policy, role_name: str, app: str, region: str, account: str) -> dict:
     """The AWS IoT policy document of one role."""
     role = policy.roles[role_name]
@@ -154,22 +168,23 @@ def render_role(policy: Policy, role_name: str, app: str, region: str, account: 
             "Resource": arn(region, account, "client", CN_VAR),
             "Condition": {"StringEquals": {OU_KEY: role.name, CN_KEY: list(role.principals)}},
         })
-    allow = {}   # aws action -> resources
+    allow = {}   # Sid -> resources
     deny = {}
     for rule in essential_rules(role):
         pats, one_level = relaxed(rule.expand(app), thing_var)
-        for aws_action, kind in ACTION_MAP[rule.action]:
-            allow.setdefault(aws_action, []).extend(arn(region, account, kind, p) for p in pats)
-            deny.setdefault(aws_action, []).extend(arn(region, account, kind, p) for p in one_level)
-    names = {PUBLISH: "Publish", SUBSCRIBE: "Subscribe", RECEIVE: "Receive"}
-    for aws_action in (PUBLISH, SUBSCRIBE, RECEIVE):
-        if allow.get(aws_action):
-            statements.append({"Sid": names[aws_action], "Effect": "Allow", "Action": aws_action,
-                               "Resource": _unique(allow[aws_action])})
-    for aws_action in (PUBLISH, SUBSCRIBE, RECEIVE):
-        if deny.get(aws_action):
-            statements.append({"Sid": names[aws_action] + "OneLevelOnly", "Effect": "Deny",
-                               "Action": aws_action, "Resource": _unique(deny[aws_action])})
+        for _actions, kind, sid in GRANTS[rule.action]:
+            allow.setdefault(sid, []).extend(arn(region, account, kind, p) for p in pats)
+            deny.setdefault(sid, []).extend(arn(region, account, kind, p) for p in one_level)
+    grants = [g for action in ("publish", "subscribe") for g in GRANTS[action]]
+    for actions, _kind, sid in grants:
+        if allow.get(sid):
+            statements.append({"Sid": sid, "Effect": "Allow", "Action": _action(actions),
+                               "Resource": _unique(allow[sid])})
+    # iot:RetainPublish shares the Denies of iot:Publish: on its own it allows what Publish allows
+    for actions, _kind, sid in grants:
+        if deny.get(sid):
+            statements.append({"Sid": sid + "OneLevelOnly", "Effect": "Deny",
+                               "Action": _action(actions), "Resource": _unique(deny[sid])})
     thing_role = policy.thing_role
     if not role.per_thing and thing_role is not None and thing_role.allow:
         # mosquitto's patterns reach principals too; their blocks deny the principal's own-name
@@ -180,7 +195,7 @@ def render_role(policy: Policy, role_name: str, app: str, region: str, account: 
             topics += [arn(region, account, "topic", p) for p in pats]
             filters += [arn(region, account, "topicfilter", p) for p in pats]
         statements.append({"Sid": "NotItsOwnThingTopics", "Effect": "Deny",
-                           "Action": [PUBLISH, RECEIVE], "Resource": _unique(topics)})
+                           "Action": [PUBLISH, RETAIN_PUBLISH, RECEIVE], "Resource": _unique(topics)})
         statements.append({"Sid": "NotItsOwnThingFilters", "Effect": "Deny",
                            "Action": SUBSCRIBE, "Resource": _unique(filters)})
     return {"Version": POLICY_LANGUAGE_VERSION, "Statement": statements}
@@ -400,7 +415,8 @@ def resource_patterns(docs, ctx: Context, action: str) -> tuple:
 # -- convenience for the policy's own actions -----------------------------------------------------
 class AwsEvaluator:
     """Answers (principal, policy action, topic) questions against rendered documents, as the
-    matrix tests and the audit ask them: 'publish' -> iot:Publish; 'subscribe' on a topic ->
+    matrix tests and the audit ask them: 'publish' -> iot:Publish; 'retain_publish' -> iot:Publish
+    and iot:RetainPublish; 'subscribe' on a topic ->
     iot:Subscribe on it as a filter and iot:Receive on it; 'subscribe_filter' -> iot:Subscribe only;
     'receive' -> iot:Receive only; 'connect' -> iot:Connect on the client id."""
 
@@ -426,6 +442,8 @@ class AwsEvaluator:
             return a(CONNECT, "client", topic)
         if action == "publish":
             return a(PUBLISH, "topic", topic)
+        if action == "retain_publish":
+            return a(PUBLISH, "topic", topic) and a(RETAIN_PUBLISH, "topic", topic)
         if action == "receive":
             return a(RECEIVE, "topic", topic)
         if action == "subscribe_filter":

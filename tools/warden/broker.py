@@ -22,8 +22,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import pki
+from dataclasses import dataclass
+
+from . import guard, pki
 from .policy import load_policy, render_mosquitto_acl
+from .registry import Registry
 from .state import State, WardenError, ensure_dir, write_file
 
 CONF_FILE = "mosquitto.conf"
@@ -31,7 +34,9 @@ ACL_FILE = "acl"
 LOG_FILE = "mosquitto.log"
 OUT_FILE = "mosquitto.out"
 PID_FILE = "mosquitto.pid"
-KICK_LINE = "Client %s already connected, closing old connection."
+BANS_FILE = "banned"
+LOCK_FILE = "broker.lock"
+CONTROL_TOPIC = "$CONTROL/warden/v1"
 READY_LINE = " running"          # "mosquitto version X running", logged once the listeners are up
 RELOAD_LINE = "Reloading config"  # logged on SIGHUP, before the reload (same loop turn: no race)
 INSTALL_HINT = "run `make setup`, or install it: sudo apt-get install mosquitto (brew install mosquitto)"
@@ -101,41 +106,82 @@ def _quote(path) -> str:
     return path
 
 
+TLS_VERSION = "tlsv1.2"
+# AEAD suites with forward secrecy only (the broker key is EC P-256, so ECDSA suites): what
+# MicroPython's mbedTLS and current clients negotiate (docs/security.md, 'TLS').
+TLS12_CIPHERS = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305"
+TLS13_CIPHERS = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
+
+@dataclass
+class BrokerFiles:
+    """Where one broker's config points: TLS material, ACL, CRL, ban list, plugin, log and pid."""
+    ca: Path
+    cert: Path
+    key: Path
+    crl: Path
+    acl: Path
+    bans: Path
+    plugin: Path
+    log: Path
+    pid: Path
+
+    @classmethod
+    def for_state(cls, state: State, run_dir: Path, plugin: Path) -> "BrokerFiles":
+        """A broker run by warden: the state's PKI files, the rest in `run_dir`."""
+        ca, cert, key, crl = pki.broker_paths(state)
+        return cls(ca, cert, key, crl, run_dir / ACL_FILE, run_dir / BANS_FILE, plugin,
+                   run_dir / LOG_FILE, run_dir / PID_FILE)
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> "BrokerFiles":
+        """A self-contained config folder (`warden broker config`): everything inside it."""
+        return cls(folder / "ca.crt.pem", folder / "server.crt.pem", folder / "server.key.pem",
+                   folder / "crl.pem", folder / ACL_FILE, folder / BANS_FILE, folder / guard.LIB_NAME,
+                   folder / LOG_FILE, folder / PID_FILE)
+
+
 def render_config(state: State, port: int, host: str = "127.0.0.1", log_path=None, *, acl_path=None,
                   log_stdout: bool = False, as_root: bool | None = None, pid_path=None,
-                  persistence_dir=None) -> str:
-    """The text of mosquitto.conf for `state`'s PKI, listening on `host`:`port` (loopback only).
+                  persistence_dir=None, files: BrokerFiles | None = None, any_host: bool = False) -> str:
+    """The text of mosquitto.conf for `state`'s PKI, listening on `host`:`port`.
 
-    `acl_path` defaults to `<broker_dir>/acl`, `log_path` to `<broker_dir>/mosquitto.log`,
-    `pid_path` to `<broker_dir>/mosquitto.pid`. With `persistence_dir`, mosquitto keeps
-    retained messages, persistent sessions and their queued QoS 1 messages there across
-    restarts (written on shutdown); without it, a restart forgets them.
+    `warden broker run` listens on loopback only; `any_host` (for `warden broker config`) allows
+    any address. `files` says where everything is (default: the state's PKI, the rest in the
+    state's broker folder, `acl_path`/`log_path`/`pid_path` overriding). With `persistence_dir`,
+    mosquitto keeps retained messages, persistent sessions and their queued QoS 1 messages there
+    across restarts (written on shutdown); without it, a restart forgets them.
     `user root` is added only when running as root (`as_root` overrides the check): mosquitto
     started as root otherwise switches to the `mosquitto` user, which cannot read the keys in
     the (0700) state folder.
     """
-    if not _is_loopback(host):
-        raise BrokerError(f"the broker listens on loopback only, not {host!r}",
-                          hint="use 127.0.0.1 (devices on the network need a real deployment)")
+    if not any_host and not _is_loopback(host):
+        raise BrokerError(f"`warden broker run` listens on loopback only, not {host!r}",
+                          hint="for a broker other hosts reach, write its config with "
+                               "`warden broker config OUT_DIR --listen ADDR:PORT`")
     port = int(port)
     if not 0 < port < 65536:
         raise BrokerError(f"port {port} is not a TCP port")
-    ca, cert, key, crl = pki.broker_paths(state)
-    acl_path = Path(acl_path) if acl_path else state.broker_dir / ACL_FILE
-    log_path = Path(log_path) if log_path else state.broker_dir / LOG_FILE
-    pid_path = Path(pid_path) if pid_path else log_path.parent / PID_FILE
+    if files is None:
+        run_dir = Path(log_path).parent if log_path else state.broker_dir
+        files = BrokerFiles.for_state(state, run_dir, Path(guard.LIB_NAME))
+        if acl_path:
+            files.acl = Path(acl_path)
+        if log_path:
+            files.log = Path(log_path)
+        files.pid = Path(pid_path) if pid_path else files.log.parent / PID_FILE
     if as_root is None:
         as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     lines = [
-        "# Generated by warden. Do not edit: `warden broker run` rewrites it.",
+        "# Generated by warden. Do not edit: warden rewrites it.",
         "per_listener_settings false",
         "allow_anonymous false",
         *(["persistence true", f"persistence_location {_quote(Path(persistence_dir).resolve())}/"]
           if persistence_dir else ["persistence false"]),
         "set_tcp_nodelay true",
-        f"acl_file {_quote(acl_path.resolve())}",
-        f"pid_file {_quote(pid_path.resolve())}",
-        f"log_dest file {_quote(log_path.resolve())}",
+        f"acl_file {_quote(files.acl.resolve())}",
+        f"pid_file {_quote(files.pid.resolve())}",
+        f"log_dest file {_quote(files.log.resolve())}",
     ]
     if log_stdout:
         lines.append("log_dest stdout")
@@ -153,19 +199,55 @@ def render_config(state: State, port: int, host: str = "127.0.0.1", log_path=Non
                   "user root"]
     lines += [
         "",
+        "# The guard: identity rules and runtime revocation over $CONTROL/warden/v1 (admin principals)",
+        f"plugin {_quote(files.plugin.resolve())}",
+        f"plugin_opt_acl_file {_quote(files.acl.resolve())}",
+        f"plugin_opt_crl_file {_quote(files.crl.resolve())}",
+        f"plugin_opt_ban_file {_quote(files.bans.resolve())}",
+        "",
         f"listener {port} {host}",
         "protocol mqtt",
-        f"cafile {_quote(ca.resolve())}",
-        f"certfile {_quote(cert.resolve())}",
-        f"keyfile {_quote(key.resolve())}",
-        f"crlfile {_quote(crl.resolve())}",
+        f"cafile {_quote(files.ca.resolve())}",
+        f"certfile {_quote(files.cert.resolve())}",
+        f"keyfile {_quote(files.key.resolve())}",
+        f"crlfile {_quote(files.crl.resolve())}",
         "require_certificate true",
         "use_identity_as_username true",
         "use_username_as_clientid true",
-        "tls_version tlsv1.2",
+        f"tls_version {TLS_VERSION}",
+        f"ciphers {TLS12_CIPHERS}",
+        f"ciphers_tls1.3 {TLS13_CIPHERS}",
         "",
     ]
     return "\n".join(lines)
+
+
+def fleet_acl(state: State) -> str:
+    """The ACL every broker of the fleet gets: the policy's rendering, plus the admin principals'
+    control channel (and the retained status a revocation leaves for operators)."""
+    from .principals import ADMIN
+
+    text = render_mosquitto_acl(state.app, load_policy(state))
+    admins = []
+    if state.registry_path.exists():
+        with Registry(state.registry_path) as reg:
+            admins = [p.cn for p in reg.principals(ADMIN) if p.status == "active"]
+    for cn in admins:
+        text += (f"# broker administration (warden.brokerctl): not part of the fleet policy\n"
+                 f"user {cn}\n"
+                 f"topic write {CONTROL_TOPIC}\n"
+                 f"topic read {CONTROL_TOPIC}/response\n"
+                 f"topic write dt/{state.app}/+/status\n\n")
+    return text
+
+
+def fleet_bans(state: State) -> list:
+    """Every name the brokers must refuse: revoked devices and revoked principals."""
+    if not state.registry_path.exists():
+        return []
+    with Registry(state.registry_path) as reg:
+        return sorted({d.thing for d in reg.list("revoked")}
+                      | {p.cn for p in reg.principals() if p.status == "revoked"})
 
 
 class Broker:
@@ -190,7 +272,15 @@ class Broker:
         self.output = output
         self.proc = None
         self._out = None
+        self._lock = None           # the run folder's lock file, held while our mosquitto runs
         self._attached_pid = None   # a mosquitto we did not start (find_running)
+
+    @property
+    def name(self) -> str:
+        """Its name in the registry's broker list: "local" for the state's own broker folder."""
+        if self.run_dir.resolve() == self.state.broker_dir.resolve():
+            return "local"
+        return f"local:{self.run_dir.resolve()}"
 
     # -- paths -----------------------------------------------------------------------------
     @property
@@ -212,6 +302,10 @@ class Broker:
     @property
     def pid_path(self) -> Path:
         return self.run_dir / PID_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        return self.run_dir / LOCK_FILE
 
     @property
     def pid(self) -> int | None:
@@ -251,21 +345,74 @@ class Broker:
 
     # -- files -----------------------------------------------------------------------------
     def write_acl(self) -> Path:
-        return write_file(self.acl_path, render_mosquitto_acl(self.state.app, load_policy(self.state)))
+        return write_file(self.acl_path, fleet_acl(self.state))
 
     def write_config(self) -> Path:
+        """Write mosquitto.conf, the ACL and the ban list (the fleet's state as of now)."""
         ensure_dir(self.run_dir)
         ca, cert, key, _crl = pki.broker_paths(self.state)
         for path in (ca, cert, key):
             if not path.exists():
                 raise BrokerError(f"{path} is missing", hint="run `warden pki init` first")
+        from .principals import ensure_default_principals
+
+        ensure_default_principals(self.state)
         pki.refresh_crl(self.state)
         self.write_acl()
+        write_file(self.run_dir / BANS_FILE, "".join(n + "\n" for n in fleet_bans(self.state)))
         if self.persistence_dir:
             ensure_dir(Path(self.persistence_dir))
-        text = render_config(self.state, self.port, self.host, self.log_path, acl_path=self.acl_path,
-                             log_stdout=self.log_stdout, persistence_dir=self.persistence_dir)
+        files = BrokerFiles.for_state(self.state, self.run_dir, guard.plugin_path())
+        text = render_config(self.state, self.port, self.host, log_stdout=self.log_stdout,
+                             persistence_dir=self.persistence_dir, files=files)
         return write_file(self.conf_path, text)
+
+    # -- the run folder's lock: one broker per folder ----------------------------------------------
+    def _take_lock(self):
+        """Hold the run folder's lock (kept by mosquitto too, so it lasts exactly as long as the
+        broker); BrokerError naming the running broker if another holds it."""
+        import fcntl
+        import json
+
+        ensure_dir(self.run_dir)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                held = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                held = {}
+            os.close(fd)
+            where = f"{held.get('host', '?')}:{held.get('port', '?')}, pid {held.get('pid', '?')}"
+            raise BrokerError(f"a broker already runs from {self.run_dir} ({where})",
+                              hint="use it (warden watch, twin run ... connect to it), or stop it first; "
+                                   "its files were left as they are") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"host": self.host, "port": self.port, "pid": os.getpid()}).encode(), 0)
+        self._lock = fd
+
+    def _release_lock(self):
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    @staticmethod
+    def folder_in_use(run_dir) -> bool:
+        """Does a warden-run broker hold the lock of `run_dir`?"""
+        import fcntl
+
+        try:
+            fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     def log_tail(self, lines: int = 20, start: int = 0) -> str:
         """The last `lines` lines of the broker log (from byte `start`) and of its own output."""
@@ -287,24 +434,33 @@ class Broker:
         if self.running():
             return self
         binary = self.mosquitto or find_mosquitto()
-        self.write_config()
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        if self.output == "file":
-            self._out = open(self.out_path, "wb")
-            out = self._out
-        else:
-            out = self.output
+        self._take_lock()
         try:
-            self.proc = subprocess.Popen([binary, "-c", str(self.conf_path.resolve())], stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT if out is not None else None)
-        except OSError as e:
-            self._close_out()
-            raise BrokerError(f"cannot start {binary}: {e}", hint=INSTALL_HINT) from e
-        try:
-            self._wait_ready(log_start)
+            self.write_config()
+            log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+            if self.output == "file":
+                self._out = open(self.out_path, "wb")
+                out = self._out
+            else:
+                out = self.output
+            try:
+                self.proc = subprocess.Popen([binary, "-c", str(self.conf_path.resolve())],
+                                             stdin=subprocess.DEVNULL, stdout=out, pass_fds=(self._lock,),
+                                             stderr=subprocess.STDOUT if out is not None else None)
+            except OSError as e:
+                self._close_out()
+                raise BrokerError(f"cannot start {binary}: {e}", hint=INSTALL_HINT) from e
+            try:
+                self._wait_ready(log_start)
+            except BaseException:
+                self._kill()
+                raise
         except BaseException:
-            self._kill()
+            self._release_lock()
             raise
+        with Registry(self.state.registry_path) as reg:
+            reg.put_broker(self.name, self.host, self.port, str(self.run_dir.resolve()))
+            reg.mark_broker(self.name, None)
         return self
 
     def _log_has(self, needle: str, start: int) -> bool:
@@ -351,6 +507,14 @@ class Broker:
             self.proc.wait(timeout=5)
         self._close_out()
 
+    def _forget(self):
+        self._release_lock()
+        try:
+            with Registry(self.state.registry_path) as reg:
+                reg.forget_broker(self.name)
+        except WardenError:
+            pass   # a damaged registry must not keep a broker from stopping
+
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` s. Returns the exit code (None if never started)."""
         if self.proc is None:
@@ -363,6 +527,7 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait(timeout=timeout)
         self._close_out()
+        self._forget()
         return self.proc.returncode
 
     def restart(self) -> "Broker":
@@ -407,66 +572,6 @@ class Broker:
                 pass
         except OSError:
             pass   # then the reload comes with the loop's next turn
-
-    def kick(self, thing: str, cert_pem: bytes, key_pem: bytes, *, status: bytes | None = None,
-             timeout: float = 5.0) -> bool:
-        """Close the session that holds client id `thing`, if any; True if there was one.
-
-        Connects with a certificate for `thing` (CN = thing): `use_username_as_clientid` gives
-        the new session the thing's client id and mosquitto closes the old one (its last will is
-        published). `status` (if given) is then published retained to the thing's status topic.
-        Returns once mosquitto has answered; the caller revokes the certificate used here.
-        """
-        import ssl
-        import tempfile
-        import threading
-
-        import paho.mqtt.client as paho
-
-        if not self.running():
-            raise BrokerError("the broker is not running", hint="start it first")
-        start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                         cafile=str(pki.broker_paths(self.state)[0]))
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        # The ssl module loads keys from files only: a private folder, deleted right away.
-        ensure_dir(self.state.pki_dir)
-        with tempfile.TemporaryDirectory(dir=self.state.pki_dir, prefix=".kick-") as tmp:
-            cert_file, key_file = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-            write_file(cert_file, cert_pem, 0o600)
-            write_file(key_file, key_pem, 0o600)
-            ctx.load_cert_chain(str(cert_file), str(key_file))
-        events = {"connack": threading.Event(), "puback": threading.Event()}
-        result = {}
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=thing, protocol=paho.MQTTv311,
-                        reconnect_on_failure=False)
-        c.tls_set_context(ctx)
-
-        def on_connect(cl, ud, flags, rc, props=None):
-            result["rc"] = rc
-            events["connack"].set()
-
-        c.on_connect = on_connect
-        c.on_disconnect = lambda *a: events["connack"].set()
-        c.on_publish = lambda *a: events["puback"].set()
-        try:
-            c.connect(self.host if self.host != "localhost" else "127.0.0.1", self.port, keepalive=10)
-        except (OSError, ssl.SSLError) as e:
-            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port} to cut {thing} off: {e}") from e
-        c.loop_start()
-        try:
-            if not events["connack"].wait(timeout) or "rc" not in result or result["rc"].is_failure:
-                raise BrokerError(f"the broker did not accept the session that cuts {thing} off "
-                                  f"({result.get('rc', 'no CONNACK')})", hint=f"see {self.log_path}")
-            if status is not None:
-                app = self.state.app
-                c.publish(f"dt/{app}/{thing}/status", status, qos=1, retain=True)
-                events["puback"].wait(timeout)
-            c.disconnect()
-        finally:
-            c.loop_stop()
-        # mosquitto logs the takeover before it sends the CONNACK we waited for
-        return self._log_has(KICK_LINE % thing, start)
 
     def _wait_log(self, needle: str, start: int, timeout: float, what: str):
         # mosquitto answers a SIGHUP within milliseconds: poll finely (the wait is bounded)

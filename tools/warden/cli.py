@@ -244,10 +244,15 @@ def twin_run(state, thing, heap, keep_app, interval_ms):
               help="Exit non-zero if --count readings did not arrive within S seconds.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per reading.")
 @click.option("--status", is_flag=True, help="Also show online/offline status messages.")
+@click.option("--as", "as_", default="operator.default", show_default=True,
+              help="The operator principal to act as (ROLE.NAME, or NAME for an operator).")
 @pass_state
-def watch(state, thing, count, timeout, as_json, status):
-    """Print readings as they arrive (connects with the operator certificate)."""
+def watch(state, thing, count, timeout, as_json, status, as_):
+    """Print readings as they arrive (as an operator principal, with a session of its own)."""
     from . import watch as w
+    from .principals import resolve
+
+    cn = resolve(as_, None if "." in as_ else "operator")
 
     def show(m):
         body = m.json()
@@ -262,10 +267,10 @@ def watch(state, thing, count, timeout, as_json, status):
 
     kinds = ("telemetry", "status") if status else ("telemetry",)
     if not as_json:
-        console.print(f"watching {state.broker_host}:{state.broker_port} "
+        console.print(f"watching {state.broker_host}:{state.broker_port} as {cn} "
                       f"({'all devices' if not thing else thing}); Ctrl-C stops", style="dim")
     try:
-        w.watch(state, thing=thing, count=count, timeout=timeout, on_message=show, kinds=kinds)
+        w.watch(state, thing=thing, count=count, timeout=timeout, on_message=show, kinds=kinds, principal=cn)
     except w.WatchError as e:
         fail(str(e), "is the broker running (warden broker run) and the device connected?")
     except KeyboardInterrupt:

@@ -1,6 +1,8 @@
-"""CLI for least privilege: `warden policy render|check`, `warden device revoke|rotate`, `warden audit`.
+"""CLI for least privilege: `warden policy render|check`, `warden device revoke|rotate`,
+`warden principal add|list|revoke|rotate`, `warden broker config|sync|list`, `warden audit`.
 
-A thin layer over warden.policy / awspolicy / policyproof, warden.devices and warden.audit.
+A thin layer over warden.policy / awspolicy / policyproof, warden.devices, warden.principals,
+warden.brokerctl and warden.audit.
 """
 from __future__ import annotations
 
@@ -10,7 +12,18 @@ from pathlib import Path
 
 import click
 
-from .cli import console, device, fail, main, pass_state
+from .cli import broker, console, device, fail, main, pass_state
+
+
+def report_brokers(report, what: str):
+    """Print each broker's outcome; exit 1 if any broker could not be reached."""
+    for line in report.lines():
+        console.print("  " + line, style="red" if "NOT APPLIED" in line else None)
+    if report.failed:
+        names = ", ".join(o.name for o in report.failed)
+        fail(f"{what} is not applied on {len(report.failed)} broker(s): {names}",
+             "it stays pending (a high finding of `warden audit`); when the broker is reachable, "
+             "run `warden broker sync` (or `warden broker forget NAME` for a broker that is gone)")
 
 
 # -- policy --------------------------------------------------------------------------------------
@@ -101,7 +114,7 @@ def device_revoke(state, thing, reason):
     r = revoke_device(state, thing, reason)
     console.print(f"[bold red]Device {thing} revoked[/]" + (f" ({reason})" if reason else ""))
     console.print(f"certificates in the CRL: {', '.join(r.serials)}")
-    console.print(r.summary())
+    report_brokers(r.brokers, f"the revocation of {thing}")
 
 
 @device.command("rotate")
@@ -123,7 +136,159 @@ def device_rotate(state, thing, finish):
     if r.old_serials:
         console.print(f"revoked: {', '.join(r.old_serials)}")
     if r.revocation is not None:
-        console.print(r.revocation.summary())
+        report_brokers(r.revocation.brokers, f"the revocation of {thing}'s old certificate")
+
+
+# -- principals ----------------------------------------------------------------------------------
+@main.group()
+def principal():
+    """People and scripts: one certificate each, revocable (operator, technician, admin)."""
+
+
+@principal.command("add")
+@click.argument("name")
+@click.option("--role", required=True, help="operator, technician (roles of the policy) or admin (brokers).")
+@click.option("--days", type=click.IntRange(1, 825), default=365, show_default=True, help="Certificate lifetime.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write cert.pem, key.pem and ca.pem here, for other MQTT clients.")
+@pass_state
+def principal_add(state, name, role, days, out):
+    """Give NAME a certificate as ROLE (CN ROLE.NAME) and the role's rights on every broker."""
+    from . import brokerctl, principals
+
+    p = principals.add_principal(state, name, role, days=days, out=out)
+    console.print(f"[bold green]principal {p.cn} added[/] (role {p.role}, certificate until {p.not_after})")
+    if out:
+        console.print(f"cert.pem, key.pem, ca.pem written to {out} (the key is a secret)")
+    report_brokers(brokerctl.sync(state), f"the ACL with {p.cn}")
+
+
+@principal.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def principal_list(state, as_json):
+    """Every principal: role, status, certificate fingerprint and expiry."""
+    from rich.table import Table
+
+    from . import principals
+
+    rows = principals.list_principals(state)
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in rows], indent=2))
+        return
+    if not rows:
+        console.print("no principals yet: run `warden pki init`")
+        return
+    table = Table("principal", "role", "status", "fingerprint", "expires", "in policy", box=None, pad_edge=False)
+    for p in rows:
+        style = "green" if p.status == "active" else "red"
+        table.add_row(p.cn, p.role, f"[{style}]{p.status}[/]", (p.fingerprint or "-")[:16],
+                      (p.not_after or "-")[:10], "yes" if p.in_policy else "no")
+    console.print(table)
+
+
+def _cn(name):
+    from . import principals
+
+    return principals.resolve(name)
+
+
+@principal.command("revoke")
+@click.argument("name")
+@click.option("--reason", default=None, help="Why (kept in the registry; 'stolen', 'left' ... set the CRL reason).")
+@pass_state
+def principal_revoke(state, name, reason):
+    """Revoke principal NAME (ROLE.NAME): CRL, out of the policy, its sessions closed on every broker."""
+    from . import brokerctl, principals
+
+    cn = _cn(name)
+    serials = principals.revoke_principal(state, cn, reason)
+    console.print(f"[bold red]principal {cn} revoked[/]" + (f" ({reason})" if reason else ""))
+    console.print(f"certificates in the CRL: {', '.join(serials)}")
+    report_brokers(brokerctl.sync(state, kick=[cn]), f"the revocation of {cn}")
+
+
+@principal.command("rotate")
+@click.argument("name")
+@click.option("--days", type=click.IntRange(1, 825), default=365, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the new cert.pem, key.pem and ca.pem here.")
+@pass_state
+def principal_rotate(state, name, days, out):
+    """A new certificate for NAME; the old one is revoked and its sessions closed."""
+    from . import brokerctl, principals
+
+    cn = _cn(name)
+    old = principals.rotate_principal(state, cn, days=days, out=out)
+    console.print(f"[bold green]{cn} rotated[/]; revoked: {', '.join(old) or '-'}")
+    report_brokers(brokerctl.sync(state, kick=[cn]), f"the revocation of {cn}'s old certificate")
+
+
+# -- brokers anywhere ----------------------------------------------------------------------------
+@broker.command("config")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--listen", required=True, help="ADDR:PORT the broker listens on, e.g. 0.0.0.0:8883.")
+@click.option("--name", "names", multiple=True,
+              help="A host name or address clients use to reach it (repeat); its certificate names them all.")
+@click.option("--id", "broker_id", default=None, help="Its name in `warden broker list` (default: first name:port).")
+@click.option("--install-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the folder will live on the broker's host (default: OUT_DIR as it is here).")
+@pass_state
+def broker_config(state, out_dir, listen, names, broker_id, install_dir):
+    """Write a self-contained broker config folder for a LAN or server host (run it with
+    `mosquitto -c OUT_DIR/mosquitto.conf`, or under systemd with the unit file beside it)."""
+    from . import brokerctl
+
+    r = brokerctl.write_broker_config(state, out_dir, listen, names, name=broker_id, install_dir=install_dir)
+    console.print(f"[bold green]broker {r.name}[/] written to {r.folder}: listens on {r.listen}, "
+                  f"certificate for {', '.join(r.names)}")
+    console.print(f"run it:  mosquitto -c {r.conf}")
+    console.print(f"systemd: {r.unit} (install steps inside)")
+    console.print(f"devices and tools reach it as {r.names[0]}:{r.listen.rsplit(':', 1)[1]}; "
+                  "revocations reach it over that listener")
+
+
+@broker.command("sync")
+@click.option("--only", default=None, help="Only this broker (a name from `warden broker list`).")
+@pass_state
+def broker_sync(state, only):
+    """Bring every broker up to date: CRL (renewed if it is close to lapsing), ACL and bans."""
+    from . import brokerctl
+
+    report_brokers(brokerctl.sync(state, only=only), "the fleet's revocations and ACL")
+    console.print("brokers in sync", style="green")
+
+
+@broker.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def broker_list(state, as_json):
+    """The brokers warden configured, and whether the last revocation reached each."""
+    from .registry import Registry
+
+    with Registry(state.registry_path) as reg:
+        rows = reg.brokers()
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows], indent=2))
+        return
+    if not rows:
+        console.print("no brokers yet: `warden broker run` (local) or `warden broker config` (another host)")
+    for r in rows:
+        state_text = f"[red]pending: {r.pending}[/]" if r.pending else f"applied {r.applied or '-'}"
+        console.print(f"[bold]{r.name}[/]  {r.host}:{r.port}  {r.folder}  {state_text}")
+
+
+@broker.command("forget")
+@click.argument("name")
+@pass_state
+def broker_forget(state, name):
+    """Stop tracking broker NAME (it was shut down for good)."""
+    from .registry import Registry
+
+    with Registry(state.registry_path) as reg:
+        if not reg.forget_broker(name):
+            fail(f"no broker named {name!r}", "see `warden broker list`")
+    console.print(f"broker {name} forgotten")
 
 
 # -- audit ---------------------------------------------------------------------------------------

@@ -110,8 +110,10 @@ def ota_inspect(state, file, target, as_json):
               help="Seconds to wait for each answer from the device.")
 @click.option("--confirm-timeout", type=float, default=180.0, show_default=True,
               help="Seconds to wait for the self-test after the device resets.")
+@click.option("--as", "as_", default="technician.default", show_default=True,
+              help="The technician principal to act as (ROLE.NAME, or NAME for a technician).")
 @pass_state
-def ota_push(state, thing, file, timeout, confirm_timeout):
+def ota_push(state, thing, file, timeout, confirm_timeout, as_):
     """Send a signed update to THING, show its progress, and report the outcome.
 
     Exit 0: installed and confirmed; 2: rejected by the device (its reason); 3: rolled back
@@ -120,7 +122,10 @@ def ota_push(state, thing, file, timeout, confirm_timeout):
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from . import otapush
+    from .principals import resolve
 
+    cn = resolve(as_, None if "." in as_ else "technician")
+    console.print(f"as {cn}", style="dim")
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(f"{thing}: sending", total=None)
@@ -131,7 +136,7 @@ def ota_push(state, thing, file, timeout, confirm_timeout):
                 bar.update(task, description=f"{thing}: installing, then the self-test")
 
         out = otapush.push(state, thing, file, progress=progress, timeout=timeout,
-                           confirm_timeout=confirm_timeout)
+                           confirm_timeout=confirm_timeout, principal=cn)
     what = f"{out.kind} {out.version} (counter {out.counter})"
     if out.result == otapush.INSTALLED:
         extra = f", resumed at byte {out.resumed_from}" if out.resumed_from else ""
@@ -146,12 +151,18 @@ def ota_push(state, thing, file, timeout, confirm_timeout):
 @ota.command("status")
 @click.argument("thing")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--as", "as_", default="technician.default", show_default=True,
+              help="The technician principal to act as (ROLE.NAME, or NAME for a technician).")
 @pass_state
-def ota_status(state, thing, as_json):
+def ota_status(state, thing, as_json, as_):
     """THING's versions, slots, pending update and last OTA outcome (asks the device)."""
     from . import otapush
+    from .principals import resolve
 
-    st = otapush.status(state, thing)
+    cn = resolve(as_, None if "." in as_ else "technician")
+    if not as_json:
+        console.print(f"as {cn}", style="dim")
+    st = otapush.status(state, thing, principal=cn)
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return

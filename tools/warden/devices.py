@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 
 from . import flashimage, pki
-from .broker import Broker
 from .names import validate_thing
 from .registry import Device, Registry, RegistryError
 from .state import State, WardenError, write_file, write_private
@@ -87,29 +85,18 @@ def get_device(state: State, thing: str) -> Device:
 # -- revocation and rotation -------------------------------------------------------------------
 @dataclass
 class Revocation:
-    """What `revoke_device` did. Times are milliseconds from the start of the call."""
+    """What `revoke_device` (or a rotation) did: the CRL entries and each broker's outcome."""
     thing: str
     serials: list                       # certificate serials now listed in the CRL for the thing
     reason: str | None
-    broker_pid: int | None = None       # the running broker that loaded the CRL (None: not running)
-    was_connected: bool | None = None   # a session held the thing's client id and was closed
-    crl_ms: float = 0.0                 # registry + CRL written
-    reload_ms: float | None = None      # the broker had reloaded the CRL (new handshakes refused)
-    cutoff_ms: float | None = None      # the connected session was closed
+    brokers: object = None              # brokerctl.SyncReport
+
+    @property
+    def failed(self) -> list:
+        return self.brokers.failed if self.brokers else []
 
     def summary(self) -> str:
-        if self.broker_pid is None:
-            return ("no running broker found: the CRL is written and takes effect when the broker starts")
-        parts = [f"broker (pid {self.broker_pid}) reloaded its CRL in {self.reload_ms:.0f} ms"]
-        if self.was_connected:
-            parts.append(f"the connected session was cut off {self.cutoff_ms:.0f} ms after the start")
-        else:
-            parts.append("the device was not connected")
-        return "; ".join(parts)
-
-
-def _ms(t0):
-    return (time.monotonic() - t0) * 1000.0
+        return "\n".join(self.brokers.lines()) if self.brokers else ""
 
 
 def _status_payload(state_word, reason):
@@ -119,44 +106,26 @@ def _status_payload(state_word, reason):
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _apply_revocations(state: State, thing: str, entries, broker, t0, result, *, status=None):
-    """CRL with `entries` ((serial, reason code)), then the broker: reload, cut off, reload."""
-    pki.write_crl(state, add=entries)
-    result.crl_ms = _ms(t0)
-    b = broker if broker is not None else Broker.find_running(state)
-    if b is None or not b.running():
-        return result
-    result.broker_pid = b.pid
-    b.reload()                              # from here on the revoked certificate is refused
-    result.reload_ms = _ms(t0)
-    kick_cert, kick_key = pki.issue_kick_cert(state, thing)
-    try:
-        result.was_connected = b.kick(thing, pki.cert_pem(kick_cert), pki.key_pem(kick_key), status=status)
-        if result.was_connected:
-            result.cutoff_ms = _ms(t0)
-    finally:
-        # the one-use certificate is revoked as soon as it has been used
-        pki.write_crl(state, add=[(kick_cert.serial_number, "superseded")])
-        b.reload()
-    return result
-
-
-def revoke_device(state: State, thing: str, reason: str | None = None, *, broker=None) -> Revocation:
+def revoke_device(state: State, thing: str, reason: str | None = None) -> Revocation:
     """Revoke `thing`: registry status 'revoked' (with time and reason), every certificate it holds
-    listed in the CRL, and, if the broker runs (`broker`, or the one found in the state), the CRL
-    reloaded (its next handshake is refused) and its session, if connected, cut off; its retained
-    status becomes {"state": "revoked"}. Revoking again re-applies it (idempotent)."""
+    listed in the CRL, and on every broker warden configured (brokerctl.sync): the CRL reloaded
+    (its next handshake is refused), the thing banned, its live session closed and its retained
+    status set to {"state": "revoked"}. A broker that cannot be reached keeps the revocation
+    pending (`Revocation.failed`, `warden audit`). Revoking again re-applies it (idempotent)."""
+    from .brokerctl import sync
+
     validate_thing(thing)
-    t0 = time.monotonic()
     with _registry(state) as reg:
         if reg.get(thing) is None:
             raise DeviceError(f"no device {thing!r} in the registry", hint="see `warden device list`")
         reg.revoke(thing, reason)
         certs = reg.certificates(thing, "revoked")
     code = pki.crl_reason(reason)
+    pki.write_crl(state, add=[(c.serial_int, code) for c in certs])
     result = Revocation(thing, [c.serial for c in certs], reason)
-    return _apply_revocations(state, thing, [(c.serial_int, code) for c in certs], broker, t0, result,
-                              status=_status_payload("revoked", reason))
+    result.brokers = sync(state, kick=[thing],
+                          status=[(f"dt/{state.app}/{thing}/status", _status_payload("revoked", reason))])
+    return result
 
 
 def twin_running(path) -> bool | None:
@@ -194,7 +163,7 @@ class Rotation:
 PENDING_DIR = "pending"
 
 
-def rotate_device(state: State, thing: str, *, broker=None, days: int = pki.DEVICE_DAYS) -> Rotation:
+def rotate_device(state: State, thing: str, *, days: int = pki.DEVICE_DAYS) -> Rotation:
     """Issue a new key and certificate for an existing thing; revoke the old one once the device has it.
 
     With a twin flash (devices/<thing>/flash.bin), the twin must be stopped: its /identity/ files
@@ -229,12 +198,15 @@ def rotate_device(state: State, thing: str, *, broker=None, days: int = pki.DEVI
               "/identity/ca.der": (state.pki_dir / pki.CA_DER).read_bytes()})
     ff.save()
     result.delivered = f"twin flash {flash}"
-    return finish_rotation(state, thing, broker=broker, _result=result)
+    return finish_rotation(state, thing, _result=result)
 
 
-def finish_rotation(state: State, thing: str, *, broker=None, _result: Rotation | None = None) -> Rotation:
-    """The device has its new identity: make it the active one and revoke the old certificate."""
-    t0 = time.monotonic()
+def finish_rotation(state: State, thing: str, *, _result: Rotation | None = None) -> Rotation:
+    """The device has its new identity: make it the active one and revoke the old certificate
+    (CRL on every broker; the thing's live session, still on the old certificate, is closed and
+    the device reconnects with the new one)."""
+    from .brokerctl import sync
+
     folder = state.device_dir(thing)
     pending = folder / PENDING_DIR
     try:
@@ -251,7 +223,8 @@ def finish_rotation(state: State, thing: str, *, broker=None, _result: Rotation 
     shutil.rmtree(pending, ignore_errors=True)
     result = _result or Rotation(thing, format(serial, "x"))
     result.old_serials = [c.serial for c in old]
+    pki.write_crl(state, add=[(c.serial_int, "superseded") for c in old])
     rev = Revocation(thing, result.old_serials, "superseded by rotation")
-    result.revocation = _apply_revocations(state, thing, [(c.serial_int, "superseded") for c in old],
-                                           broker, t0, rev)
+    rev.brokers = sync(state, kick=[thing])
+    result.revocation = rev
     return result

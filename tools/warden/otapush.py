@@ -53,18 +53,19 @@ class Outcome:
 
 
 class Technician:
-    """A paho client with the technician's certificate, talking to one device's OTA topics."""
+    """A paho client acting as technician principal `principal` (a CN, with a session certificate of
+    its own), talking to one device's OTA topics."""
 
-    def __init__(self, state, thing, host=None, port=None, principal="technician"):
-        pki = Path(state.pki_dir)
+    def __init__(self, state, thing, host=None, port=None, principal="technician.default"):
+        from .principals import session_context
+
+        self.principal = principal
         self.cmd = f"cmd/{state.app}/{thing}/ota"
         self.dt = f"dt/{state.app}/{thing}/ota"
         self.replies = queue.Queue()
         self._up = queue.Queue()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, reconnect_on_failure=False)
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt.pem"))
-        ctx.load_cert_chain(str(pki / f"{principal}.crt.pem"), str(pki / f"{principal}.key.pem"))
-        c.tls_set_context(ctx)
+        c.tls_set_context(session_context(state, principal))
         c.on_connect = lambda cl, ud, fl, rc, pr=None: self._up.put(rc)
         c.on_subscribe = lambda cl, ud, mid, rcs, pr=None: self._up.put("suback")
         c.on_message = self._on_message
@@ -96,7 +97,7 @@ class Technician:
                 raise OtaPushError(f"the broker did not answer ({want})")
             if want == "connack":
                 if rc != 0:
-                    raise OtaPushError(f"the broker refused the technician: {rc}")
+                    raise OtaPushError(f"the broker refused {self.principal}: {rc}")
                 self.client.subscribe(self.dt, 1)
         return self
 
@@ -140,7 +141,7 @@ def check_locally(state, thing, data):
 
 
 def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180.0, host=None, port=None,
-         local_check=True):
+         local_check=True, principal="technician.default"):
     """Send the update at `path` to THING and follow it to its outcome; returns an Outcome.
 
     `local_check=False` skips the host-side checks (tests use it to show the device refuses
@@ -152,7 +153,7 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
         m = image.Manifest.decode(image.split(data)[0])
     m_bytes, sig, payload = image.split(data)
     head = b"B" + data[:8 + len(m_bytes) + len(sig)]
-    t = Technician(state, thing, host, port).connect()
+    t = Technician(state, thing, host, port, principal=principal).connect()
     t0 = time.monotonic()
     sent = 0
     try:
@@ -192,11 +193,11 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
         t.close()
 
 
-def status(state, thing, *, timeout=10.0, host=None, port=None):
+def status(state, thing, *, timeout=10.0, host=None, port=None, principal="technician.default"):
     """The device's own OTA report (versions, slots, pending update, last outcome) and the registry's."""
     from .devices import get_device
     dev = get_device(state, thing)
-    t = Technician(state, thing, host, port).connect()
+    t = Technician(state, thing, host, port, principal=principal).connect()
     try:
         t.send(b"S")
         d = t.expect({"status"}, timeout, "status")

@@ -6,7 +6,13 @@ EC P-256 and ECDSA-SHA256 everywhere. On the host everything is PEM (in `state.p
     broker.crt.pem broker.key.pem     broker server cert, SAN DNS:localhost + IP:127.0.0.1
     operator.crt.pem operator.key.pem         client cert CN=operator.default, OU=operator
     technician.crt.pem technician.key.pem     client cert CN=technician.default, OU=technician
+    admin.crt.pem admin.key.pem               client cert CN=admin.default, OU=admin (controls brokers)
+    <role>.<name>.crt.pem/.key.pem    further principals (`warden principal add`)
     crl.pem                            CRL signed by the CA (mosquitto's crlfile)
+    issued.jsonl                       every certificate the CA issued: serial, CN, kind, expiry
+
+Every certificate issued here for the state's CA goes through `_issue`, which appends it to
+issued.jsonl first, so `warden audit` can list any certificate the registry does not account for.
 
 Device identities are DER: the certificate, and the private key in SEC1 ("traditional
 OpenSSL") EC form, which embeds the public key and is what MicroPython's mbedTLS parses.
@@ -39,11 +45,12 @@ SERVER_DAYS = 397
 PRINCIPAL_DAYS = 365
 DEVICE_DAYS = 365
 CRL_DAYS = 365
-KICK_MINUTES = 10    # the one-use certificate `revoke` cuts a connected session off with
+CRL_RENEW_DAYS = 30  # re-signed when fewer days than this are left (broker run, broker sync, audit)
 # Certificates start a little in the past so a device whose clock is slightly behind accepts them.
 BACKDATE = _dt.timedelta(hours=1)
 
-ROLE_PRINCIPALS = ("operator", "technician")
+ROLE_PRINCIPALS = ("operator", "technician", "admin")
+SESSION_HOURS = 24 * 7   # a session certificate (one CLI process of a principal) lives a week at most
 BROKER_HOSTS = ("localhost", "127.0.0.1")
 
 CA_CERT = "ca.crt.pem"
@@ -52,6 +59,7 @@ CA_DER = "ca.der"
 BROKER_CERT = "broker.crt.pem"
 BROKER_KEY = "broker.key.pem"
 CRL = "crl.pem"
+ISSUED_LOG = "issued.jsonl"
 
 
 class PkiError(WardenError):
@@ -219,17 +227,68 @@ def principal_paths(state: State, role: str, name: str = "default"):
     return state.pki_dir / f"{stem}.crt.pem", state.pki_dir / f"{stem}.key.pem"
 
 
+def _log_issued(state: State, cert, kind: str) -> None:
+    """Append `cert` to the CA's issuance log (before anyone can use it)."""
+    import json
+
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    line = json.dumps({"serial": format(cert.serial_number, "x"), "cn": cn[0].value if cn else None,
+                       "kind": kind, "not_after": cert.not_valid_after_utc.isoformat(timespec="seconds"),
+                       "issued": _now().isoformat(timespec="seconds")}, sort_keys=True)
+    ensure_dir(state.pki_dir)
+    with open(state.pki_dir / ISSUED_LOG, "a") as f:
+        f.write(line + "\n")
+        f.flush()
+
+
+def issued_log(state: State) -> list:
+    """Every entry of the issuance log (dicts), oldest first; [] if there is none."""
+    import json
+
+    path = state.pki_dir / ISSUED_LOG
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                raise PkiError(f"{path} line {n} is not JSON", hint="restore the file from a backup") from None
+    return out
+
+
+def issue(state: State, cn: str, ou: str, kind: str, **kw):
+    """A client certificate from the state's CA, logged in issued.jsonl: (certificate, key)."""
+    pair = issue_client_cert(load_ca(state), cn, ou, **kw)
+    _log_issued(state, pair[0], kind)
+    return pair
+
+
 def issue_principal(state: State, role: str, name: str = "default", *, days: int = PRINCIPAL_DAYS):
     """Issue and write the client certificate of principal `<role>.<name>` (CN, OU = role).
 
     Returns (certificate path, key path). The policy decides what the principal may do: add
-    its CN to the role's "principals" for it to get anything."""
+    its CN to the role's "principals" for it to get anything (warden.principals does both)."""
     cn = principal_cn(role, name)
-    pair = issue_client_cert(load_ca(state), cn, role, days=days)
+    pair = issue(state, cn, role, "principal", days=days)
     cert_path, key_path = principal_paths(state, role, name)
     write_private(key_path, key_pem(pair[1]))
     write_file(cert_path, cert_pem(pair[0]))
     return cert_path, key_path
+
+
+def issue_session(state: State, cn: str, hours: int = SESSION_HOURS):
+    """A short-lived certificate for one session of principal `cn`: CN `<cn>@<tag>`, never written.
+
+    The broker's client id is the certificate CN, so each session has its own and two sessions of
+    one principal never close each other; the broker's guard gives `<cn>@<tag>` the rules of `cn`."""
+    import secrets
+
+    role = cn.split(".", 1)[0]
+    now = _now()
+    return issue(state, f"{cn}@{secrets.token_hex(4)}", role, "session",
+                 not_before=now - _dt.timedelta(minutes=5), not_after=now + _dt.timedelta(hours=hours))
 
 
 def broker_paths(state: State):
@@ -351,7 +410,7 @@ def write_crl(state: State, revoked=None, *, add=()) -> Path:
     return write_file(state.pki_dir / CRL, make_crl(ca, entries))
 
 
-def refresh_crl(state: State, min_days: int = 30) -> bool:
+def refresh_crl(state: State, min_days: int = CRL_RENEW_DAYS) -> bool:
     """Re-sign the CRL (same entries) if it expires within `min_days`. True if it did."""
     path = state.pki_dir / CRL
     if path.exists():
@@ -390,24 +449,24 @@ def init_pki(state: State, force: bool = False) -> PkiFiles:
     files["ca.key"] = write_private(state.pki_dir / CA_KEY, key_pem(ca[1]))
     files["ca.crt"] = write_file(state.pki_dir / CA_CERT, cert_pem(ca[0]))
     files["ca.der"] = write_file(state.pki_dir / CA_DER, cert_der(ca[0]))
+    (state.pki_dir / ISSUED_LOG).unlink(missing_ok=True)   # a new CA starts a new log
     server = issue_server_cert(ca, BROKER_HOSTS, cn="localhost")
+    _log_issued(state, server[0], "broker")
     files["broker.crt"], files["broker.key"] = _write_pair(state, "broker", *server)
-    for role in ROLE_PRINCIPALS:
-        pair = issue_client_cert(ca, principal_cn(role), role, days=PRINCIPAL_DAYS)
-        files[f"{role}.crt"], files[f"{role}.key"] = _write_pair(state, role, *pair)
     files["crl"] = write_file(state.pki_dir / CRL, make_crl(ca))
     files["policy"] = ensure_policy(state)
+    from .principals import ensure_default_principals
+
+    for role, (cert_path, key_path) in ensure_default_principals(state).items():
+        files[f"{role}.crt"], files[f"{role}.key"] = cert_path, key_path
     return PkiFiles(fingerprint(ca[0]), files)
 
 
-def issue_kick_cert(state: State, thing: str, minutes: int = KICK_MINUTES):
-    """A one-use client certificate for `thing` (CN = thing, OU = device) valid for `minutes`:
-    (certificate, private key), never written to disk. `warden device revoke` connects with it
-    so the broker closes the session that holds the thing's client id, then revokes it too."""
-    validate_thing(thing)
-    now = _now()
-    return issue_client_cert(load_ca(state), thing, "device", not_before=now - _dt.timedelta(minutes=1),
-                             not_after=now + _dt.timedelta(minutes=minutes))
+def issue_broker_cert(state: State, hosts, *, days: int = SERVER_DAYS):
+    """A server certificate from the state's CA for a broker reached as `hosts` (logged)."""
+    pair = issue_server_cert(load_ca(state), hosts, days=days)
+    _log_issued(state, pair[0], "broker")
+    return pair
 
 
 def issue_device_cert(state: State | None, thing: str, *, days: int = DEVICE_DAYS, not_before=None,
@@ -419,10 +478,13 @@ def issue_device_cert(state: State | None, thing: str, *, days: int = DEVICE_DAY
     `key` reuses an existing EC private key; not_before/not_after override the validity.
     """
     validate_thing(thing)
+    ca_is_state = ca is None
     if ca is None:
         if state is None:
             raise PkiError("issue_device_cert needs a state or a ca")
         ca = load_ca(state)
     cert, key = issue_client_cert(ca, thing, "device", days=days, not_before=not_before,
                                   not_after=not_after, key=key)
+    if state is not None and ca_is_state:
+        _log_issued(state, cert, "device")
     return cert_der(cert), key_der_sec1(key)

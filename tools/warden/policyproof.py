@@ -9,6 +9,10 @@ other roles) and each action, both renderings define a set of topic strings:
   (any characters, '/' included) and '?' (one character), for `arn:...:topic/<topic>` (and
   `topicfilter/<topic>` for iot:Subscribe).
 
+The actions: `publish` (mosquitto write; AWS iot:Publish), `retain_publish`, a publish with the
+retain flag (mosquitto has no retain permission: write; AWS iot:Publish and iot:RetainPublish),
+and `subscribe` (mosquitto read; AWS iot:Subscribe on the topic as a filter and iot:Receive).
+
 Both are regular languages, so equality is decidable: we walk the product of their automata
 breadth first over every string AWS IoT accepts as a topic (no '+', '#' or NUL, at most 7
 slashes; the search is bounded at 256 characters, AWS's length limit) and report the shortest
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from . import awspolicy as aws
 from .policy import MAX_SLASHES, MAX_TOPIC_BYTES, MosquittoAcl, Policy, READ, WRITE
 
+ACTIONS = tuple(aws.ACTION_MAP)   # publish, retain_publish, subscribe
 OTHER = "\u2603"   # stands for every character that no pattern mentions
 
 # tokens: ("lit", ch) | ("any",) | ("star", excluded characters)
@@ -133,7 +138,7 @@ class Group:
 @dataclass
 class Mismatch:
     principal: str
-    action: str            # publish | subscribe (= iot:Subscribe on it and iot:Receive)
+    action: str            # publish | retain_publish | subscribe (see aws.ACTION_MAP)
     topic: str
     mosquitto: bool
     aws: bool
@@ -181,7 +186,7 @@ def prove_principal(acl: MosquittoAcl, docs: dict, policy: Policy, cn: str, acti
     doc = docs.get(role.name) if role else None
     ctx = aws.Context(client_id=cn, cn=cn, ou=role.name if role else None,
                       thing=cn if role is not None and role.per_thing else None)
-    bit = WRITE if action == "publish" else READ
+    bit = READ if action == "subscribe" else WRITE
     mgroups = _mosquitto_groups(acl, cn, bit)
     items = aws.ACTION_MAP[action]
     agroups = _aws_groups(doc, ctx, items, region, account) if doc is not None else []
@@ -258,7 +263,7 @@ def prove(policy: Policy, app: str, acl_text: str, docs: dict, region: str = aws
         principals += [cn for cn in role.principals if cn not in principals]
     out = []
     for cn in principals:
-        for action in ("publish", "subscribe"):
+        for action in ACTIONS:
             m = prove_principal(acl, docs, policy, cn, action, region, account)
             if m is not None:
                 out.append(m)

@@ -6,6 +6,10 @@ the device's log key (a secret: the file is created 0600, its folder is 0700), a
 revoked, when and why. The `certificates` table (schema 2) keeps every certificate a thing was
 ever issued: 'active' (the one in the device row), 'pending' (issued by a rotation, not yet
 confirmed on the device) or 'revoked' (listed in the CRL, with time and reason).
+Schema 3 adds `principals` (people and scripts: CN `<role>.<name>`, role, status; their
+certificates are in `certificates` under the CN) and `brokers` (every broker warden configured,
+where it listens, and whether the fleet's revocations and ACL have reached it: `pending` holds
+why the last attempt failed, NULL once applied).
 
 Every write is one transaction (BEGIN IMMEDIATE), the journal is WAL and a busy timeout is set,
 so two `warden` processes can use the registry at once; opening it again is harmless.
@@ -22,7 +26,7 @@ from pathlib import Path
 from .names import validate_thing
 from .state import WardenError, ensure_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("active", "revoked")
 CERT_STATUSES = ("active", "pending", "revoked")
 
@@ -64,7 +68,29 @@ ALTER TABLE devices ADD COLUMN revoked_at TEXT;
 ALTER TABLE devices ADD COLUMN revoke_reason TEXT
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}   # version -> SQL from version-1 to version
+_SCHEMA_V3 = """
+CREATE TABLE principals (
+    id          INTEGER PRIMARY KEY,
+    cn          TEXT NOT NULL UNIQUE,
+    role        TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked')),
+    created     TEXT NOT NULL,
+    revoked_at  TEXT,
+    reason      TEXT
+);
+CREATE TABLE brokers (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    host        TEXT NOT NULL,
+    port        INTEGER NOT NULL,
+    folder      TEXT NOT NULL,
+    created     TEXT NOT NULL,
+    applied     TEXT,
+    pending     TEXT
+)
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}   # version -> SQL from version-1 to version
 
 _COLUMNS = ("thing", "fingerprint", "serial", "status", "created", "not_after", "role", "version",
             "counter", "log_key", "revoked_at", "revoke_reason")
@@ -73,6 +99,29 @@ _CERT_COLUMNS = ("thing", "serial", "fingerprint", "not_after", "issued", "statu
 
 class RegistryError(WardenError):
     pass
+
+
+@dataclass
+class Principal:
+    """A person or script (the `principals` table); its certificates are in `certificates`."""
+    cn: str
+    role: str
+    status: str
+    created: str
+    revoked_at: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class BrokerEntry:
+    """A broker warden configured (the `brokers` table)."""
+    name: str
+    host: str
+    port: int
+    folder: str           # its config folder (on this host, as written)
+    created: str
+    applied: str | None = None    # when revocations and the ACL last reached it
+    pending: str | None = None    # why the last attempt failed; None once applied
 
 
 @dataclass
@@ -276,6 +325,94 @@ class Registry:
             cur = db.execute("DELETE FROM devices WHERE thing = ?", (thing,))
             db.execute("DELETE FROM certificates WHERE thing = ? AND status != 'revoked'", (thing,))
         return cur.rowcount > 0
+
+    # -- principals ------------------------------------------------------------------------
+    def add_principal(self, cn: str, role: str, fingerprint: str, serial, *, not_after=None) -> Principal:
+        """Register principal `cn` with its first certificate. RegistryError if the CN is taken."""
+        now = _now_iso()
+        try:
+            with self._tx() as db:
+                db.execute("INSERT INTO principals (cn, role, status, created) VALUES (?, ?, 'active', ?)",
+                           (cn, role, now))
+                db.execute("INSERT INTO certificates (thing, serial, fingerprint, not_after, issued, status)"
+                           " VALUES (?, ?, ?, ?, ?, 'active')", (cn, _serial(serial), fingerprint,
+                                                                 _iso(not_after), now))
+        except sqlite3.IntegrityError as e:
+            old = self.principal(cn)
+            if old is not None:
+                raise RegistryError(f"principal {cn!r} already exists ({old.status}, created {old.created})",
+                                    hint="choose another name; `warden principal list` shows them") from e
+            raise RegistryError(f"cannot register principal {cn!r}: {e}") from e
+        return self.principal(cn)
+
+    def principal(self, cn: str) -> Principal | None:
+        row = self._db.execute("SELECT * FROM principals WHERE cn = ?", (cn,)).fetchone()
+        return None if row is None else Principal(*(row[k] for k in
+                                                    ("cn", "role", "status", "created", "revoked_at", "reason")))
+
+    def principals(self, role: str | None = None) -> list:
+        rows = self._db.execute("SELECT cn FROM principals" + (" WHERE role = ?" if role else "")
+                                + " ORDER BY role, cn", (role,) if role else ()).fetchall()
+        return [self.principal(r["cn"]) for r in rows]
+
+    def replace_certificate(self, cn: str, fingerprint: str, serial, *, not_after=None,
+                            reason: str = "superseded by rotation") -> list:
+        """A principal's new certificate becomes its active one; the old ones are revoked (returned)."""
+        now = _now_iso()
+        with self._tx() as db:
+            old = [self._cert(r) for r in db.execute(
+                "SELECT * FROM certificates WHERE thing = ? AND status = 'active'", (cn,)).fetchall()]
+            db.execute("UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ?"
+                       " WHERE thing = ? AND status = 'active'", (now, reason, cn))
+            db.execute("INSERT INTO certificates (thing, serial, fingerprint, not_after, issued, status)"
+                       " VALUES (?, ?, ?, ?, ?, 'active')", (cn, _serial(serial), fingerprint, _iso(not_after), now))
+        return [self.certificate(c.serial) for c in old]
+
+    def revoke_principal(self, cn: str, reason: str | None = None) -> Principal:
+        """Mark principal `cn` and all its certificates revoked (idempotent)."""
+        p = self.principal(cn)
+        if p is None:
+            raise RegistryError(f"no principal {cn!r}", hint="see `warden principal list`")
+        now = _now_iso()
+        with self._tx() as db:
+            if p.status != "revoked":
+                db.execute("UPDATE principals SET status = 'revoked', revoked_at = ?, reason = ? WHERE cn = ?",
+                           (now, reason, cn))
+            db.execute("UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ?"
+                       " WHERE thing = ? AND status != 'revoked'", (now, reason, cn))
+        return self.principal(cn)
+
+    # -- brokers ---------------------------------------------------------------------------
+    _BROKER_COLUMNS = ("name", "host", "port", "folder", "created", "applied", "pending")
+
+    def _broker(self, row) -> BrokerEntry | None:
+        return None if row is None else BrokerEntry(*(row[k] for k in self._BROKER_COLUMNS))
+
+    def put_broker(self, name: str, host: str, port: int, folder: str) -> BrokerEntry:
+        """Record (or update) the broker `name`: where it listens and where its config is."""
+        with self._tx() as db:
+            db.execute("INSERT INTO brokers (name, host, port, folder, created) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT(name) DO UPDATE SET host = excluded.host, port = excluded.port,"
+                       " folder = excluded.folder", (name, host, int(port), str(folder), _now_iso()))
+        return self.broker(name)
+
+    def broker(self, name: str) -> BrokerEntry | None:
+        return self._broker(self._db.execute("SELECT * FROM brokers WHERE name = ?", (name,)).fetchone())
+
+    def brokers(self) -> list:
+        return [self._broker(r) for r in self._db.execute("SELECT * FROM brokers ORDER BY name").fetchall()]
+
+    def mark_broker(self, name: str, pending: str | None) -> None:
+        """The outcome of pushing the fleet's state to `name`: None = applied now, else why not."""
+        with self._tx() as db:
+            if pending is None:
+                db.execute("UPDATE brokers SET applied = ?, pending = NULL WHERE name = ?", (_now_iso(), name))
+            else:
+                db.execute("UPDATE brokers SET pending = ? WHERE name = ?", (pending, name))
+
+    def forget_broker(self, name: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM brokers WHERE name = ?", (name,)).rowcount > 0
 
     # -- certificates ----------------------------------------------------------------------
     @staticmethod

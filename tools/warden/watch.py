@@ -1,7 +1,8 @@
 """`warden watch`: an operator's live view of the fleet's readings.
 
-Connects to the broker with the operator certificate (mutual TLS, broker name
-checked), subscribes to the telemetry and status topics, and hands each reading
+Connects to the broker as an operator principal (default operator.default), with a session
+certificate of its own (warden.principals: any number of watches run at once), mutual TLS with
+the broker name checked; subscribes to the telemetry and status topics, and hands each reading
 to a callback. Used by the CLI and by tests as a privileged observer.
 """
 import json
@@ -9,12 +10,14 @@ import queue
 import ssl
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
 
-class WatchError(Exception):
+from .state import WardenError
+
+
+class WatchError(WardenError):
     pass
 
 
@@ -45,10 +48,13 @@ class Message:
 
 
 class Observer:
-    """A paho client with the operator's identity, collecting messages in a queue."""
+    """A paho client acting as principal `principal` (a CN; default operator.default), collecting
+    messages in a queue."""
 
-    def __init__(self, state, host=None, port=None, principal="operator", client_id=None):
-        pki = Path(state.pki_dir)
+    def __init__(self, state, host=None, port=None, principal="operator.default", client_id=None):
+        from .principals import session_context
+
+        self.principal = principal
         self.host = host or state.broker_host
         self.port = port or state.broker_port
         self.messages = queue.Queue()
@@ -56,10 +62,7 @@ class Observer:
         # No automatic reconnect: a lost broker is reported, and close() never waits out a backoff.
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", protocol=mqtt.MQTTv311,
                         reconnect_on_failure=False)
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt.pem"))
-        ctx.load_cert_chain(str(pki / ("%s.crt.pem" % principal)), str(pki / ("%s.key.pem" % principal)))
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        c.tls_set_context(ctx)
+        c.tls_set_context(session_context(state, principal))
         c.on_connect = lambda cl, ud, flags, rc, props=None: self._connected.put(rc)
         c.on_message = lambda cl, ud, m: self.messages.put(Message(m.topic, m.payload, m.retain, time.monotonic()))
         c.on_disconnect = lambda cl, ud, flags, rc, props=None: self.messages.put(_LOST)
@@ -79,7 +82,7 @@ class Observer:
             raise WatchError("no CONNACK from %s:%d within %ss" % (self.host, self.port, timeout))
         if rc != 0:
             self.close()
-            raise WatchError("broker refused the operator connection: %s" % rc)
+            raise WatchError("the broker refused %s: %s" % (self.principal, rc))
         return self
 
     def subscribe(self, topic, qos=1, timeout=10):
@@ -107,12 +110,13 @@ class Observer:
         self.client.loop_stop()
 
 
-def watch(state, thing=None, count=None, timeout=None, on_message=None, kinds=("telemetry",)):
+def watch(state, thing=None, count=None, timeout=None, on_message=None, kinds=("telemetry",),
+          principal="operator.default", host=None, port=None):
     """Print/collect readings; returns the number of readings seen. Raises WatchError at the timeout
     when `count` readings did not arrive."""
     app = state.app
     who = thing or "+"
-    obs = Observer(state).connect()
+    obs = Observer(state, host, port, principal=principal).connect()
     try:
         for kind in kinds:
             obs.subscribe("dt/%s/%s/%s" % (app, who, kind))
