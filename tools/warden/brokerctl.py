@@ -182,12 +182,36 @@ def _apply(state: State, entry: BrokerEntry, kick, status, t0) -> BrokerOutcome:
         for i in range(0, len(bans), 50):
             ctl.command("ban", *bans[i:i + 50])
         if kick:
-            ctl.command("kick", *kick)
+            names = _with_sessions(state, kick)
+            for i in range(0, len(names), 50):
+                ctl.command("kick", *names[i:i + 50])
             out.cutoff_ms = (time.monotonic() - t0) * 1000
         for topic, payload in status:
             ctl.publish_retained(topic, payload)
     out.applied = True
     return out
+
+
+def _with_sessions(state: State, names) -> list:
+    """`names` plus the session CNs warden minted for any of them that may still be live: a
+    session that has made no request yet still has its own name at the broker."""
+    names = list(names)
+    wanted = {n for n in names if "." in n}
+    if not wanted:
+        return names
+    now = time.time()
+    import datetime as _dt
+
+    for e in pki.issued_log(state):
+        cn = e.get("cn") or ""
+        if e.get("kind") == "session" and cn.split("@", 1)[0] in wanted:
+            try:
+                if _dt.datetime.fromisoformat(e["not_after"]).timestamp() < now:
+                    continue
+            except (KeyError, ValueError):
+                pass
+            names.append(cn)
+    return list(dict.fromkeys(names))
 
 
 def _refresh_folder(folder: Path, crl: bytes, acl: bytes, bans) -> None:
