@@ -17,6 +17,8 @@ from .cli import broker, console, device, fail, main, pass_state
 
 def report_brokers(report, what: str):
     """Print each broker's outcome; exit 1 if any broker could not be reached."""
+    if report.outcomes:
+        console.print("brokers (as admin.default, over each broker's TLS listener):", style="dim")
     for line in report.lines():
         console.print("  " + line, style="red" if "NOT APPLIED" in line else None)
     if report.failed:
