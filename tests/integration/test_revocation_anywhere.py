@@ -258,3 +258,17 @@ def test_second_broker_on_one_state_refuses_and_leaves_the_first_alone(fleet):
         first.stop()
     with Registry(fleet.registry_path) as reg:
         assert [b.name for b in reg.brokers()] == []     # a stopped warden broker is not tracked
+
+
+def test_warden_run_broker_renews_a_crl_close_to_lapsing(fleet):
+    b = Broker(fleet).start()
+    try:
+        (fleet.pki_dir / pki.CRL).write_bytes(pki.make_crl(pki.load_ca(fleet), days=2))
+        b.reload()                                          # the broker now holds the short CRL
+        assert brokerctl.keep_crl_fresh(fleet, b.name)      # what `broker run` does every hour
+        assert not brokerctl.keep_crl_fresh(fleet, b.name)  # nothing to do the second time
+        crl = pki.load_crl(fleet)
+        assert crl.next_update_utc - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=300)
+        Observer(fleet, b.host, b.port).connect().close()
+    finally:
+        b.stop()

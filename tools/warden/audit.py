@@ -213,7 +213,7 @@ def _check_aws_docs(state: State, report: Report, policy):
             if any(a.lower() in ("*", "iot:*") for a in actions):
                 report.add("aws-action-star", "critical", subject,
                            f"statement {sid} allows {', '.join(actions)}: every IoT action",
-                           "allow only iot:Connect, iot:Publish, iot:Subscribe and iot:Receive, each on "
+                           "allow only iot:Connect, iot:Publish, iot:RetainPublish, iot:Subscribe and iot:Receive, each on "
                            "its own resources (warden policy render --format aws)")
             for r in resources:
                 m = re.match(r"arn:aws:iot:([^:]*):([^:]*):(.*)$", r)

@@ -108,7 +108,7 @@ def _quote(path) -> str:
 
 TLS_VERSION = "tlsv1.2"
 # AEAD suites with forward secrecy only (the broker key is EC P-256, so ECDSA suites): what
-# MicroPython's mbedTLS and current clients negotiate (docs/security.md, 'TLS').
+# MicroPython's mbedTLS and current clients negotiate (docs/revocation.md, 'TLS').
 TLS12_CIPHERS = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305"
 TLS13_CIPHERS = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 

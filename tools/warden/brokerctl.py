@@ -36,6 +36,7 @@ from .state import State, ensure_dir, write_file, write_private
 
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
 TIMEOUT = 5.0
+CRL_CHECK_S = 3600      # how often `warden broker run` checks that its CRL is not close to lapsing
 
 
 class ControlError(BrokerError):
@@ -249,6 +250,14 @@ def sync(state: State, *, kick=(), status=(), only: str | None = None) -> SyncRe
             reg.mark_broker(entry.name, None if outcome.applied else outcome.error)
         report.outcomes.append(outcome)
     return report
+
+
+def keep_crl_fresh(state: State, name: str) -> bool:
+    """Re-sign the CRL if it is close to its nextUpdate and send it to broker `name`. True if renewed."""
+    if not pki.refresh_crl(state):
+        return False
+    sync(state, only=name)
+    return True
 
 
 # -- `warden broker config`: a broker for another host ---------------------------------------------

@@ -144,7 +144,10 @@ def broker():
 @pass_state
 def broker_run(state, port):
     """Run the broker in the foreground until Ctrl-C."""
+    import subprocess
+
     from .broker import Broker, BrokerError
+    from .brokerctl import CRL_CHECK_S, keep_crl_fresh
 
     b = Broker(state, port=port or state.broker_port, log_stdout=True, output=None)
 
@@ -157,7 +160,12 @@ def broker_run(state, port):
         console.print(f"[bold green]broker running[/] on {b.host}:{b.port} (pid {b.pid}): TLS 1.2+, "
                       "client certificates from the fleet CA, ACL from the policy")
         console.print(f"config {b.conf_path}, log {b.log_path}. Ctrl-C stops it.")
-        code = b.wait()
+        while True:
+            try:
+                code = b.wait(timeout=CRL_CHECK_S)
+                break
+            except subprocess.TimeoutExpired:
+                keep_crl_fresh(state, b.name)    # the CRL never lapses on a broker left running
         raise BrokerError(f"mosquitto exited by itself (code {code}):\n{b.log_tail()}",
                           hint=f"see {b.log_path}")
     except KeyboardInterrupt:

@@ -100,7 +100,7 @@ def policy_check(state, region, account):
         fail(f"{len(bad)} disagreement(s) between the renderings",
              "change the policy (the README, 'Least privilege', explains which rules AWS cannot express)")
     console.print(f"[green]proved[/]: for every principal of the policy and every topic AWS IoT accepts "
-                  f"(<= 256 bytes, <= 7 slashes), publish and subscribe get the same answer from the "
+                  f"(<= 256 bytes, <= 7 slashes), publish, retained publish and subscribe get the same answer from the "
                   f"mosquitto ACL and the AWS documents ({ms:.0f} ms)")
 
 
