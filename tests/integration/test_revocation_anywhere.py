@@ -272,3 +272,37 @@ def test_warden_run_broker_renews_a_crl_close_to_lapsing(fleet):
         Observer(fleet, b.host, b.port).connect().close()
     finally:
         b.stop()
+
+
+def test_two_watch_processes_and_a_device_at_once(fleet, tmp_path):
+    """Two `warden watch` processes of one operator, side by side: both get the reading."""
+    fleet.broker_port = free_port()
+    b = Broker(fleet, port=fleet.broker_port).start()
+    try:
+        dev = identity(fleet, "side-1", tmp_path / "side-1")
+        register(fleet, dev)
+        watchers = [subprocess.Popen([sys.executable, "-m", "warden.cli", "--state", str(fleet.root), "watch",
+                                      "--thing", "side-1", "--count", "1", "--timeout", "30"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     stdin=subprocess.DEVNULL) for _ in range(2)]
+        # both are subscribed once each has made its session (seen in the broker log as two client ids)
+        import time
+        deadline = time.monotonic() + 20
+        while b.log_path.read_text().count("u'operator.default@") < 2:
+            assert time.monotonic() < deadline, b.log_tail(40)
+            assert all(w.poll() is None for w in watchers), [w.communicate() for w in watchers]
+            time.sleep(0.05)
+        d = Probe(b.host, b.port, ca=dev.ca_pem, cert=dev.cert_pem, key=dev.key_pem, client_id="side-1")
+        d.connect()
+        deadline = time.monotonic() + 20
+        while any(w.poll() is None for w in watchers):
+            d.publish("dt/warden/side-1/telemetry", b'{"seq": 1, "values": {"t": 1}}')
+            assert time.monotonic() < deadline, "a watch did not get the reading"
+            time.sleep(0.2)
+        for w in watchers:
+            out, err = w.communicate()
+            assert w.returncode == 0, out + err
+            assert "as operator.default" in out and "side-1" in out, out
+        d.close()
+    finally:
+        b.stop()

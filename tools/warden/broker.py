@@ -1,15 +1,18 @@
-"""A local mosquitto broker configured like the fleet's: TLS 1.2+, client certificates, per-device ACL.
+"""The fleet's mosquitto brokers: their config (TLS 1.2+ with AEAD suites, client certificates,
+the policy's ACL, the guard plugin), and the one `warden broker run` runs on loopback.
 
-`render_config` writes one TLS listener on a loopback address (never a public interface):
-client certificates are required and verified against the fleet CA and its CRL, the
-certificate CN becomes the username and the client id (so a device can neither pose as
-another nor kick it off with its client id), anonymous clients are refused, and the ACL
-generated from the policy scopes every device to its own topics.
+`render_config` writes one TLS listener: client certificates are required and verified against
+the fleet CA and its CRL, the certificate CN becomes the username and the client id (so a device
+can neither pose as another nor kick it off with its client id), anonymous clients are refused,
+the ACL generated from the policy scopes every device to its own topics, and the guard plugin
+(warden.guard) refuses names outside the policy and takes revocations at run time.
+`warden broker run` listens on loopback only; `warden broker config` (warden.brokerctl) writes the
+same config for any address.
 
-`Broker` runs one mosquitto process with that configuration (a context manager);
-`Broker.find_running(state)` finds the one `warden broker run` (or `make run`) started, through
-the pid file mosquitto keeps next to its config, so `warden device revoke` can make it reload
-its CRL and cut a revoked device off (`kick`).
+`Broker` runs one mosquitto process for a state (a context manager), holding its run folder's
+lock for as long as mosquitto runs: a second broker on the same folder refuses to start.
+Revocations reach every broker, this one included, through warden.brokerctl; this module never
+signals a broker it did not start (`reload` is for the broker it runs).
 """
 from __future__ import annotations
 
