@@ -65,10 +65,12 @@ def test_whole_device_runs_in_64k_with_headroom(twin64, app_slot):
         heap, HEADROOM)
 
 
+# Not strict: at the edge of the budget the outcome depends on fragmentation, and since the broker
+# offers only AEAD suites (the device now gets AES-128-GCM) it has passed in about one run of seven.
 SLOT_NOT_MET = pytest.mark.xfail(
-    strict=True, reason="not met yet for an app running from an update slot: ~56 KB in use after connect, "
-    "MemoryError while the outbox drains under -X heapsize=64k (README, 'The heap budget'); strict: "
-    "remove this mark when it passes")
+    strict=False, reason="not met reliably for an app running from an update slot: ~56 KB in use after "
+    "connect, MemoryError while the outbox drains under -X heapsize=64k in most runs (README, 'The heap "
+    "budget'); make it a plain test when it passes every time")
 
 
 @pytest.mark.parametrize("app_slot", [False, pytest.param(True, marks=SLOT_NOT_MET)],

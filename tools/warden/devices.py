@@ -120,8 +120,7 @@ def revoke_device(state: State, thing: str, reason: str | None = None) -> Revoca
             raise DeviceError(f"no device {thing!r} in the registry", hint="see `warden device list`")
         reg.revoke(thing, reason)
         certs = reg.certificates(thing, "revoked")
-    code = pki.crl_reason(reason)
-    pki.write_crl(state, add=[(c.serial_int, code) for c in certs])
+    pki.list_in_crl(state, certs, reason)
     result = Revocation(thing, [c.serial for c in certs], reason)
     result.brokers = sync(state, kick=[thing],
                           status=[(f"dt/{state.app}/{thing}/status", _status_payload("revoked", reason))])
@@ -223,7 +222,7 @@ def finish_rotation(state: State, thing: str, *, _result: Rotation | None = None
     shutil.rmtree(pending, ignore_errors=True)
     result = _result or Rotation(thing, format(serial, "x"))
     result.old_serials = [c.serial for c in old]
-    pki.write_crl(state, add=[(c.serial_int, "superseded") for c in old])
+    pki.list_in_crl(state, old, "superseded")
     rev = Revocation(thing, result.old_serials, "superseded by rotation")
     rev.brokers = sync(state, kick=[thing])
     result.revocation = rev

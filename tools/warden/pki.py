@@ -410,6 +410,13 @@ def write_crl(state: State, revoked=None, *, add=()) -> Path:
     return write_file(state.pki_dir / CRL, make_crl(ca, entries))
 
 
+def list_in_crl(state: State, certificates, reason: str | None) -> Path:
+    """Add registry certificates (anything with `serial_int`) to the CRL; `reason` is free text
+    (`crl_reason` picks the code) or a code name such as "superseded"."""
+    code = reason if reason in CRL_REASONS else crl_reason(reason)
+    return write_crl(state, add=[(c.serial_int, code) for c in certificates])
+
+
 def refresh_crl(state: State, min_days: int = CRL_RENEW_DAYS) -> bool:
     """Re-sign the CRL (same entries) if it expires within `min_days`. True if it did."""
     path = state.pki_dir / CRL

@@ -198,8 +198,7 @@ def revoke_principal(state: State, cn: str, reason: str | None = None) -> list:
             raise PrincipalError(f"no principal {cn!r}", hint="see `warden principal list`")
         reg.revoke_principal(cn, reason)
         certs = reg.certificates(cn, "revoked")
-    code = pki.crl_reason(reason)
-    pki.write_crl(state, add=[(c.serial_int, code) for c in certs])
+    pki.list_in_crl(state, certs, reason)
     try:
         _set_in_policy(state, cn, False)
     except PrincipalError:
@@ -220,7 +219,7 @@ def rotate_principal(state: State, cn: str, *, days: int = pki.PRINCIPAL_DAYS, o
         cert_path, _key = pki.issue_principal(state, role, name, days=days)
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         old = reg.replace_certificate(cn, pki.fingerprint(cert), cert.serial_number, not_after=cert.not_valid_after_utc)
-    pki.write_crl(state, add=[(c.serial_int, "superseded") for c in old])
+    pki.list_in_crl(state, old, "superseded")
     if out is not None:
         export(state, cn, out)
     return [c.serial for c in old]
