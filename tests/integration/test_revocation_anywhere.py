@@ -123,7 +123,7 @@ def test_hand_started_broker_obeys_principal_revoke_and_rotate(hand_broker, tmp_
         Observer(s, HOST, port, principal="operator.alice")   # warden refuses to act as a revoked one
     # rotation: the old certificate is refused, the new one accepted
     assert warden(s, "principal", "add", "bob", "--role", "technician", "--out", str(tmp_path / "bob1")).returncode == 0
-    r = warden(s, "principal", "rotate", "technician.bob", "--out", str(tmp_path / "bob2"))
+    r = warden(s, "principal", "rotate", "bob", "--out", str(tmp_path / "bob2"))
     assert r.returncode == 0, r.stdout + r.stderr
     old = Probe(HOST, port, ca=tmp_path / "bob1" / "ca.pem", cert=tmp_path / "bob1" / "cert.pem",
                 key=tmp_path / "bob1" / "key.pem")
@@ -165,7 +165,6 @@ def test_sessions_side_by_side_and_client_ids_pinned(hand_broker, tmp_path):
 
 def test_names_outside_the_policy_get_nothing(hand_broker, tmp_path):
     s, port, _out = hand_broker
-    ca = pki.load_ca(s)
     watcher = Observer(s, HOST, port, principal="operator.default").connect()
     watcher.subscribe("dt/warden/+/telemetry")
     watcher.subscribe("dt/warden/+/status")

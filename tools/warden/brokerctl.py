@@ -30,7 +30,7 @@ from pathlib import Path
 from . import guard, pki
 from .broker import (BANS_FILE, CONTROL_TOPIC, Broker, BrokerError, BrokerFiles, fleet_acl, fleet_bans,
                      render_config)
-from .principals import ADMIN, ensure_default_principals, session_context
+from .principals import ensure_default_principals, session_context
 from .registry import BrokerEntry, Registry
 from .state import State, ensure_dir, write_file, write_private
 
@@ -168,11 +168,23 @@ class SyncReport:
         return [o.line() for o in self.outcomes]
 
 
-def _apply(state: State, entry: BrokerEntry, kick, status, t0) -> BrokerOutcome:
+@dataclass
+class FleetState:
+    """What every broker must hold, read once per sync."""
+    crl: bytes
+    acl: bytes
+    bans: list
+    kick: list
+
+    @classmethod
+    def read(cls, state: State, kick) -> "FleetState":
+        return cls((state.pki_dir / pki.CRL).read_bytes(), fleet_acl(state).encode(), fleet_bans(state),
+                   _with_sessions(state, kick))
+
+
+def _apply(state: State, entry: BrokerEntry, fleet: FleetState, status, t0) -> BrokerOutcome:
     out = BrokerOutcome(entry.name, f"{entry.host}:{entry.port}", False)
-    crl = (state.pki_dir / pki.CRL).read_bytes()
-    acl = fleet_acl(state).encode()
-    bans = fleet_bans(state)
+    crl, acl, bans = fleet.crl, fleet.acl, fleet.bans
     folder = Path(entry.folder)
     if not entry.name.startswith("local"):
         _refresh_folder(folder, crl, acl, bans)    # a broker started from this folder later is current
@@ -182,10 +194,9 @@ def _apply(state: State, entry: BrokerEntry, kick, status, t0) -> BrokerOutcome:
         ctl.command("acl", body=acl)
         for i in range(0, len(bans), 50):
             ctl.command("ban", *bans[i:i + 50])
-        if kick:
-            names = _with_sessions(state, kick)
-            for i in range(0, len(names), 50):
-                ctl.command("kick", *names[i:i + 50])
+        if fleet.kick:
+            for i in range(0, len(fleet.kick), 50):
+                ctl.command("kick", *fleet.kick[i:i + 50])
             out.cutoff_ms = (time.monotonic() - t0) * 1000
         for topic, payload in status:
             ctl.publish_retained(topic, payload)
@@ -234,6 +245,7 @@ def sync(state: State, *, kick=(), status=(), only: str | None = None) -> SyncRe
         entries = [e for e in entries if e.name == only]
         if not entries:
             raise BrokerError(f"no broker named {only!r}", hint="see `warden broker list`")
+    fleet = FleetState.read(state, kick)
     for entry in entries:
         t0 = time.monotonic()
         if entry.name.startswith("local") and not Broker.folder_in_use(entry.folder):
@@ -243,7 +255,7 @@ def sync(state: State, *, kick=(), status=(), only: str | None = None) -> SyncRe
                                                  skipped="not running: it loads the revocations when it starts"))
             continue
         try:
-            outcome = _apply(state, entry, kick, status, t0)
+            outcome = _apply(state, entry, fleet, status, t0)
         except BrokerError as e:
             outcome = BrokerOutcome(entry.name, f"{entry.host}:{entry.port}", False, error=str(e))
         with Registry(state.registry_path) as reg:

@@ -189,10 +189,22 @@ def principal_list(state, as_json):
     console.print(table)
 
 
-def _cn(name):
+def _cn(state, name):
+    """ROLE.NAME as given, or NAME when exactly one principal has that name."""
     from . import principals
+    from .registry import Registry
 
-    return principals.resolve(name)
+    if "." not in name:
+        with Registry(state.registry_path) as reg:
+            matches = [p.cn for p in reg.principals() if p.cn.split(".", 1)[1] == name]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            fail(f"{len(matches)} principals are named {name!r}: {', '.join(matches)}", "give ROLE.NAME")
+    try:
+        return principals.resolve(name)
+    except principals.PrincipalError:
+        fail(f"no principal named {name!r}", "see `warden principal list`; give ROLE.NAME")
 
 
 @principal.command("revoke")
@@ -203,7 +215,7 @@ def principal_revoke(state, name, reason):
     """Revoke principal NAME (ROLE.NAME): CRL, out of the policy, its sessions closed on every broker."""
     from . import brokerctl, principals
 
-    cn = _cn(name)
+    cn = _cn(state, name)
     serials = principals.revoke_principal(state, cn, reason)
     console.print(f"[bold red]principal {cn} revoked[/]" + (f" ({reason})" if reason else ""))
     console.print(f"certificates in the CRL: {', '.join(serials)}")
@@ -220,7 +232,7 @@ def principal_rotate(state, name, days, out):
     """A new certificate for NAME; the old one is revoked and its sessions closed."""
     from . import brokerctl, principals
 
-    cn = _cn(name)
+    cn = _cn(state, name)
     old = principals.rotate_principal(state, cn, days=days, out=out)
     console.print(f"[bold green]{cn} rotated[/]; revoked: {', '.join(old) or '-'}")
     report_brokers(brokerctl.sync(state, kick=[cn]), f"the revocation of {cn}'s old certificate")
