@@ -4,7 +4,11 @@
 # subscribe, set_callback, check_msg, wait_msg, ping, disconnect,
 # set_last_will), plus: timeouts on connect, TLS handshake and every read;
 # QoS 1 retransmission with DUP; automatic keepalive with dead-link detection;
-# resubscribe() after a reconnect; bounded packet sizes; and a named
+# resubscribe() after a reconnect; bounded packet sizes (a PUBLISH over
+# max_packet is read and dropped in 256-byte pieces, acknowledged if QoS 1, and
+# handed to the callback as (None, None): the session stays up); a deadline for each whole packet
+# (timeout from its first byte, however slowly the rest drips in); .retained,
+# the retain flag of the PUBLISH being delivered to the callback; and a named
 # MQTTProtocolError for every malformed or unexpected packet.
 #
 # Failure model (applies to every method):
@@ -20,6 +24,8 @@
 # - A SUBACK failure (0x80) raises MQTTError; the connection stays open.
 # - Wrong arguments raise ValueError before anything is sent.
 # After an OSError, MQTTTimeoutError or MQTTProtocolError the socket is closed
+# first, before the error is worded: with no heap left to word it, the error is
+# an MQTTError carrying its number, never a MemoryError with the socket open
 # (isconnected() is False); calling a method that needs the connection then
 # raises OSError(ENOTCONN). Reconnect with connect() and, if the session was
 # not resumed, resubscribe(). To catch everything: except (OSError, MQTTError).
@@ -58,8 +64,6 @@ _TXBUF = const(256)  # PUBLISH packets up to this size are sent with one write
 
 # Errors are raised by number: the texts (and the classes) are lines of _MSGS in
 # lib/mqttmsg.py, loaded only to word an error.
-_V_WILL_QOS = const(3)
-_V_WILL_TOPIC = const(4)
 _V_QOS = const(6)
 _V_TOPIC = const(7)
 _V_BIG = const(8)
@@ -115,11 +119,16 @@ def _call(mod, name, *args, **kw):
 
 
 def _err(i, *a):
-    return _call("mqttmsg", "err", i, *a)
+    # message i of lib/mqttmsg.py (an exception, or a packet type's name); with no heap left
+    # to load the words, an MQTTError carrying the number
+    try:
+        return _call("mqttmsg", "err", i, *a)
+    except MemoryError:
+        return MQTTError(i)
 
 
 def _kind(op):
-    return _call("mqttmsg", "kind", op)
+    return _err(40 + (op >> 4))  # the packet type names follow the 40 messages (lib/mqttmsg.py)
 
 
 def _b(s):
@@ -175,11 +184,7 @@ class MQTTClient:
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
         """Register the will sent with the next connect(); ValueError on bad qos/topic."""
-        if not 0 <= qos <= 2:
-            raise _err(_V_WILL_QOS)
-        if not topic:
-            raise _err(_V_WILL_TOPIC)
-        self._lw = (_b(topic), _b(msg), 4 | qos << 3 | (0x20 if retain else 0))
+        _call("mqttconn", "will", self, topic, msg, retain, qos)
 
     def isconnected(self):
         return self.sock is not None
@@ -378,7 +383,7 @@ class MQTTClient:
         # non-blocking read (it serves buffered bytes first), and between tries wait on
         # the plain socket, where anything new must arrive.
         t0 = ticks_ms()
-        s.setblocking(False)
+        s.setblocking(False)  # for the whole packet: every read is bounded by its deadline
         try:
             while True:
                 try:
@@ -394,91 +399,98 @@ class MQTTClient:
                     return None
                 for _ in self._poll.ipoll(left):
                     break
+            if not r:
+                raise self._fail(OSError(errno.ECONNRESET, "connection closed by broker"))
+            self._rx_t = ticks_ms()  # also the start of the packet's deadline (_rd)
+            op = rb[0]
+            t = op >> 4
+            # the remaining length: at most 4 bytes, at most max_packet
+            n = sh = 0
+            while True:
+                b = self._rd(1, op)[0]
+                n |= (b & 0x7F) << sh
+                if not b & 0x80:
+                    break
+                if sh == 21:
+                    raise self._fail(_P_LEN, _kind(op), op)
+                sh += 7
+            big = n > self.max_packet
+            if big and t != 3:
+                raise self._fail(_P_MAX, _kind(op), op, n, self.max_packet)
+            if connack and t != 2:
+                raise self._fail(_P_NOT_CONNACK, _kind(op), op)
+            if t == 3:  # PUBLISH
+                qos = op >> 1 & 3
+                if qos > 1:
+                    raise self._fail(_P_QOS, qos)
+                n -= 4 if qos else 2
+                if n < 0:
+                    raise self._fail(_P_SHORT)
+                rb = self._rd(2, op)
+                tl = rb[0] << 8 | rb[1]
+                n -= tl
+                if n < 0:
+                    raise self._fail(_P_TOPIC_LEN, tl)
+                if not tl:
+                    raise self._fail(_P_NO_TOPIC)
+                # too large to hold (big): read and dropped, never allocated; the callback gets None
+                topic = self._rd(tl, op, 2 if big else 1)
+                if qos:
+                    rb = self._rd(2, op)
+                    pid = rb[0] << 8 | rb[1]
+                msg = self._rd(n, op, 2 if big else 1)
+                self._raw.settimeout(self.timeout)  # the callback and the PUBACK may write
+                if self.cb is not None:
+                    self.retained = op & 1
+                    self.cb(topic, msg)
+                if qos:
+                    rb[0] = 0x40
+                    rb[1] = 2
+                    rb[2] = pid >> 8
+                    rb[3] = pid & 0xFF
+                    self._send(rb)
+                return op
+            if op & 0x0F:
+                raise self._fail(_P_FLAGS, _kind(op), op)
+            want = _WANT[t]
+            if want == 0xFF or t == 2 and not connack:
+                raise self._fail(_P_UNEXPECTED, _kind(op), op)
+            if n != want:
+                raise self._fail(_P_BAD_LEN, _kind(op), n, want)
+            if not n:
+                self._ping_t = -1  # PINGRESP
+                return op
+            rb = self._rd(n, op)
+            if connack:
+                return op
+            pid = rb[0] << 8 | rb[1]
+            if t == 4:  # PUBACK
+                if pid in self._inflight:
+                    self._inflight.remove(pid)
+                elif pid != self._dup:
+                    raise self._fail(_P_PUBACK, pid)
+                return op
+            if pid != self._await:
+                raise self._fail(_P_ACK_ID, _kind(op), pid)
+            if n == 3:
+                if rb[2] > 1 and rb[2] != 0x80:
+                    raise self._fail(_P_SUBACK_RC, rb[2])
+                self._ack = rb[2]
+            self._await = -1
+            return op
         finally:
             if self.sock is not None:
                 self._raw.settimeout(self.timeout)  # blocking again, with the timeout
-        if not r:
-            raise self._fail(OSError(errno.ECONNRESET, "connection closed by broker"))
-        self._rx_t = ticks_ms()
-        op = rb[0]
-        t = op >> 4
-        # the remaining length: at most 4 bytes, at most max_packet
-        n = sh = 0
-        while True:
-            b = self._rd(1, op)[0]
-            n |= (b & 0x7F) << sh
-            if not b & 0x80:
-                break
-            if sh == 21:
-                raise self._fail(_P_LEN, _kind(op), op)
-            sh += 7
-        if n > self.max_packet:
-            raise self._fail(_P_MAX, _kind(op), op, n, self.max_packet)
-        if connack and t != 2:
-            raise self._fail(_P_NOT_CONNACK, _kind(op), op)
-        if t == 3:  # PUBLISH
-            qos = op >> 1 & 3
-            if qos > 1:
-                raise self._fail(_P_QOS, qos)
-            n -= 4 if qos else 2
-            if n < 0:
-                raise self._fail(_P_SHORT)
-            rb = self._rd(2, op)
-            tl = rb[0] << 8 | rb[1]
-            n -= tl
-            if n < 0:
-                raise self._fail(_P_TOPIC_LEN, tl)
-            if not tl:
-                raise self._fail(_P_NO_TOPIC)
-            topic = self._rd(tl, op, True)
-            if qos:
-                rb = self._rd(2, op)
-                pid = rb[0] << 8 | rb[1]
-            msg = self._rd(n, op, True)
-            if self.cb is not None:
-                self.cb(topic, msg)
-            if qos:
-                rb[0] = 0x40
-                rb[1] = 2
-                rb[2] = pid >> 8
-                rb[3] = pid & 0xFF
-                self._send(rb)
-            return op
-        if op & 0x0F:
-            raise self._fail(_P_FLAGS, _kind(op), op)
-        want = _WANT[t]
-        if want == 0xFF or t == 2 and not connack:
-            raise self._fail(_P_UNEXPECTED, _kind(op), op)
-        if n != want:
-            raise self._fail(_P_BAD_LEN, _kind(op), n, want)
-        if not n:
-            self._ping_t = -1  # PINGRESP
-            return op
-        rb = self._rd(n, op)
-        if connack:
-            return op
-        pid = rb[0] << 8 | rb[1]
-        if t == 4:  # PUBACK
-            if pid in self._inflight:
-                self._inflight.remove(pid)
-            elif pid != self._dup:
-                raise self._fail(_P_PUBACK, pid)
-            return op
-        if pid != self._await:
-            raise self._fail(_P_ACK_ID, _kind(op), pid)
-        if n == 3:
-            if rb[2] > 1 and rb[2] != 0x80:
-                raise self._fail(_P_SUBACK_RC, rb[2])
-            self._ack = rb[2]
-        self._await = -1
-        return op
 
-    def _rd(self, n, op, new=False):
-        # read exactly n bytes of packet `op`: into _rb (returned), or as new bytes
+    def _rd(self, n, op, how=0):
+        # read exactly n bytes of packet `op` within its deadline (timeout from its first
+        # byte; the socket is non-blocking): how 0: into _rb (returned); 1: as new bytes;
+        # 2: dropped in pieces of _tx, which is free while receiving (returns None)
         s = self.sock
         got = 0
+        b = self._tx if how == 2 else self._rb
         try:
-            if new:
+            if how == 1:
                 d = s.read(n) if n else b""
                 if d is not None and len(d) == n:
                     return d
@@ -486,19 +498,32 @@ class MQTTClient:
                 if d:
                     got = len(d)
                     b[:got] = d
-            else:
-                b = self._rb
             while got < n:
-                # slow path: a read came back short (EOF, or a port that returns partial data)
-                r = s.readinto(memoryview(b)[got:n]) if got else s.readinto(b, n)
-                if r is None:
-                    raise self._fail(_T_STALL, self.timeout, _kind(op))
+                k = n - got
+                try:
+                    if how == 2:
+                        r = s.readinto(b, k if k < _TXBUF else _TXBUF)
+                    else:
+                        r = s.readinto(memoryview(b)[got:n]) if got else s.readinto(b, n)
+                except OSError as e:
+                    if e.args[0] != errno.EAGAIN:
+                        raise
+                    r = None
+                if r is None:  # nothing yet: wait on the plain socket, within the deadline
+                    left = self._tmo - ticks_diff(ticks_ms(), self._rx_t)
+                    if left <= 0:
+                        raise self._fail(_T_STALL, self.timeout, _kind(op))
+                    for _ in self._poll.ipoll(left):
+                        break
+                    continue
                 if not r:
                     raise self._fail(_P_TRUNCATED, _kind(op))
                 got += r
         except OSError as e:
             raise self._fail(e, "reading " + _kind(op))
-        return bytes(b) if new else b
+        if how == 1:
+            return bytes(b)
+        return None if how == 2 else b
 
     def _send(self, buf, n=-1):
         s = self.sock
@@ -517,11 +542,11 @@ class MQTTClient:
         # Close the connection and return the error to raise: e is an exception or the
         # number of a message (a: its % arguments); an OSError that is a socket timeout
         # while doing a[0] (a[1]: the timeout, default the client's) becomes MQTTTimeoutError.
+        self._drop()  # first: wording the error needs heap, and the socket must not stay open
         if isinstance(e, int):
             e = _err(e, *a)
         elif a and e.args and (e.args[0] == errno.ETIMEDOUT or e.args[0] == errno.EAGAIN):
             e = _err(_T_IO, a[0], a[1] if len(a) > 1 else self.timeout)
-        self._drop()
         return e
 
     def _drop(self):

@@ -1,4 +1,4 @@
-# A cold part of lib/mqtt.py: setting a client up (MQTTClient(), connect()).
+# A cold part of lib/mqtt.py: setting a client up (MQTTClient(), set_last_will(), connect()).
 # Subscribing is lib/mqttsub.py. Errors are raised by their number in
 # lib/mqttmsg.py (same numbers as mqtt.py's constants).
 #
@@ -18,6 +18,8 @@ from mqtt import _b, _enc_len, _err
 _V_KA = const(0)
 _V_PSWD = const(1)
 _V_SSL = const(2)
+_V_WILL_QOS = const(3)
+_V_WILL_TOPIC = const(4)
 _V_FIELD = const(5)
 _T_CONNACK = const(10)
 _P_CONNACK_FLAGS = const(11)
@@ -59,9 +61,18 @@ def init(c, client_id, server, port=0, user=None, password=None, keepalive=0,
     c._await = -1  # packet id of the SUBSCRIBE/UNSUBSCRIBE awaiting its ack
     c._ack = -1  # SUBACK return code once it arrived
     c._ping_t = -1  # ticks_ms of the outstanding PINGREQ, or -1
-    c._tx_t = c._rx_t = 0
+    c._tx_t = c._rx_t = 0  # _rx_t: when the last packet started (its deadline counts from it)
+    c.retained = 0  # the retain flag of the PUBLISH being delivered to the callback
     c._rb = bytearray(4)  # small reads (lengths, ids) and the PUBACK we send
     c._tx = bytearray(256)  # small packets are assembled here and sent in one write
+
+
+def will(c, topic, msg, retain, qos):
+    if not 0 <= qos <= 2:
+        raise _err(_V_WILL_QOS)
+    if not topic:
+        raise _err(_V_WILL_TOPIC)
+    c._lw = (_b(topic), _b(msg), 4 | qos << 3 | (0x20 if retain else 0))
 
 
 def connect(c, clean_session, timeout):
@@ -130,10 +141,7 @@ def connect(c, clean_session, timeout):
         raise c._fail(_P_CONNACK_RC, rc)
     if rc:
         why = _err(_REFUSED + rc)
-        e = _err(_C_REFUSED, why, rc)
-        e.code = rc
-        e.reason = why
-        raise c._fail(e)
+        raise c._fail(_err(_C_REFUSED, why, rc))  # (mqttmsg sets .code and .reason)
     if clean_session and flags:
         raise c._fail(_P_CONNACK_SP)
     return flags

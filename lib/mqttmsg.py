@@ -65,7 +65,7 @@ Cconnection refused by broker: %s (CONNACK return code %d)
 -PINGRESP
 -DISCONNECT
 -reserved(15)"""
-_NAMES = const(40)  # + packet type 0..15
+_NAMES = const(40)  # + packet type 0..15 (mqtt._kind counts on it)
 
 
 def err(i, *a):
@@ -80,9 +80,8 @@ def err(i, *a):
     c = "VPTEC-".index(m[0])
     if c > 4:
         return m[1:]
-    return (ValueError, MQTTProtocolError, MQTTTimeoutError, MQTTError, MQTTConnectError)[c](m[1:] % a)
-
-
-def kind(op):
-    """The name of packet type op >> 4."""
-    return err(_NAMES + (op >> 4))
+    e = (ValueError, MQTTProtocolError, MQTTTimeoutError, MQTTError, MQTTConnectError)[c](m[1:] % a)
+    if c == 4:  # MQTTConnectError: .reason (the return code's name) and .code
+        setattr(e, "reason", a[0])
+        setattr(e, "code", a[1])
+    return e

@@ -258,18 +258,62 @@ def test_five_byte_remaining_length(fake):
     assert "CONNECTED False" in stdout
 
 
-def test_oversized_packet_is_refused_before_allocating(fake):
-    # 200 MB announced, a 64 KB heap: reading it would be a MemoryError
+def test_oversized_publish_announced_but_never_sent_times_out_without_allocating(fake):
+    # 200 MB announced, a 64 KB heap: it is read in pieces (never allocated) until its deadline
     b = fake(connack_then(b"\x30" + varint(200_000_000) + b"\x00\x01t"))
-    out, _, stdout = run_client(b.port, "c.connect()\nc.wait_msg(2)")
-    expect(out, "MQTTProtocolError", "PUBLISH (0x30) of 200000000 bytes exceeds max_packet 16384")
-    assert "CONNECTED False" in stdout
+    out, dt, stdout = run_client(b.port, "c.connect()\nc.wait_msg(2)")
+    expect(out, "MQTTTimeoutError", "timed out after 0.4 s in the middle of a PUBLISH")
+    assert "CONNECTED False" in stdout and dt < 3
 
 
-def test_max_packet_is_configurable(fake):
-    b = fake(connack_then(publish_packet(b"t", b"x" * 600)))
-    out, _, _ = run_client(b.port, "c.connect()\nc.wait_msg(2)", extra=", max_packet=512")
-    expect(out, "MQTTProtocolError", "exceeds max_packet 512")
+def test_oversized_publishes_are_skipped_acknowledged_and_the_session_kept(fake):
+    """Over max_packet: read and dropped in pieces, QoS 1 acknowledged (no redelivery), handed to
+    the callback as (None, None); the next message arrives and the session stays up (a retained
+    20 KB command cannot jam it)."""
+    def script(conn, b):
+        assert b.read(conn)[0] == 0x10
+        conn.sendall(CONNACK_OK)
+        conn.sendall(publish_packet(b"cmd/big", b"x" * 20000, qos=1, pid=7, flags=1))
+        conn.sendall(publish_packet(b"t" * 600, b"y", qos=0))          # the topic alone is too big
+        conn.sendall(publish_packet(b"cmd/small", b"ok", qos=1, pid=8))
+        while b.read(conn) is not None:
+            pass
+    b = fake(script)
+    out, _, stdout = run_client(b.port, "c.connect()\nfor _ in range(3): c.wait_msg(2)\n"
+                                        "print('RETAINED', c.retained)",
+                                extra=", max_packet=512")
+    assert "OUTCOME OK" in out and "CONNECTED True" in stdout, stdout
+    assert "RETAINED 0" in stdout, stdout
+    assert "GOT [(None, None), (None, None), (b'cmd/small', b'ok')]" in stdout, stdout
+    b.done.wait(5)
+    acks = [p[1] for p in b.received[1:] if p and p[0] == 0x40]
+    assert acks == [b"\x00\x07", b"\x00\x08"], b.received
+
+
+def test_retained_flag_is_visible_to_the_callback(fake):
+    b = fake(connack_then(publish_packet(b"cmd/x", b"r", flags=1), publish_packet(b"cmd/x", b"n")))
+    out, _, stdout = run_client(b.port, "c.connect()\n"
+                                        "c.set_callback(lambda t, m: got.append((m, c.retained)))\n"
+                                        "c.wait_msg(2)\nc.wait_msg(2)")
+    assert "OUTCOME OK" in out and "GOT [(b'r', 1), (b'n', 0)]" in stdout, stdout
+
+
+def test_slowly_dripped_packet_meets_one_whole_packet_deadline(fake):
+    """Each byte comes well within the timeout, but the packet as a whole does not: the client
+    gives up one timeout after the packet's first byte, not one timeout per byte."""
+    def script(conn, b):
+        b.read(conn)
+        conn.sendall(CONNACK_OK)
+        for byte in publish_packet(b"drip/topic", b"x" * 16):
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:
+                return
+            time.sleep(0.1)     # 30 bytes at 0.1 s: 3 s in all, each gap 1/4 of the timeout
+    b = fake(script)
+    out, dt, stdout = run_client(b.port, "c.connect()\nc.wait_msg(5)")
+    expect(out, "MQTTTimeoutError", "timed out after 0.4 s in the middle of a PUBLISH")
+    assert dt < 2.5, dt     # the whole packet would take 3 s; per-byte timeouts would wait for all of it
 
 
 def test_never_ending_length_stream(fake):
