@@ -373,3 +373,13 @@ def test_device_heap_resident_and_per_append(tmp_path, app_build):
     print("log store resident %d bytes, %d bytes allocated per durable append" % (resident, per))
     assert resident < 7680    # this 64-bit unix port; pointers and objects are half that on an ESP32
     assert per < 1100     # two hash objects and digests per MAC (hashlib has no reset); no buffers
+
+
+def test_a_failed_sensor_reading_shows_as_null_not_a_traceback():
+    """A kept reading whose sensor failed holds NaN (firmware/sensors.py): shown as null."""
+    nan = struct.pack("<f", float("nan"))
+    rec = ls.Record(seq=5, kind=ls.READING, time=0, payload=struct.pack("<II", 5, 0) + nan + struct.pack("<f", 21.5),
+                    segment=0, offset=0)
+    assert rec.fields()["message"] == "#5 values null 21.5"
+    assert rec.to_json()["reading"]["values"] == [None, 21.5]
+    json.dumps(rec.to_json())   # what `logs show --json` prints

@@ -173,7 +173,7 @@ class Record:
             r = self.reading()
             if r is None:
                 return {"level": "", "source": "reading", "message": p.hex()}
-            values = " ".join("%g" % v for v in r["values"])
+            values = " ".join("null" if v is None else "%g" % v for v in r["values"])  # None: a failed sensor
             return {"level": "", "source": "reading", "message": f"#{r['seq']} values {values}"}
         if self.kind == DROP and len(p) == 12:
             s, first, nxt = struct.unpack("<III", p)
