@@ -146,10 +146,10 @@ def test_hash_script_is_micropython_that_hashes_files(tmp_path):
     from devrun import run_mp
     (tmp_path / "a").write_bytes(b"x" * 3000)
     r = run_mp(deploy.hash_script([str(tmp_path / "a"), str(tmp_path / "missing")]))
-    got = deploy.parse_marked(r.stdout, "WARDEN-HASHES")
+    got = deploy.parse_hashes(r.stdout)
     assert got == {str(tmp_path / "a"): deploy.sha256_hex(b"x" * 3000), str(tmp_path / "missing"): None}
     with pytest.raises(deploy.DeployError, match="did not answer"):
-        deploy.parse_marked("Traceback ...", "WARDEN-HASHES")
+        deploy.parse_hashes("Traceback ...")
 
 
 def test_deploy_image_only_cli_keeps_the_password_off_screen(pki_state, thing, tmp_path, monkeypatch):

@@ -209,7 +209,8 @@ def _h(p):
         h.update(b[:n] if n < 1024 else b)
     f.close()
     return binascii.hexlify(h.digest()).decode()
-print("WARDEN-HASHES " + json.dumps({p: _h(p) for p in %s}))
+for p in %s:  # a line per file: one JSON of every hash would need kilobytes of heap at once
+    print("WARDEN-HASHES " + json.dumps({p: _h(p)}))
 """
 _LIST_LOGS = """import os, json
 try:
@@ -221,8 +222,18 @@ print("WARDEN-LOGS " + json.dumps(n))
 
 
 def hash_script(paths) -> str:
-    """MicroPython that prints `WARDEN-HASHES {path: sha256 hex or null}` for `paths`."""
+    """MicroPython that prints a line `WARDEN-HASHES {path: sha256 hex or null}` per path (`parse_hashes`)."""
     return _HASH_SCRIPT % json.dumps(sorted(paths))
+
+
+def parse_hashes(output: str) -> dict:
+    """{path: sha256 hex or None} from what `hash_script` printed."""
+    parse_marked(output, "WARDEN-HASHES")   # none at all: the board did not run it (a clear error)
+    got = {}
+    for line in output.splitlines():
+        if line.startswith("WARDEN-HASHES "):
+            got.update(json.loads(line[len("WARDEN-HASHES "):]))
+    return got
 
 
 def parse_marked(output: str, mark: str):
@@ -331,7 +342,7 @@ def deploy_mpremote(state, thing, port, config, *, force_identity=False, runner=
         probe = td / "probe.py"
         probe.write_text(hash_script(IDENTITY_FILES))
         say("reading the board's identity")
-        current = parse_marked(_run(mpremote_argv(port, "run", probe), runner), "WARDEN-HASHES")
+        current = parse_hashes(_run(mpremote_argv(port, "run", probe), runner))
         conflicts = identity_conflicts(current, files)
         if conflicts and not force_identity:
             raise DeployError(f"the board already holds another identity ({', '.join(conflicts)} differ)",
@@ -349,7 +360,7 @@ def deploy_mpremote(state, thing, port, config, *, force_identity=False, runner=
         check = td / "verify.py"
         check.write_text(hash_script(files))
         say("verifying what was written")
-        got = parse_marked(_run(mpremote_argv(port, "run", check), runner), "WARDEN-HASHES")
+        got = parse_hashes(_run(mpremote_argv(port, "run", check), runner))
         bad = [p for p, d in files.items() if got.get(p) != sha256_hex(d)]
         if bad:
             raise DeployError(f"{len(bad)} file(s) differ after writing: {', '.join(sorted(bad)[:5])}",
