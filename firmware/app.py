@@ -15,7 +15,7 @@ import sys
 VERSION = "0.1.0"
 
 # Loaded by the boot phase and not needed after it.
-_BOOT_ONLY = ("firmware.start", "firmware.config", "firmware.identity", "der", "firmware.ota_state",
+_BOOT_ONLY = ("firmware.start", "firmware.logboot", "firmware.config", "firmware.identity", "der", "firmware.ota_state",
               "firmware.hal.unixboot", "firmware.topics")
 
 

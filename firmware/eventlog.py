@@ -1,43 +1,17 @@
 # The device log: what happened to the device, one line per event.
 #
 # Every event goes to the console (the UART on a board, stdout on the twin) as
-# `<uptime ms> <LEVEL> <kind>: <message>`. Once open_store() has run (at boot),
+# `<uptime ms> <LEVEL> <kind>: <message>`. Once firmware/logboot.py has opened it (at boot),
 # each event is also appended, durably, to the encrypted log store in /log
 # (lib/logstore.py) as an EVENT record `<LEVEL> <kind>: <message>`, readable
 # with `warden logs show`. Events are kept short and never include secrets
 # (keys, Wi-Fi passwords). An event the store cannot take is on the console only;
 # a store that failed writing reopens (and recovers) itself at the next event, and
 # only a store closed for good is let go. Logging never stops the device.
-import sys
 import time
 
 _t0 = time.ticks_ms()
 _store = None
-LOG_DIR = "/log"
-
-
-def open_store(key, path=LOG_DIR, **options):
-    """Open the log store with the device's log key (hal.boot().log_key()); returns it or None."""
-    global _store
-    import gc
-    from firmware import hal
-    # Opening loads code and reads the log: start from a collected heap (a collection
-    # forced deep inside those allocations cannot always reclaim what is garbage here).
-    gc.collect()
-    if key is None:
-        warn("log", "no log key in NVS: events go to the console only")
-        return None
-    try:
-        from logstore import Store
-        _store = Store(path, key, clock=hal.unix_time, **options)
-    except Exception as e:
-        _store = None
-        error("log", "log store unusable, events go to the console only: %r" % e)
-    finally:
-        # Opening needed these; appending does not (a Reader loads logread again).
-        for m in ("logopen", "logread", "cryptokit"):
-            sys.modules.pop(m, None)
-    return _store
 
 
 def store():
@@ -47,8 +21,11 @@ def store():
 
 def log(level, kind, msg):
     global _store
-    line = "%s %s: %s" % (level, kind, msg)
-    print("%d %s" % (time.ticks_diff(time.ticks_ms(), _t0), line))
+    try:
+        line = "%s %s: %s" % (level, kind, msg)
+        print("%d %s" % (time.ticks_diff(time.ticks_ms(), _t0), line))
+    except MemoryError:
+        return  # no heap to word it: the event is lost, the device goes on
     s = _store
     if s is not None:
         try:

@@ -34,9 +34,8 @@ def say(dev, d, retain=False):
 
 
 def handle(dev):
-    """Handle the OTA request that arrived (dev.command)."""
-    msg = dev.command
-    dev.command = None
+    """Handle the oldest OTA request waiting (dev.pending)."""
+    msg = dev.pending.pop(0)
     if dev.ota is None:
         from firmware.otalink import OtaLink
         dev.ota = OtaLink("esp32/" + dev.cfg["app"], lambda d: say(dev, d))

@@ -57,7 +57,8 @@ class OtaLink:
             self.refuse("out of memory while handling the update")
 
     def refuse(self, reason):
-        eventlog.error("ota", "update refused: %s" % reason)
+        from firmware import refusal  # (stays loaded until the next reading: refusal.flush)
+        refusal.note("ota", "update refused: %s" % reason, "ERROR")
         self.stop(None)
         self.say({"step": "rejected", "reason": reason})
 

@@ -24,7 +24,8 @@ def boot(version):
     # The device log (and outbox) in /log (README: 'The encrypted device log'), opened once per
     # boot, before the config is checked so that even a config error is logged.
     hb = hal.boot()
-    eventlog.open_store(hb.log_key(), quota=_log_quota())
+    from firmware import logboot
+    logboot.open_store(hb.log_key(), quota=_log_quota())
     eventlog.info("boot", "warden %s on %s, reset cause %s" % (
         version, hal.PLATFORM, hb.RESET_NAMES.get(hb.reset_cause(), "?")))
     cfg = _checks(ctx, hb)

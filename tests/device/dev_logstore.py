@@ -461,9 +461,9 @@ def test_reader_survives_flipped_bits():
 
 # -- the device log ----------------------------------------------------------------------------
 def test_eventlog_writes_events_to_the_store():
-    from firmware import eventlog
+    from firmware import eventlog, logboot
     try:
-        st = eventlog.open_store(KEY, tmpdir("ev") + "/log")
+        st = logboot.open_store(KEY, tmpdir("ev") + "/log")
         assert st is eventlog.store() and "logopen" not in sys.modules and "cryptokit" not in sys.modules
         eventlog.info("boot", "warden test, reset cause power-on")
         eventlog.error("mqtt", "connect failed: " + "x" * 400)    # too long: cut to fit
@@ -480,7 +480,7 @@ def test_eventlog_writes_events_to_the_store():
 
 
 def test_eventlog_without_a_key_is_console_only():
-    from firmware import eventlog, hal
+    from firmware import eventlog, hal, logboot
     assert hal.boot().log_key() is None      # no twin flash here: no NVS
-    assert eventlog.open_store(None, tmpdir("nokey") + "/log") is None and eventlog.store() is None
+    assert logboot.open_store(None, tmpdir("nokey") + "/log") is None and eventlog.store() is None
     eventlog.info("boot", "still logs to the console")
