@@ -259,3 +259,47 @@ def test_cli_build_app_bundle_then_sign(run, tmp_path):
     assert r.exit_code == 0, r.output
     r = run("ota", "inspect", str(tmp_path / "app.wup"), "--json")
     assert r.exit_code == 0 and '"kind": "app"' in r.output
+
+
+def test_an_encrypted_signing_key_signs_only_with_its_passphrase(state, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from warden.cli import main
+
+    monkeypatch.delenv(keys.PASSPHRASE_ENV, raising=False)
+    info = keys.init_keys(state, "correct horse battery")
+    raw = info.private_path.read_bytes()
+    with pytest.raises(TypeError):                       # unreadable without it, as stored
+        serialization.load_der_private_key(raw, None)
+    assert keys.is_encrypted(state) and keys.info(state).key_id == info.key_id   # public side: no passphrase
+    with pytest.raises(keys.KeysError, match="encrypted and no passphrase") as e:
+        keys.load_private_key(state)                     # no terminal, no variable: a clear error
+    assert keys.PASSPHRASE_ENV in e.value.hint
+    with pytest.raises(keys.KeysError, match="wrong passphrase"):
+        keys.load_private_key(state, "wrong horse battery")
+    assert keys.load_private_key(state, "correct horse battery").key_size == 3072
+    # the CLI signs with the variable set (CI), and the key file is unchanged by signing
+    bundle = tmp_path / "b.bin"
+    bundle.write_bytes(image.build_bundle())
+    run = CliRunner().invoke(main, ["--state", str(state.root), "sign", str(bundle), "--kind", "app",
+                                    "--version", "1.0.0", "--counter", "3"],
+                             env={keys.PASSPHRASE_ENV: "correct horse battery"})
+    assert run.exit_code == 0, run.output
+    assert info.private_path.read_bytes() == raw
+    files = {p.name for p in info.private_path.parent.rglob("*") if p.is_file()}
+    assert files == {"ota-signing.key.der", "ota-signing.pub.der", info.key_id + ".pk"}
+    bad = CliRunner().invoke(main, ["--state", str(state.root), "sign", str(bundle), "--kind", "app",
+                                    "--version", "1.0.0", "--counter", "4"], env={keys.PASSPHRASE_ENV: "nope nope"})
+    assert bad.exit_code == 1 and "wrong passphrase" in bad.output and "Traceback" not in bad.output
+
+
+def test_keys_encrypt_protects_an_existing_key(state, monkeypatch):
+    info = keys.init_keys(state)
+    monkeypatch.setenv(keys.NEW_PASSPHRASE_ENV, "a new passphrase")
+    from click.testing import CliRunner
+
+    from warden.cli import main
+    run = CliRunner().invoke(main, ["--state", str(state.root), "keys", "encrypt"])
+    assert run.exit_code == 0, run.output
+    assert keys.is_encrypted(state)
+    assert keys.key_id(keys.load_private_key(state, "a new passphrase").public_key()).hex() == info.key_id

@@ -21,15 +21,42 @@ def keys():
 
 
 @keys.command("init")
+@click.option("--encrypt", is_flag=True,
+              help="Keep the key encrypted with a passphrase ($WARDEN_SIGNING_PASSPHRASE, or asked for).")
 @pass_state
-def keys_init(state):
+def keys_init(state, encrypt):
     """Create the fleet's OTA signing key and the trusted-key file devices are provisioned with."""
     from . import keys as lib
 
+    secret = None
+    if encrypt:
+        secret = lib.passphrase("new passphrase for the signing key: ", confirm=True, env=lib.NEW_PASSPHRASE_ENV) \
+            or lib.passphrase(env=lib.PASSPHRASE_ENV)
+        if not secret:
+            raise lib.KeysError("--encrypt needs a passphrase",
+                                hint=f"set ${lib.PASSPHRASE_ENV}, or run it on a terminal to be asked")
     with console.status("generating an RSA-3072 key..."):
-        info = lib.init_keys(state)
-    console.print(f"[bold green]OTA signing key created[/], key id [bold]{info.key_id}[/]")
+        info = lib.init_keys(state, secret)
+    console.print(f"[bold green]OTA signing key created[/], key id [bold]{info.key_id}[/]"
+                  + (" (encrypted)" if secret else ""))
     _show(info)
+
+
+@keys.command("encrypt")
+@pass_state
+def keys_encrypt(state):
+    """Encrypt the signing key with a passphrase (or change it: the old one is asked for first)."""
+    from . import keys as lib
+
+    old = lib.passphrase("current passphrase: ") if lib.is_encrypted(state) else None
+    new = lib.passphrase("new passphrase: ", confirm=True, env=lib.NEW_PASSPHRASE_ENV)
+    if not new:
+        raise lib.KeysError("no new passphrase given",
+                            hint=f"run it on a terminal, or set ${lib.NEW_PASSPHRASE_ENV} (and "
+                                 f"${lib.PASSPHRASE_ENV} for the current one)")
+    lib.encrypt_key(state, new, old)
+    console.print("[bold green]signing key encrypted[/]: signing now needs the passphrase "
+                  f"(${lib.PASSPHRASE_ENV} in CI)")
 
 
 @keys.command("show")

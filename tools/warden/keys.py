@@ -2,7 +2,11 @@
 
 `warden keys init` makes one RSA-3072 key (e = 65537) in the state folder:
 
-    <state>/keys/ota-signing.key.der   private key, PKCS#8 DER, mode 0600
+    <state>/keys/ota-signing.key.der   private key, PKCS#8 DER, mode 0600; encrypted with a
+                                       passphrase if made with `keys init --encrypt` or
+                                       `keys encrypt` (the passphrase: $WARDEN_SIGNING_PASSPHRASE,
+                                       or asked for on a terminal; signing never writes the key
+                                       anywhere else)
     <state>/keys/ota-signing.pub.der   public key, SubjectPublicKeyInfo DER
     <state>/keys/device/<key id>.pk    the device-side trusted key file
 
@@ -31,6 +35,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .state import WardenError, ensure_dir, write_file, write_private
+
+PASSPHRASE_ENV = "WARDEN_SIGNING_PASSPHRASE"
 
 KEY_BITS = 3072
 EXPONENT = 65537
@@ -97,10 +103,19 @@ def has_key(state) -> bool:
     return private_path(state).exists()
 
 
-def init_keys(state) -> SigningKeyInfo:
-    """Make the fleet's RSA-3072 signing key. Refuses to replace an existing one."""
+def _encryption(passphrase):
+    if passphrase is None:
+        return serialization.NoEncryption()
+    if len(passphrase) < 8:
+        raise KeysError("the passphrase is shorter than 8 characters", hint="choose a longer one")
+    return serialization.BestAvailableEncryption(passphrase.encode())
+
+
+def init_keys(state, passphrase: str | None = None) -> SigningKeyInfo:
+    """Make the fleet's RSA-3072 signing key (encrypted with `passphrase` if given).
+    Refuses to replace an existing one."""
     if has_key(state):
-        kid = key_id(load_private_key(state).public_key()).hex()
+        kid = info(state).key_id
         raise KeysError(f"a signing key already exists (key id {kid}) in {keys_dir(state)}",
                         hint="devices trust that key: keep it. Replacing it would strand every device "
                              "provisioned with it; move the folder away first if you really mean to.")
@@ -108,7 +123,7 @@ def init_keys(state) -> SigningKeyInfo:
     ensure_dir(keys_dir(state) / "device")
     key = rsa.generate_private_key(public_exponent=EXPONENT, key_size=KEY_BITS)
     der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+                            _encryption(passphrase))
     write_private(private_path(state), der)
     pub = key.public_key()
     write_file(public_path(state), spki_der(pub))
@@ -118,12 +133,56 @@ def init_keys(state) -> SigningKeyInfo:
     return SigningKeyInfo(kid.hex(), private_path(state), public_path(state), dev)
 
 
-def load_private_key(state):
+def is_encrypted(state) -> bool:
+    """Is the signing key stored encrypted with a passphrase?"""
+    try:
+        serialization.load_der_private_key(private_path(state).read_bytes(), password=None)
+    except TypeError:
+        return True      # "Password was not given but private key is encrypted"
+    except ValueError:
+        return False     # not a key at all: load_private_key says so
+    return False
+
+
+NEW_PASSPHRASE_ENV = "WARDEN_NEW_SIGNING_PASSPHRASE"
+
+
+def passphrase(prompt="signing key passphrase: ", confirm=False, env=PASSPHRASE_ENV) -> str | None:
+    """The passphrase from $`env`, else asked for on a terminal, else None."""
+    import os
+    import sys
+
+    value = os.environ.get(env)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        return None
+    import getpass
+
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("again: ") != value:
+        raise KeysError("the two passphrases differ", hint="run it again")
+    return value
+
+
+def load_private_key(state, secret: str | None = None):
+    """The signing key, in memory only. An encrypted key takes `secret`, else passphrase()."""
     path = private_path(state)
     if not path.exists():
         raise KeysError(f"no OTA signing key in {keys_dir(state)}", hint="create it with `warden keys init`")
+    data = path.read_bytes()
     try:
-        key = serialization.load_der_private_key(path.read_bytes(), password=None)
+        key = serialization.load_der_private_key(data, password=None)
+    except TypeError:
+        secret = secret if secret is not None else passphrase()
+        if secret is None:
+            raise KeysError(f"the signing key in {path} is encrypted and no passphrase was given",
+                            hint=f"set ${PASSPHRASE_ENV} (CI), or run this on a terminal to be asked") from None
+        try:
+            key = serialization.load_der_private_key(data, password=secret.encode())
+        except ValueError:
+            raise KeysError("wrong passphrase for the signing key",
+                            hint=f"check ${PASSPHRASE_ENV} or what you typed") from None
     except ValueError as e:
         raise KeysError(f"{path} is not a DER private key: {e}") from e
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size != KEY_BITS or \
@@ -132,8 +191,18 @@ def load_private_key(state):
     return key
 
 
+def encrypt_key(state, secret: str, old: str | None = None) -> None:
+    """Store the signing key encrypted with `secret` (re-encrypt with `old` first if it already is)."""
+    key = load_private_key(state, old)
+    write_private(private_path(state), key.private_bytes(serialization.Encoding.DER,
+                                                         serialization.PrivateFormat.PKCS8, _encryption(secret)))
+
+
 def info(state) -> SigningKeyInfo:
-    kid = key_id(load_private_key(state).public_key())
+    """The key id and files (from the public key: no passphrase needed)."""
+    if not public_path(state).exists():
+        raise KeysError(f"no OTA signing key in {keys_dir(state)}", hint="create it with `warden keys init`")
+    kid = key_id(serialization.load_der_public_key(public_path(state).read_bytes()))
     return SigningKeyInfo(kid.hex(), private_path(state), public_path(state),
                           keys_dir(state) / "device" / (kid.hex() + ".pk"))
 
