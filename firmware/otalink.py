@@ -4,12 +4,15 @@
 # byte says what it is:
 #   b"B" + the update's head (WUP1, manifest and signature lengths, manifest,
 #          signature: the first bytes of a .wup file)         begin / resume
+#          [+ b"\0" + who (the technician's principal) [+ b"\0takeover"]]
 #   b"C" + offset (4 bytes, big-endian) + payload bytes        one chunk
 #   b"F"                                                       finish: check, swap, reset
 #   b"S"                                                       report the OTA status
 #   b"A"                                                       abort the transfer
 # The device answers on dt/<app>/<thing>/ota with JSON {"step": ...}:
 #   accepted {offset, size, kind, version}   the next chunk to send starts at offset
+#   busy {holder}                            another technician's transfer is under way: it
+#                                            goes on untouched (begin with takeover to replace it)
 #   next {offset, percent}                   after every chunk: what to send next
 #   rejected {reason}                        the update was refused; nothing changed
 #   installed {kind, version}                swapped; the device resets now
@@ -33,6 +36,7 @@ class OtaLink:
         self.updater = None
         self._pct = -1
         self.installed = None   # set by finish(): the app closes the session and resets
+        self.holder = None      # who began the transfer under way (as the technician said)
 
     def handle(self, msg):
         op = msg[:1]
@@ -75,12 +79,28 @@ class OtaLink:
         if len(msg) > 1 + _HEAD_MAX or len(msg) < 9 or msg[1:5] != b"WUP1":
             raise OTAError("malformed update head (%d bytes)" % (len(msg) - 1))
         m, s = struct.unpack_from(">HH", msg, 5)
-        if m > 512 or 9 + m + s != len(msg):
+        end = 9 + m + s
+        if m > 512 or end > len(msg) or (end < len(msg) and msg[end] != 0):
             raise OTAError("manifest oversized or head malformed (manifest %d, signature %d bytes)" % (m, s))
+        who, _, flag = bytes(msg[end + 1:]).partition(b"\0")
+        try:
+            if len(who) > 80:
+                raise UnicodeError
+            who.decode()
+        except UnicodeError:
+            raise OTAError("the technician's name is not 1-80 bytes of UTF-8")
+        if self.updater is not None and self.holder and who != self.holder and flag != b"takeover":
+            # A transfer belongs to whoever began it: another technician's begin is answered,
+            # and the transfer goes on untouched (an explicit takeover replaces it).
+            from firmware import refusal
+            refusal.note("ota", "begin refused: a transfer by %s is under way" % self.holder.decode())
+            self.say({"step": "busy", "holder": self.holder.decode()})
+            return
         if self.updater is None:
             self.updater = Updater(self.target)
         mv = memoryview(msg)
-        off = self.updater.begin(mv[9:9 + m], mv[9 + m:])
+        off = self.updater.begin(mv[9:9 + m], mv[9 + m:end])
+        self.holder = who or None
         job = self.updater.job()
         self._pct = -1
         eventlog.info("ota", "accepted %s %s (%d bytes), from offset %d" % (
@@ -117,5 +137,7 @@ class OtaLink:
         unload(("firmware.ota_state",))
         u = self.updater
         st["receiving"] = u.job() if u is not None else None
+        if u is not None and self.holder:
+            st["receiving"]["holder"] = self.holder.decode()
         st["step"] = "status"
         self.say(st)

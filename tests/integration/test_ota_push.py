@@ -150,3 +150,40 @@ def test_an_update_that_does_not_fit_in_64k_leaves_the_device_publishing(fleet, 
         seqs.add(json.loads(op.expect("dt/warden/ota-64k/telemetry", timeout=15).payload)["seq"])
     assert t.proc.poll() is None and "Traceback" not in t.output, t.output
     assert "connect failed: MemoryError" not in "\n".join(t.lines[after:]), t.output
+
+
+def test_a_transfer_belongs_to_the_technician_who_began_it(fleet, broker, device, tmp_path):
+    """A second technician's begin is answered `busy` and the first transfer goes on untouched;
+    --takeover (for a technician who knows the other is gone) replaces it."""
+    import struct
+
+    from warden import brokerctl, principals
+
+    t = device("ota-owner")
+    if not any(p.cn == "technician.bob" for p in principals.list_principals(fleet)):
+        principals.add_principal(fleet, "bob", "technician")
+        assert not brokerctl.sync(fleet).failed
+    upd = signed(fleet, tmp_path, image.build_bundle(), version="3.0.0", counter=30)
+    data = upd.read_bytes()
+    m_bytes, sig, payload = image.split(data)
+    alice = otapush.Technician(fleet, "ota-owner", port=broker.port).connect()   # technician.default
+    try:
+        alice.send(b"B" + data[:8 + len(m_bytes) + len(sig)] + b"\0technician.default")
+        d = alice.expect({"accepted"}, 10, "accepted")
+        alice.send(b"C" + struct.pack(">I", d["offset"]) + payload[d["offset"]:d["offset"] + otapush.CHUNK])
+        d = alice.expect({"next"}, 10, "next")
+        with pytest.raises(otapush.OtaPushError, match="receiving an update from technician.default") as e:
+            otapush.push(fleet, "ota-owner", upd, port=broker.port, principal="technician.bob", timeout=10)
+        assert "--takeover" in e.value.hint
+        t.wait_for(r"begin refused: a transfer by technician.default is under way", 5)
+        # alice's transfer goes on where it was
+        off = d["offset"]
+        alice.send(b"C" + struct.pack(">I", off) + payload[off:off + otapush.CHUNK])
+        assert alice.expect({"next"}, 10, "next")["offset"] > off
+        st = otapush.status(fleet, "ota-owner", port=broker.port)
+        assert st["device"]["receiving"]["holder"] == "technician.default"
+    finally:
+        alice.close()
+    out = otapush.push(fleet, "ota-owner", upd, port=broker.port, principal="technician.bob", takeover=True)
+    assert out.result == otapush.INSTALLED, out
+    t.wait_for(r"INFO ota: self-test passed: app 3.0.0 confirmed", 15)

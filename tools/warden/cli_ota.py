@@ -139,8 +139,10 @@ def ota_inspect(state, file, target, as_json):
               help="Seconds to wait for the self-test after the device resets.")
 @click.option("--as", "as_", default="technician.default", show_default=True,
               help="The technician principal to act as (ROLE.NAME, or NAME for a technician).")
+@click.option("--takeover", is_flag=True,
+              help="Replace a transfer another technician began (they are gone): theirs is abandoned.")
 @pass_state
-def ota_push(state, thing, file, timeout, confirm_timeout, as_):
+def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
     """Send a signed update to THING, show its progress, and report the outcome.
 
     Exit 0: installed and confirmed; 2: rejected by the device (its reason); 3: rolled back
@@ -163,7 +165,7 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_):
                 bar.update(task, description=f"{thing}: installing, then the self-test")
 
         out = otapush.push(state, thing, file, progress=progress, timeout=timeout,
-                           confirm_timeout=confirm_timeout, principal=cn)
+                           confirm_timeout=confirm_timeout, principal=cn, takeover=takeover)
     what = f"{out.kind} {out.version} (counter {out.counter})"
     if out.result == otapush.INSTALLED:
         extra = f", resumed at byte {out.resumed_from}" if out.resumed_from else ""

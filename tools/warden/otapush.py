@@ -141,7 +141,7 @@ def check_locally(state, thing, data):
 
 
 def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180.0, host=None, port=None,
-         local_check=True, principal="technician.default"):
+         local_check=True, principal="technician.default", takeover=False):
     """Send the update at `path` to THING and follow it to its outcome; returns an Outcome.
 
     `local_check=False` skips the host-side checks (tests use it to show the device refuses
@@ -152,13 +152,18 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
     else:
         m = image.Manifest.decode(image.split(data)[0])
     m_bytes, sig, payload = image.split(data)
-    head = b"B" + data[:8 + len(m_bytes) + len(sig)]
+    # the head, then who asks (a transfer belongs to whoever began it; takeover replaces another's)
+    head = b"B" + data[:8 + len(m_bytes) + len(sig)] + b"\0" + principal.encode() + (b"\0takeover" if takeover else b"")
     t = Technician(state, thing, host, port, principal=principal).connect()
     t0 = time.monotonic()
     sent = 0
     try:
         t.send(head)
-        d = t.expect({"accepted", "rejected"}, timeout, "accepted or rejected")
+        d = t.expect({"accepted", "rejected", "busy"}, timeout, "accepted or rejected")
+        if d["step"] == "busy":
+            raise OtaPushError(f"{thing} is receiving an update from {d.get('holder')}; nothing was changed",
+                               hint="wait for it to finish (`warden ota status`), or if that technician is gone, "
+                                    "push again with --takeover (their transfer is replaced)")
         if d["step"] == "rejected":
             return Outcome(REJECTED, d.get("reason"), m.version, m.counter, m.kind, time.monotonic() - t0, 0, 0)
         off = resumed = d["offset"]
