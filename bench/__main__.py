@@ -46,6 +46,7 @@ SECTIONS = [
     ("fleet", _optional("fleet_bench", "Fleet: provisioning and revocation")),
     ("tls", _optional("tls_bench", "Broker TLS: what each client negotiates")),
     ("peers", _optional("peers_bench", "MQTT client vs umqtt.simple (same micropython, same broker)")),
+    ("abuse", _optional("abuse_bench", "What a remote party can make a device do")),
     ("ota", _optional("ota_bench", "Signed OTA: verification and install engine")),
     ("ota-push", _optional("ota_push_bench", "Signed OTA over the MQTT chunk transport")),
     ("resilience", _optional("resilience_bench", "Resilience: outbox drain, reconnect, QoS 1")),
