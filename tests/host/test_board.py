@@ -96,7 +96,10 @@ def test_flash_cli_checks_then_runs_esptool(images, monkeypatch):
     monkeypatch.setattr(flash, "run_steps", lambda steps, runner=None, say=None: ran.extend(steps))
     r = CliRunner().invoke(main, ["flash", "--port", "/dev/ttyUSB0", "--firmware", str(big)])
     assert r.exit_code == 1 and "error:" in r.output and "1.5 MiB" in r.output and not ran
+    # erasing wipes the board's identity, log and counters: a script must say --yes
     r = CliRunner().invoke(main, ["flash", "--port", "/dev/ttyUSB0", "--firmware", str(ok)])
+    assert r.exit_code == 1 and "--yes" in r.output and not ran, r.output
+    r = CliRunner().invoke(main, ["flash", "--port", "/dev/ttyUSB0", "--firmware", str(ok), "--yes"])
     assert r.exit_code == 0, r.output
     assert [s.argv[-3:] for s in ran] == [["--baud", "460800", "erase-flash"], ["write-flash", "0x1000", str(ok)]]
 
@@ -208,3 +211,30 @@ def test_package_json_files_name_existing_files_and_every_lib_module():
     dests = {d for d, _ in top["urls"]}
     want = {p.relative_to(ROOT).as_posix() for p in (ROOT / "firmware").rglob("*.py")} | {"boot.py", "main.py"}
     assert want <= dests, sorted(want - dests)
+
+
+def test_a_deploy_carries_the_registry_counters_and_never_lowers_the_boards(pki_state, tmp_path):
+    """Anti-downgrade survives re-flashing: the image and the mpremote deploy carry the registry's
+    counters per kind; merged on a board, the higher counter per kind wins."""
+    from devrun import run_mp
+    from warden.registry import Registry
+
+    devices.add_device(pki_state, "board-ctr")
+    with Registry(pki_state.registry_path) as reg:
+        reg.update("board-ctr", app_counter=40, app_version="4.0.0", firmware_counter=7, firmware_version="1.29.1")
+    files = deploy.deploy_files(pki_state, "board-ctr", {"thing": "board-ctr"})
+    assert json.loads(files[deploy.SECURITY_STATE]) == {"app": [40, "4.0.0"], "firmware": [7, "1.29.1"]}
+    # the board already holds a higher firmware counter and a lower app counter: merge
+    board = tmp_path / "state"
+    board.mkdir()
+    (board / "ota.json").write_text(json.dumps({"firmware": [9, "1.30.0"], "app": [3, "0.3.0"]}))
+    code = deploy.merge_counters_code(json.loads(files[deploy.SECURITY_STATE])).replace(
+        "/state", str(board))
+    r = run_mp(code)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((board / "ota.json").read_text()) == {"app": [40, "4.0.0"], "firmware": [9, "1.30.0"]}
+    # mpremote copies it by merging, never as a file, and removes the OTA app slots first
+    plan = deploy.mpremote_plan("PORT", tmp_path, files, write_identity=True)
+    what = [w for w, _ in plan.steps]
+    assert what[0] == "remove the old app" and "keep the security counters" in what
+    assert "/app" in " ".join(map(str, plan.steps[0][1])) and not any("copy /state" in w for w in what)

@@ -187,3 +187,35 @@ def test_a_transfer_belongs_to_the_technician_who_began_it(fleet, broker, device
     out = otapush.push(fleet, "ota-owner", upd, port=broker.port, principal="technician.bob", takeover=True)
     assert out.result == otapush.INSTALLED, out
     t.wait_for(r"INFO ota: self-test passed: app 3.0.0 confirmed", 15)
+
+
+def test_re_provisioning_keeps_refusing_older_genuine_updates(fleet, broker, device, tmp_path):
+    """A board re-flashed and deployed again (here: the twin's flash built afresh, as `warden flash`
+    + `warden deploy` leave a board) still refuses every update older than what it ran: the
+    registry's counters, per kind, go into the new filesystem and the device's own check decides."""
+    from warden import devices as devlib
+
+    thing = "ota-reprov"
+    t = device(thing)
+    new = signed(fleet, tmp_path, image.build_bundle(), version="5.0.0", counter=50, name="new.wup")
+    old = signed(fleet, tmp_path, image.build_bundle(), version="4.5.0", counter=45, name="old.wup")
+    assert otapush.push(fleet, thing, new, port=broker.port).result == otapush.INSTALLED
+    t.wait_for(r"INFO ota: self-test passed: app 5.0.0 confirmed", 15)
+    with Registry(fleet.registry_path) as reg:
+        d = reg.get(thing)
+    assert (d.app_counter, d.app_version, d.firmware_counter) == (50, "5.0.0", 0)
+    t.stop()
+    folder = fleet.device_dir(thing)
+    twinlib.provision_twin(fleet, thing, (folder / devlib.CERT_FILE).read_bytes(),
+                           (folder / devlib.KEY_FILE).read_bytes())      # a fresh filesystem
+    path = twinlib.flash_path(fleet, thing)
+    twinlib.update_config(path, broker={"host": "localhost", "port": broker.port}, interval_ms=100)
+    t2 = Twin(path, heap=HEAP).start()
+    try:
+        t2.wait_for(r"INFO telemetry: first reading", 15)
+        with pytest.raises(image.UpdateError, match="downgrade: counter 45 is lower than the installed 50"):
+            otapush.push(fleet, thing, old, port=broker.port)          # the host refuses it
+        out = otapush.push(fleet, thing, old, port=broker.port, local_check=False)
+        assert out.result == otapush.REJECTED and "counter 45 is lower than the installed 50" in out.reason, out
+    finally:
+        t2.stop()

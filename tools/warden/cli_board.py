@@ -18,7 +18,8 @@ from .cli import console, main, pass_state
               help="Erase the whole flash first (default for a combined image; wipes identity and logs).")
 @click.option("--baud", type=click.IntRange(9600), default=460800, show_default=True)
 @click.option("--check-only", is_flag=True, help="Only check the image (esptool image-info, layout, size).")
-def flash_cmd(port, firmware, chip, erase, baud, check_only):
+@click.option("--yes", is_flag=True, help="Erase without asking (scripts).")
+def flash_cmd(port, firmware, chip, erase, baud, check_only, yes):
     """Check a MicroPython image offline, then erase and write it with esptool."""
     from . import flash as lib
 
@@ -32,8 +33,16 @@ def flash_cmd(port, firmware, chip, erase, baud, check_only):
         erase = info.kind == "combined"
     steps = lib.flash_plan(port, info, erase, baud)
     if erase:
-        console.print("[yellow]erasing the whole flash:[/] the board's filesystem (identity, logs) goes too; "
-                      "`warden deploy` puts a device back")
+        console.print("[yellow]erasing the whole flash:[/] the board's filesystem goes too: its identity, its "
+                      "log and its security counters. `warden deploy THING` puts the device back, counters "
+                      "included (from the registry)")
+        if not yes:
+            import sys
+
+            if not sys.stdin.isatty():
+                raise lib.FlashError("erasing needs a yes: this wipes the board's identity, log and counters",
+                                     hint="pass --yes, or --no-erase to write the image only")
+            click.confirm("erase the whole flash of the board?", abort=True)
     lib.run_steps(steps, say=lambda s: console.print(f"esptool: {s}", style="dim"))
     console.print(f"[bold green]flashed[/] {firmware} at 0x{info.offset:x}. Next: warden deploy THING --port {port}")
 

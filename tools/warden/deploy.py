@@ -44,6 +44,7 @@ IDENTITY_FILES = ("/identity/cert.der", "/identity/key.der", "/identity/ca.der")
 LOG_KEY_FILE = "/identity/log_key"
 MAINTENANCE_FILE = "/maintenance"   # while it exists the board's hal starts no watchdog
 APP_TREES = ("/firmware", "/lib")
+STALE = ("/app", "/state/ota.pending")
 DEFAULT_LOG_QUOTA = 256 * 1024
 # What a board measures by default: its own chip temperature (config "sensors"; the README, 'A real ESP32').
 BOARD_SENSORS = {"chip_temperature": {"kind": "chip_temperature"}}
@@ -99,9 +100,24 @@ def log_key(state, thing) -> bytes | None:
     return getattr(get_device(state, thing), "log_key", None)
 
 
+SECURITY_STATE = "/state/ota.json"   # the device's anti-downgrade counters (firmware/ota_state.py)
+
+
+def security_state(state, thing) -> dict:
+    """{kind: [counter, version]}: the registry's anti-downgrade state of THING (empty before
+    its first confirmed update)."""
+    from .devices import get_device
+
+    return get_device(state, thing).security_state()
+
+
 def deploy_files(state, thing, config: dict, *, app=None) -> dict:
-    """{device path: bytes}: the compiled app, identity, log key, trusted keys and config."""
+    """{device path: bytes}: the compiled app, identity, log key, trusted keys, config and the
+    registry's security counters (so a re-flashed board refuses every older update as before)."""
     files = dict(app if app is not None else build.build_app())
+    counters = security_state(state, thing)
+    if counters:
+        files[SECURITY_STATE] = json.dumps(counters).encode()
     files.update(identity(state, thing))
     key = log_key(state, thing)
     if key is not None:
@@ -266,8 +282,14 @@ class Plan:
 def mpremote_plan(port, stage: Path, files: dict, write_identity: bool) -> Plan:
     """Steps that copy `files` (staged under `stage` as on the device) with mpremote."""
     plan = Plan(skip_identity=not write_identity)
-    plan.add("remove the old app", mpremote_argv(port, "exec", _rm_tree_code(APP_TREES)))
-    top = sorted({"/" + k.lstrip("/").split("/")[0] for k in files})
+    # the OTA app slots too (a board would go on running an app installed by an update), and an
+    # update awaiting its self-test (the app it names is gone)
+    plan.add("remove the old app", mpremote_argv(port, "exec", _rm_tree_code(APP_TREES + STALE)))
+    top = sorted({"/" + k.lstrip("/").split("/")[0] for k in files if k != SECURITY_STATE})
+    if SECURITY_STATE in files:
+        # merged on the board, never lowered: the higher counter per kind wins
+        plan.add("keep the security counters", mpremote_argv(port, "exec", merge_counters_code(
+            json.loads(files[SECURITY_STATE]))))
     for t in top:
         if t == "/identity" and not write_identity:
             names = [k for k in files if k.startswith("/identity/") and k not in IDENTITY_FILES]
@@ -281,6 +303,26 @@ def mpremote_plan(port, stage: Path, files: dict, write_identity: bool) -> Plan:
         else:
             plan.add(f"copy {t}", mpremote_argv(port, "fs", "cp", "-f", src, ":" + t))
     return plan
+
+
+def merge_counters_code(counters: dict) -> str:
+    """MicroPython that raises the board's /state/ota.json to at least `counters` per kind."""
+    return ("import json, os\n"
+            "try:\n"
+            f"    d = json.load(open({SECURITY_STATE!r}))\n"
+            "except (OSError, ValueError):\n"
+            "    d = {}\n"
+            f"for k, v in {json.dumps(counters)}.items():\n"
+            "    if not isinstance(d.get(k), list) or d[k][0] < v[0]:\n"
+            "        d[k] = v\n"
+            "try:\n"
+            "    os.mkdir('/state')\n"
+            "except OSError:\n"
+            "    pass\n"
+            f"f = open({SECURITY_STATE!r} + '.tmp', 'w')\n"
+            "f.write(json.dumps(d))\n"
+            "f.close()\n"
+            f"os.rename({SECURITY_STATE!r} + '.tmp', {SECURITY_STATE!r})\n")
 
 
 def _rm_tree_code(trees) -> str:
@@ -361,7 +403,7 @@ def deploy_mpremote(state, thing, port, config, *, force_identity=False, runner=
         check.write_text(hash_script(files))
         say("verifying what was written")
         got = parse_hashes(_run(mpremote_argv(port, "run", check), runner))
-        bad = [p for p, d in files.items() if got.get(p) != sha256_hex(d)]
+        bad = [p for p, d in files.items() if p != SECURITY_STATE and got.get(p) != sha256_hex(d)]
         if bad:
             raise DeployError(f"{len(bad)} file(s) differ after writing: {', '.join(sorted(bad)[:5])}",
                               hint="run the deploy again; if it persists the filesystem may be full or damaged")

@@ -136,8 +136,15 @@ def check_locally(state, thing, data):
     trusted = keys.trusted_keys(state)
     if not trusted:
         raise OtaPushError("no trusted signing key in this project", hint="run `warden keys init`")
+    try:
+        kind = image.Manifest.decode(image.split(data)[0]).kind
+    except image.UpdateError:
+        kind = None      # verify() words what is wrong with it
+    # the counter of the same kind (the device keeps one per kind); a registry from before
+    # schema 4 has only the last update's
+    installed = getattr(dev, f"{kind}_counter", 0) if kind in ("app", "firmware") else 0
     return image.verify(data, trusted, target=image.default_target(state),
-                        installed_counter=dev.counter or None)
+                        installed_counter=installed or None)
 
 
 def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180.0, host=None, port=None,
@@ -190,7 +197,8 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
         if d["step"] == "confirmed":
             from .registry import Registry
             with Registry(state.registry_path) as reg:
-                reg.update(thing, version=m.version, counter=m.counter)
+                reg.update(thing, version=m.version, counter=m.counter,
+                           **{f"{m.kind}_counter": m.counter, f"{m.kind}_version": m.version})
             return Outcome(INSTALLED, None, m.version, m.counter, m.kind, time.monotonic() - t0, sent, resumed)
         return Outcome(ROLLED_BACK, d.get("reason"), m.version, m.counter, m.kind,
                        time.monotonic() - t0, sent, resumed)

@@ -26,7 +26,7 @@ from pathlib import Path
 from .names import validate_thing
 from .state import WardenError, ensure_dir
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("active", "revoked")
 CERT_STATUSES = ("active", "pending", "revoked")
 
@@ -90,10 +90,20 @@ CREATE TABLE brokers (
 )
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}   # version -> SQL from version-1 to version
+# Schema 4: the security counter and version per kind of update (the device keeps one per kind;
+# `counter`/`version` stay: the last update of either kind). Every image and deploy carries them.
+_SCHEMA_V4 = """
+ALTER TABLE devices ADD COLUMN app_counter INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN app_version TEXT;
+ALTER TABLE devices ADD COLUMN firmware_counter INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN firmware_version TEXT
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}   # version -> SQL from version-1 to version
 
 _COLUMNS = ("thing", "fingerprint", "serial", "status", "created", "not_after", "role", "version",
-            "counter", "log_key", "revoked_at", "revoke_reason")
+            "counter", "log_key", "revoked_at", "revoke_reason", "app_counter", "app_version",
+            "firmware_counter", "firmware_version")
 _CERT_COLUMNS = ("thing", "serial", "fingerprint", "not_after", "issued", "status", "revoked_at", "reason")
 
 
@@ -138,6 +148,20 @@ class Device:
     log_key: bytes | None = None
     revoked_at: str | None = None
     revoke_reason: str | None = None
+    app_counter: int = 0
+    app_version: str | None = None
+    firmware_counter: int = 0
+    firmware_version: str | None = None
+
+    def security_state(self) -> dict:
+        """The device's anti-downgrade state as its /state/ota.json holds it: {kind: [counter, version]}
+        for each kind ever updated (what an image or a deploy carries back onto a re-flashed board)."""
+        out = {}
+        for kind in ("app", "firmware"):
+            c = getattr(self, kind + "_counter")
+            if c:
+                out[kind] = [c, getattr(self, kind + "_version")]
+        return out
 
     def public_dict(self) -> dict:
         """Everything but secrets (the log key), for display and JSON output."""
@@ -299,7 +323,8 @@ class Registry:
             raise RegistryError(f"no device {thing!r} in the registry", hint="see `warden device list`")
         return self.get(thing)
 
-    _UPDATABLE = ("fingerprint", "serial", "not_after", "role", "version", "counter", "log_key")
+    _UPDATABLE = ("fingerprint", "serial", "not_after", "role", "version", "counter", "log_key",
+                  "app_counter", "app_version", "firmware_counter", "firmware_version")
 
     def update(self, thing: str, **fields) -> Device:
         """Change columns of one device (fingerprint, serial, not_after, role, version, counter, log_key)."""

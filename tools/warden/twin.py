@@ -83,14 +83,20 @@ def provision_twin(state, thing, cert_der, key_der, config=None, log_key=None):
     and its log key (default: the registry's)."""
     ca_der = (Path(state.pki_dir) / "ca.der").read_bytes()
     cfg = config if config is not None else device_config(state, thing)
-    if log_key is None and Path(state.registry_path).exists():
+    dev = None
+    if Path(state.registry_path).exists():
         from .registry import Registry
         with Registry(state.registry_path) as reg:
             dev = reg.get(thing)
+    if log_key is None:
         log_key = dev.log_key if dev else None
     from .keys import device_files
+    extra = device_files(state)
+    counters = dev.security_state() if dev else {}
+    if counters:  # a re-provisioned twin keeps refusing every older update (README, 'Anti-downgrade')
+        extra["/state/ota.json"] = json.dumps(counters).encode()
     return build_flash(flash_path(state, thing), identity_files(cert_der, key_der, ca_der), cfg, log_key,
-                       extra=device_files(state))
+                       extra=extra)
 
 
 def sync_app(path):
