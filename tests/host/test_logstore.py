@@ -383,3 +383,39 @@ def test_a_failed_sensor_reading_shows_as_null_not_a_traceback():
     assert rec.fields()["message"] == "#5 values null 21.5"
     assert rec.to_json()["reading"]["values"] == [None, 21.5]
     json.dumps(rec.to_json())   # what `logs show --json` prints
+
+
+DEVICE_APPEND = r"""
+import logstore, sys
+st = logstore.Store(sys.argv[1], bytes(range(32)), clock=lambda: 1700000000)
+for i in range(int(sys.argv[2])):
+    st.append(logstore.EVENT, b"INFO %s: %d" % (sys.argv[3].encode(), i), True)
+st.close()
+"""
+
+
+def test_a_cut_tail_is_reported_even_after_the_device_wrote_past_it(tmp_path):
+    """Pull-to-pull continuity binds contents: the mark of a pull is the last record's number and
+    MAC. Cut the log's tail, let the device write on past that number (it numbers on from the last
+    surviving record), and the next pull still reports the cut; an untouched log does not."""
+    out = tmp_path / "log"
+    assert run_mp(DEVICE_APPEND, args=[str(out), "20", "first"]).returncode == 0
+    first = ls.read_log(ls.read_dir(out), KEY)
+    last = first.records[-1]
+    mark = {"store_id": first.store_id.hex(), "seq": last.seq, "tag": last.tag.hex()}
+    # untouched, written on: clean
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    for n, d in ls.read_dir(out).items():
+        (clean_dir / n).write_bytes(d)
+    assert run_mp(DEVICE_APPEND, args=[str(clean_dir), "30", "more"]).returncode == 0
+    assert ls.read_log(ls.read_dir(clean_dir), KEY, mark).ok
+    # the tail cut at record 11, then 30 more records: numbers 12.. are used again
+    name = sorted(ls.read_dir(out))[-1]
+    cut_at = [r for r in first.records if r.seq == 12][0].offset
+    (out / name).write_bytes((out / name).read_bytes()[:cut_at])
+    assert run_mp(DEVICE_APPEND, args=[str(out), "30", "after-cut"]).returncode == 0
+    report = ls.read_log(ls.read_dir(out), KEY, mark)
+    assert max(r.seq for r in report.records) > mark["seq"]        # written past the mark
+    assert [p.kind for p in report.problems] == ["cut-tail"], report.problems
+    assert f"record {mark['seq']} is not the record an earlier pull saw" in report.problems[0].detail

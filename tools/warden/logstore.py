@@ -67,6 +67,7 @@ PROBLEMS = {
     "duplicate": "sequence number seen twice: a record replayed",
     "rollback": "the log ends before what an earlier pull saw: records cut off the end or an old log restored",
     "new-store": "the log was replaced since the last pull",
+    "cut-tail": "records an earlier pull saw are gone, and the device has written past them: the tail was cut",
 }
 
 
@@ -154,6 +155,7 @@ class Record:
     payload: bytes
     segment: int
     offset: int
+    tag: bytes = b""      # the record's MAC: what a later pull checks it is still the same record
 
     @property
     def kind_name(self) -> str:
@@ -356,7 +358,8 @@ def _walk(seg: Segment, data: bytes, keys: Keys):
                                     "not decrypt (a writer bug?)", seg.segno, pos, (seq, seq)))
         else:
             kind, t = struct.unpack_from("<BI", pt)
-            records.append(Record(seq, kind, t, bytes(pt[5:len(pt) - pad]), seg.segno, pos))
+            records.append(Record(seq, kind, t, bytes(pt[5:len(pt) - pad]), seg.segno, pos,
+                                  bytes(data[pos + RH + n:pos + OVER + n])))
         pos += r
     return records, problems
 
@@ -434,6 +437,7 @@ def read_log(files: dict, log_key: bytes, mark: dict | None = None) -> LogReport
                     d, first, nxt = struct.unpack("<III", r.payload)
                     dropped_segs.add(d)
                     dropped_seqs.append((first, nxt - 1))
+
     for s in segs:
         if s.status == "ok" and s.segno in dropped_segs:
             s.status = "replayed-segment"
@@ -491,6 +495,17 @@ def read_log(files: dict, log_key: bytes, mark: dict | None = None) -> LogReport
             problems.append(Problem("rollback", f"the log ends at record {high}, an earlier pull saw record "
                                     f"{mark['seq']}: records cut off the end, or an old log restored",
                                     None, None, ((high or 0) + 1, mark["seq"])))
+        elif mark.get("seq") and mark.get("tag"):
+            # Pull-to-pull continuity that binds contents: the last record the earlier pull saw
+            # must still be here, the same record, unless the device dropped its segment.
+            n = mark["seq"]
+            same = [r for r in report.records if r.seq == n]
+            if same and same[0].tag.hex() != mark["tag"]:
+                problems.append(Problem("cut-tail", f"record {n} is not the record an earlier pull saw: "
+                                        "the log was cut and written again", None, None, (n, n)))
+            elif not same and not any(a <= n <= b for a, b in dropped_seqs):
+                problems.append(Problem("cut-tail", f"record {n}, which an earlier pull saw, is gone, and the "
+                                        f"log goes on to {high}: its tail was cut", None, None, (n, n)))
     return report
 
 
@@ -550,16 +565,18 @@ def load_mark(state, thing) -> dict | None:
 
 
 def save_mark(state, thing, report: LogReport):
-    """Remember the newest record seen (never lower it), to report a later rollback."""
+    """Remember the newest record seen and its MAC (never lower it), so a later pull reports a
+    rollback, and a cut tail even after the device wrote past it."""
     if report.store_id is None or report.last_seq is None:
         return
     old = load_mark(state, thing) or {}
     seq = report.last_seq
-    if old.get("store_id") == report.store_id.hex():
-        seq = max(seq, old.get("seq") or 0)
+    tag = next((r.tag.hex() for r in report.records if r.seq == seq), None)
+    if old.get("store_id") == report.store_id.hex() and (old.get("seq") or 0) > seq:
+        seq, tag = old["seq"], old.get("tag")
     p = _mark_path(state, thing)
     ensure_dir(p.parent)
-    p.write_text(json.dumps({"store_id": report.store_id.hex(), "seq": seq}))
+    p.write_text(json.dumps({"store_id": report.store_id.hex(), "seq": seq, "tag": tag}))
 
 
 @dataclass
