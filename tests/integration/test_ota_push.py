@@ -219,3 +219,29 @@ def test_re_provisioning_keeps_refusing_older_genuine_updates(fleet, broker, dev
         assert out.result == otapush.REJECTED and "counter 45 is lower than the installed 50" in out.reason, out
     finally:
         t2.stop()
+
+
+def test_a_device_made_before_keys_init_is_told_how_to_get_the_key(pki_state, broker, tmp_path):
+    """A twin provisioned before the fleet had a signing key trusts none: `keys init` names the
+    devices that do not trust the new key and how to give it; `warden keys give` writes it into
+    the twin's flash (a rejected push says the same)."""
+    from warden import state as statelib
+
+    s = statelib.State(tmp_path / ".warden")
+    from warden import pki
+    pki.init_pki(s)
+    devices.add_device(s, "early-1")                 # no key yet: no /keys/ on the device
+    runner = CliRunner()
+    r = runner.invoke(main, ["--state", str(s.root), "keys", "init"])
+    assert r.exit_code == 0 and "warden keys give THING" in r.output and "early-1" in r.output, r.output
+    assert not any(k.startswith("/keys/") for k in flashimage_listing(twinlib.flash_path(s, "early-1")))
+    r = runner.invoke(main, ["--state", str(s.root), "keys", "give", "early-1"])
+    assert r.exit_code == 0, r.output
+    assert keys.device_files(s).keys() <= set(flashimage_listing(twinlib.flash_path(s, "early-1")))
+
+
+def flashimage_listing(flash):
+    from warden import flashimage
+
+    ff = flashimage.FlashFile(flash)
+    return ["/keys/" + n for n in ff.listdir("/keys")] if ff.exists("/keys") else []

@@ -40,6 +40,13 @@ def keys_init(state, encrypt):
     console.print(f"[bold green]OTA signing key created[/], key id [bold]{info.key_id}[/]"
                   + (" (encrypted)" if secret else ""))
     _show(info)
+    from .devices import list_devices
+
+    before = [d.thing for d in list_devices(state, "active")]
+    if before:
+        console.print(f"[yellow]{len(before)} device(s) made before this key do not trust it yet[/] "
+                      f"({', '.join(before[:5])}{' ...' if len(before) > 5 else ''}): give it to a twin with "
+                      "`warden keys give THING`, to a board with `warden deploy THING`")
 
 
 @keys.command("encrypt")
@@ -57,6 +64,17 @@ def keys_encrypt(state):
     lib.encrypt_key(state, new, old)
     console.print("[bold green]signing key encrypted[/]: signing now needs the passphrase "
                   f"(${lib.PASSPHRASE_ENV} in CI)")
+
+
+@keys.command("give")
+@click.argument("thing")
+@pass_state
+def keys_give(state, thing):
+    """Give THING's twin the fleet's trusted keys (a device made before `keys init` has none)."""
+    from . import keys as lib
+
+    files = lib.give_to_twin(state, thing)
+    console.print(f"[bold green]{thing}[/] now trusts: {', '.join(files)}")
 
 
 @keys.command("show")
@@ -172,6 +190,9 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
         console.print(f"[bold green]installed and confirmed[/]: {what} in {out.seconds:.1f} s{extra}")
     elif out.result == otapush.REJECTED:
         console.print(f"[bold red]rejected[/] by {thing}: {out.reason}")
+        if (out.reason or "").startswith("unknown signing key"):
+            console.print(f"{thing} does not trust this fleet's key (made before `warden keys init`?): "
+                          f"`warden keys give {thing}` (a twin) or `warden deploy {thing}` (a board)")
     else:
         console.print(f"[bold yellow]rolled back[/] by {thing}: {out.reason}")
     raise click.exceptions.Exit(otapush.EXIT_CODES[out.result])

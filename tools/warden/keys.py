@@ -225,3 +225,26 @@ def device_files(state) -> dict:
         kid, _, _ = parse_device_key_file(p.read_bytes())
         out[device_key_name(kid)] = p.read_bytes()
     return out
+
+
+def give_to_twin(state, thing) -> list:
+    """Write the fleet's trusted-key files into THING's twin flash (a twin made before
+    `keys init` trusts no key and refuses every update). Returns the files written. The twin
+    must be stopped; a board gets them with `warden deploy THING`."""
+    from . import flashimage, twin as twinlib
+    from .devices import get_device, twin_running
+
+    get_device(state, thing)
+    files = device_files(state)
+    if not files:
+        raise KeysError("this fleet has no signing key yet", hint="run `warden keys init` first")
+    flash = twinlib.flash_path(state, thing)
+    if not flash.exists():
+        raise KeysError(f"{thing} has no twin flash at {flash}",
+                        hint=f"a board gets the keys with `warden deploy {thing}`")
+    if twin_running(flash):
+        raise KeysError(f"the twin of {thing} is running ({flash} is open)", hint="stop it first")
+    ff = flashimage.FlashFile(flash)
+    ff.write(files)
+    ff.save()
+    return sorted(files)
