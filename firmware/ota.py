@@ -137,6 +137,8 @@ class Updater:
         self.abort(keep_files=True)
         if f[2] == "firmware":
             from firmware.ota_fw import Sink
+        elif f[2] == "keys":
+            from firmware.ota_keys import Sink
         else:
             from firmware.ota_app import Sink
         sink = Sink()
@@ -197,12 +199,13 @@ class Updater:
             if self._h.digest() != f[7]:
                 raise OTAError("payload altered: its SHA-256 does not match the signed manifest")
             put(PENDING, json.dumps(p))
-            sink.commit()
+            sink.commit(f)  # a key set (slot "keys") is in force now: it records itself, clears PENDING
         except Exception as e:
             rm(PENDING)
             self.abort()
             raise e if isinstance(e, OTAError) else OTAError("install failed: %r" % e)
-        _swapped = True
+        if sink.slot != "keys":
+            _swapped = True  # code changed: nothing more until the reset
         self._drop_files()
         self._m = self._sink = None
         self._unload_sink()
@@ -224,6 +227,7 @@ class Updater:
     def _unload_sink():
         _unload("firmware.ota_fw")
         _unload("firmware.ota_app")
+        _unload("firmware.ota_keys")
 
     @staticmethod
     def _drop_files():

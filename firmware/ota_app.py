@@ -101,7 +101,7 @@ class Sink:
             self.f.close()
             self.f = None
 
-    def commit(self):
+    def commit(self, f=None):
         dest = slots.path(self.slot)
         rmtree(dest)
         os.mkdir(dest)

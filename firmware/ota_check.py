@@ -90,8 +90,8 @@ def policy(f, target, kind):
     """After the signature: target, kind and security counter of the signed fields `f`."""
     if f[3] != target:
         raise OTAError("wrong target: the update is for %r, this device is %r" % (f[3], target))
-    if f[2] not in ("app", "firmware"):
-        raise OTAError("wrong kind: %r is not app or firmware" % f[2])
+    if f[2] not in ("app", "firmware", "keys"):
+        raise OTAError("wrong kind: %r is not app, firmware or keys" % f[2])
     if kind is not None and f[2] != kind:
         raise OTAError("wrong kind: the update is %r, expected %r" % (f[2], kind))
     have = installed(f[2])[0]

@@ -70,7 +70,7 @@ class Sink:
         if self.pos < 24:
             raise OTAError("broken ESP32 image: %d bytes, shorter than its header" % self.pos)
 
-    def commit(self):
+    def commit(self, f=None):
         try:
             self.part.set_boot()
         except OSError as e:

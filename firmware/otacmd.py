@@ -56,6 +56,7 @@ def drop(dev, why=None):
     if link is not None:
         link.stop(why)
     unload(("firmware.otalink", "firmware.ota", "firmware.ota_check", "firmware.ota_fw", "firmware.ota_app",
+            "firmware.ota_keys",
             "firmware.ota_state", "firmware.slots", "rsapss"))
     _done(dev)
 

@@ -127,14 +127,23 @@ class OtaLink:
             raise OTAError("no update in progress: begin first")
         p = self.updater.finish()
         self.updater = None
+        d = {"step": "installed", "kind": p["kind"], "version": p["version"], "counter": p["counter"]}
+        if p["slot"] == "keys":  # a key set: in force now (firmware/ota_keys.py), no reset
+            self.say(d)
+            d["step"] = "confirmed"
+            self.say(d)
+            return
         eventlog.info("ota", "installed %s %s: resetting to run it" % (p["kind"], p["version"]))
-        self.say({"step": "installed", "kind": p["kind"], "version": p["version"], "counter": p["counter"]})
+        self.say(d)
         self.installed = p
 
     def status(self):
         from firmware import ota_state
         st = ota_state.status()
         unload(("firmware.ota_state",))
+        from firmware import ota_keys
+        st["keys"] = ota_keys.status()
+        unload(("firmware.ota_keys",))
         u = self.updater
         st["receiving"] = u.job() if u is not None else None
         if u is not None and self.holder:

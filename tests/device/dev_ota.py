@@ -132,7 +132,7 @@ def test_wrong_target():
 def test_wrong_kind():
     refused("firmware", "wrong kind: the update is 'firmware', expected 'app'", kind="app")
     refused("app", "wrong kind: the update is 'app', expected 'firmware'", kind="firmware")
-    refused("unknown_kind", "wrong kind: 'bootloader' is not app or firmware")
+    refused("unknown_kind", "wrong kind: 'bootloader' is not app, firmware or keys")
 
 
 def test_counter_equal_is_a_replay():

@@ -303,3 +303,26 @@ def test_keys_encrypt_protects_an_existing_key(state, monkeypatch):
     assert run.exit_code == 0, run.output
     assert keys.is_encrypted(state)
     assert keys.key_id(keys.load_private_key(state, "a new passphrase").public_key()).hex() == info.key_id
+
+
+def test_during_a_rotation_a_release_can_be_signed_by_either_key_and_not_by_a_revoked_one(state, tmp_path):
+    old = keys.init_keys(state).key_id
+    new, update = keys.rotate(state)
+    assert keys.parse_key_set(image.split(update.read_bytes())[2])          # the whole trusted set
+    assert set(k.hex() for k in keys.trusted_keys(state)) == {old, new.key_id}
+    bundle = tmp_path / "b.bin"
+    bundle.write_bytes(image.build_bundle())
+    for kid in (None, old):                     # the new (current) key, and the old one with --key
+        run = CliRunner().invoke(main, ["--state", str(state.root), "sign", str(bundle), "--kind", "app",
+                                        "--version", "1.0.0", "--counter", "5", "--out", str(tmp_path / "o.wup")]
+                                 + (["--key", kid] if kid else []))
+        assert run.exit_code == 0, run.output
+        m = image.verify((tmp_path / "o.wup").read_bytes(), keys.trusted_keys(state))
+        assert m.key_id.hex() == (kid or new.key_id)
+    with pytest.raises(keys.KeysError, match="current signing key"):
+        keys.revoke(state, new.key_id)
+    keys.revoke(state, old)
+    run = CliRunner().invoke(main, ["--state", str(state.root), "sign", str(bundle), "--kind", "app",
+                                    "--version", "1.0.0", "--counter", "6", "--key", old])
+    assert run.exit_code == 1 and "revoked" in run.output
+    assert set(k.hex() for k in keys.trusted_keys(state)) == {new.key_id}

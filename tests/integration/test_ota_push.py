@@ -245,3 +245,65 @@ def flashimage_listing(flash):
 
     ff = flashimage.FlashFile(flash)
     return ["/keys/" + n for n in ff.listdir("/keys")] if ff.exists("/keys") else []
+
+
+def test_signing_keys_rotate_and_a_revoked_key_is_refused(tmp_path):
+    """keys rotate -> the key update (signed with the old key) makes the device trust the new key;
+    an app signed with the new key installs; keys revoke OLD -> after that key update, what the old
+    key signs is refused; and an old key update cannot be replayed."""
+    from cryptography.hazmat.primitives import serialization
+
+    from warden import pki, state as statelib
+    from warden.broker import Broker
+
+    s = statelib.State(tmp_path / ".warden")
+    pki.init_pki(s)
+    keys.init_keys(s)
+    b = Broker(s, run_dir=tmp_path / "broker").start()
+    t = None
+    try:
+        s.broker_port = b.port
+        devices.add_device(s, "rot-keys")
+        path = twinlib.flash_path(s, "rot-keys")
+        twinlib.update_config(path, broker={"host": "localhost", "port": b.port}, interval_ms=100, selftest_ms=5000)
+        t = Twin(path, heap=HEAP).start()
+        t.wait_for(r"INFO telemetry: first reading", 15)
+        k1 = keys.info(s).key_id
+        k2_info, upd1 = keys.rotate(s)
+        out = otapush.push(s, "rot-keys", upd1, port=b.port)
+        assert out.result == otapush.INSTALLED and out.kind == "keys", out
+        t.wait_for(r"INFO ota: trusted keys replaced by set keyset-1", 5)
+        st = otapush.status(s, "rot-keys", port=b.port)["device"]
+        assert sorted(st["keys"]["trusted"]) == sorted([k1, k2_info.key_id]) and st["keys"]["counter"] == 1
+        # a release signed with the new key installs
+        app = tmp_path / "app.wup"
+        app.write_bytes(image.sign(image.build_bundle(), "app", "6.0.0", 10, image.default_target(s),
+                                   keys.signing_key(s)))
+        assert otapush.push(s, "rot-keys", app, port=b.port).result == otapush.INSTALLED
+        t.wait_for(r"INFO ota: self-test passed: app 6.0.0 confirmed", 15)
+        # the old key revoked: its key update, then what it signs is refused
+        upd2 = keys.revoke(s, k1)
+        assert otapush.push(s, "rot-keys", upd2, port=b.port).result == otapush.INSTALLED
+        st = otapush.status(s, "rot-keys", port=b.port)["device"]
+        assert st["keys"]["trusted"] == [k2_info.key_id]
+        old_key = serialization.load_der_private_key(
+            (keys.keys_dir(s) / "revoked" / f"{k1}.key.der").read_bytes(), None)
+        leaked = tmp_path / "leaked.wup"
+        leaked.write_bytes(image.sign(image.build_bundle(), "app", "6.6.6", 66, image.default_target(s), old_key))
+        with pytest.raises(image.UpdateError, match="unknown signing key"):
+            otapush.push(s, "rot-keys", leaked, port=b.port)                  # the host refuses it
+        out = otapush.push(s, "rot-keys", leaked, port=b.port, local_check=False)
+        assert out.result == otapush.REJECTED and out.reason == f"unknown signing key {k1}", out
+        with pytest.raises(keys.KeysError, match="revoked"):
+            keys.signing_key(s, k1)
+        # an old key update again: the first is signed by the revoked key, the second is a replay
+        out = otapush.push(s, "rot-keys", upd1, port=b.port, local_check=False)
+        assert out.result == otapush.REJECTED and out.reason == f"unknown signing key {k1}", out
+        out = otapush.push(s, "rot-keys", upd2, port=b.port, local_check=False)
+        assert out.result == otapush.REJECTED and "counter 2 is not newer than the installed 2" in out.reason, out
+        with Registry(s.registry_path) as reg:
+            assert reg.get("rot-keys").keys_counter == 2
+    finally:
+        if t is not None:
+            t.stop()
+        b.stop()

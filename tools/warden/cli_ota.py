@@ -66,6 +66,37 @@ def keys_encrypt(state):
                   f"(${lib.PASSPHRASE_ENV} in CI)")
 
 
+@keys.command("rotate")
+@click.option("--encrypt", is_flag=True, help="Keep the new key encrypted ($WARDEN_NEW_SIGNING_PASSPHRASE or asked).")
+@pass_state
+def keys_rotate(state, encrypt):
+    """A new signing key, and the signed key update that makes devices trust it (push it to each)."""
+    from . import keys as lib
+
+    secret = None
+    if encrypt:
+        secret = lib.passphrase("passphrase for the new key: ", confirm=True, env=lib.NEW_PASSPHRASE_ENV)
+        if not secret:
+            raise lib.KeysError("--encrypt needs a passphrase", hint=f"set ${lib.NEW_PASSPHRASE_ENV}")
+    with console.status("generating an RSA-3072 key..."):
+        info, update = lib.rotate(state, secret)
+    console.print(f"[bold green]new signing key[/] {info.key_id}; the previous one stays trusted until revoked")
+    console.print(f"key update: {update}. Push it to every device: warden ota push THING {update}")
+    console.print("new devices (device add, deploy) trust both keys already", style="dim")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@pass_state
+def keys_revoke(state, key_id):
+    """Stop trusting KEY_ID (a leaked or retired key): a signed key update without it."""
+    from . import keys as lib
+
+    update = lib.revoke(state, key_id)
+    console.print(f"[bold red]key {key_id} revoked[/] here; key update: {update}")
+    console.print(f"push it to every device: warden ota push THING {update} (until then they still trust it)")
+
+
 @keys.command("give")
 @click.argument("thing")
 @pass_state
@@ -101,7 +132,7 @@ def _show(info):
 # -- sign ----------------------------------------------------------------------------------------
 @main.command("sign")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(["app", "firmware"]), required=True,
+@click.option("--kind", type=click.Choice(["app", "firmware"]), required=True,  # keys: `keys rotate/revoke`
               help="app: a bundle from `warden build app --bundle`; firmware: a MicroPython ESP32 .bin.")
 @click.option("--version", "version", required=True, help="Version string the device reports (1-32 chars).")
 @click.option("--counter", type=int, required=True,
@@ -109,12 +140,14 @@ def _show(info):
 @click.option("--target", default=None, help='Device target "<chip>/<app>" (default esp32/<project app>).')
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output file (default FILE.wup).")
+@click.option("--key", "key_id", default=None,
+              help="Sign with this still-trusted previous key (during a rotation; default: the current key).")
 @pass_state
-def sign(state, file, kind, version, counter, target, out):
+def sign(state, file, kind, version, counter, target, out, key_id):
     """Sign FILE as an update: manifest (kind, target, version, counter, size, SHA-256) + RSA-PSS."""
     from . import image
 
-    path, m = image.sign_file(state, file, kind, version, counter, target, out)
+    path, m = image.sign_file(state, file, kind, version, counter, target, out, key_id=key_id)
     console.print(f"[bold green]signed[/] {m.kind} {m.version} (counter {m.counter}) for {m.target}: {path}")
     console.print(f"payload {m.size} bytes, SHA-256 {m.sha256.hex()}, key {m.key_id.hex()}", style="dim")
 

@@ -47,7 +47,7 @@ MANIFEST_MAGIC = b"WMF1"
 MANIFEST_MAX = 512
 ALG = "rsa3072-pss-sha256"
 SIG_LEN = 384
-KINDS = ("app", "firmware")
+KINDS = ("app", "firmware", "keys")   # keys: a set of trusted signing keys (warden.keys)
 COUNTER_MAX = 2 ** 32 - 1
 
 BUNDLE_MAGIC = b"WAB1"
@@ -178,15 +178,21 @@ def check_payload(payload: bytes, kind: str):
                               hint="a firmware update is a MicroPython firmware .bin for the OTA slots")
     elif kind == "app":
         unpack_bundle(payload)
+    elif kind == "keys":
+        from .keys import KeysError, parse_key_set
+        try:
+            parse_key_set(payload)
+        except KeysError as e:
+            raise UpdateError(str(e)) from None
     else:
-        raise UpdateError(f"wrong kind: {kind!r} (app or firmware)")
+        raise UpdateError(f"wrong kind: {kind!r} (app, firmware or keys)")
 
 
 def sign(payload: bytes, kind: str, version: str, counter: int, target: str, key, *, check: bool = True) -> bytes:
     """A signed update file (see the module docstring) for `payload`, signed with RSA-3072 `key`."""
     from .keys import key_id
     if kind not in KINDS:
-        raise UpdateError(f"wrong kind: {kind!r} (app or firmware)")
+        raise UpdateError(f"wrong kind: {kind!r} (app, firmware or keys)")
     if check:
         check_payload(payload, kind)
     m = Manifest(ALG, key_id(key.public_key()), kind, check_target(target), check_version(version),
@@ -243,7 +249,7 @@ def verify(data: bytes, trusted: dict, *, target: str | None = None, kind: str |
         raise UpdateError(f"bad signature: the manifest was altered or not signed by key {m.key_id.hex()}") \
             from None
     if m.kind not in KINDS:
-        raise UpdateError(f"wrong kind: {m.kind!r} is not app or firmware")
+        raise UpdateError(f"wrong kind: {m.kind!r} is not app, firmware or keys")
     if kind is not None and m.kind != kind:
         raise UpdateError(f"wrong kind: the update is {m.kind!r}, expected {kind!r}")
     if target is not None and m.target != target:
@@ -280,16 +286,17 @@ def inspect(data: bytes) -> dict:
 
 
 def sign_file(state, path, kind: str, version: str, counter: int, target: str | None = None,
-              out=None) -> tuple[Path, Manifest]:
-    """Sign the payload file `path` with the state's key; writes `out` (default: path + '.wup')."""
-    from .keys import load_private_key
+              out=None, key_id: str | None = None) -> tuple[Path, Manifest]:
+    """Sign the payload file `path` with the state's key (or, during a rotation, the previous key
+    `key_id`); writes `out` (default: path + '.wup')."""
+    from .keys import signing_key
     from .state import write_file
     path = Path(path)
     try:
         payload = path.read_bytes()
     except OSError as e:
         raise UpdateError(f"cannot read {path}: {e.strerror}") from e
-    data = sign(payload, kind, version, counter, target or default_target(state), load_private_key(state))
+    data = sign(payload, kind, version, counter, target or default_target(state), signing_key(state, key_id))
     out = Path(out) if out else path.with_name(path.name + ".wup")
     write_file(out, data)
     return out, Manifest.decode(split(data)[0])

@@ -14,6 +14,13 @@ The key id is the first 8 bytes of SHA-256 over the public key's DER
 (SubjectPublicKeyInfo); manifests name it, so a device picks the right key and a
 rotated key can be added next to the old one.
 
+Rotation: `keys rotate` makes a new current key (the old one moves to keys/previous/ and stays
+trusted) and a `keys` update (keys/updates/keys-N.wup: the whole trusted set, signed with the
+old key, its own counter N); `keys revoke KEYID` makes one without that key, signed with the
+current key. They are pushed like any update (`warden ota push THING FILE`); a device replaces
+its /keys/ with the set at once (firmware/ota_keys.py). During a rotation a release can be
+signed with either key (`warden sign --key KEYID`).
+
 Device trusted-key file (`/keys/<key id hex>.pk` on the device, written at
 provisioning; app and firmware updates never touch /keys/):
 
@@ -248,3 +255,114 @@ def give_to_twin(state, thing) -> list:
     ff.write(files)
     ff.save()
     return sorted(files)
+
+
+# -- rotation: the set of keys devices trust, changed by a signed `keys` update ----------------------
+KEYSET_MAGIC = b"WKS1"
+KEYSET_MAX = 8
+_KEYFILE_LEN = 18 + KEY_BITS // 8
+
+
+def key_set(files) -> bytes:
+    """The payload of a `keys` update: the whole trusted set (each a trusted-key file)."""
+    files = list(files)
+    if not 1 <= len(files) <= KEYSET_MAX:
+        raise KeysError(f"a key set holds 1 to {KEYSET_MAX} keys, not {len(files)}")
+    return KEYSET_MAGIC + bytes([len(files)]) + b"".join(files)
+
+
+def parse_key_set(data: bytes) -> list:
+    """The trusted-key files of a key set (as the device checks it); KeysError if malformed."""
+    if data[:4] != KEYSET_MAGIC or len(data) < 5 or not 1 <= data[4] <= KEYSET_MAX \
+            or len(data) != 5 + data[4] * _KEYFILE_LEN:
+        raise KeysError(f"malformed key set: want WKS1, 1-{KEYSET_MAX} keys of {_KEYFILE_LEN} bytes")
+    files = [data[5 + i * _KEYFILE_LEN:5 + (i + 1) * _KEYFILE_LEN] for i in range(data[4])]
+    for f in files:
+        parse_device_key_file(f)
+    return files
+
+
+def previous_path(state, kid: str) -> Path:
+    return keys_dir(state) / "previous" / f"{kid}.key.der"
+
+
+def signing_key(state, kid: str | None = None):
+    """The current signing key, or (during a rotation) the previous key `kid` still trusted."""
+    if kid is None or kid == info(state).key_id:
+        return load_private_key(state)
+    path = previous_path(state, kid)
+    if (keys_dir(state) / "revoked" / path.name).exists() or \
+            (path.exists() and not (keys_dir(state) / "device" / f"{kid}.pk").exists()):
+        raise KeysError(f"key {kid} is revoked: devices refuse what it signs",
+                        hint="sign with the current key (no --key)")
+    if not path.exists():
+        raise KeysError(f"no signing key {kid} in {keys_dir(state)}",
+                        hint="`warden keys show` lists the current key; previous ones are in keys/previous/")
+    data = path.read_bytes()
+    try:
+        return serialization.load_der_private_key(data, password=None)
+    except TypeError:
+        secret = passphrase()
+        if secret is None:
+            raise KeysError(f"key {kid} is encrypted and no passphrase was given",
+                            hint=f"set ${PASSPHRASE_ENV}") from None
+        return serialization.load_der_private_key(data, password=secret.encode())
+
+
+def _keyset_counter(state, bump: bool) -> int:
+    import json
+
+    path = keys_dir(state) / "keyset.json"
+    n = json.loads(path.read_text())["counter"] if path.exists() else 0
+    if bump:
+        n += 1
+        write_file(path, json.dumps({"counter": n}) + "\n")
+    return n
+
+
+def _key_update(state, signer) -> Path:
+    """Sign the trusted set as it now stands (keys/device/) as a `keys` update; returns its file."""
+    from . import image
+
+    folder = keys_dir(state) / "device"
+    payload = key_set(p.read_bytes() for p in sorted(folder.glob("*.pk")))
+    n = _keyset_counter(state, bump=True)
+    data = image.sign(payload, "keys", f"keyset-{n}", n, image.default_target(state), signer)
+    return write_file(keys_dir(state) / "updates" / f"keys-{n}.wup", data)
+
+
+def rotate(state, secret: str | None = None) -> tuple[SigningKeyInfo, Path]:
+    """A new signing key: devices are told to trust it by a key update signed with the current
+    key, which stays trusted (and can still sign, `sign --key`) until `revoke`. Returns the new
+    key and the update to push to every device."""
+    old = load_private_key(state)
+    old_kid = key_id(old.public_key()).hex()
+    if len(list((keys_dir(state) / "device").glob("*.pk"))) >= KEYSET_MAX:
+        raise KeysError(f"devices trust {KEYSET_MAX} keys already", hint="revoke an old one first")
+    ensure_dir(keys_dir(state) / "previous")
+    write_private(previous_path(state, old_kid), private_path(state).read_bytes())
+    key = rsa.generate_private_key(public_exponent=EXPONENT, key_size=KEY_BITS)
+    write_private(private_path(state), key.private_bytes(serialization.Encoding.DER,
+                                                         serialization.PrivateFormat.PKCS8, _encryption(secret)))
+    pub = key.public_key()
+    write_file(public_path(state), spki_der(pub))
+    kid = key_id(pub)
+    write_file(keys_dir(state) / "device" / (kid.hex() + ".pk"), device_key_file(pub))
+    return info(state), _key_update(state, old)
+
+
+def revoke(state, kid: str) -> Path:
+    """Stop trusting key `kid`: a key update without it, signed with the current key. Returns
+    the update to push to every device. The current key cannot be revoked (rotate first)."""
+    if kid == info(state).key_id:
+        raise KeysError(f"{kid} is the current signing key",
+                        hint="`warden keys rotate` first; then revoke the old key")
+    pk = keys_dir(state) / "device" / f"{kid}.pk"
+    if not pk.exists():
+        raise KeysError(f"devices do not trust a key {kid}", hint="see keys/device/ for the trusted set")
+    pk.unlink()
+    old = previous_path(state, kid)
+    if old.exists():
+        ensure_dir(keys_dir(state) / "revoked")
+        old.rename(keys_dir(state) / "revoked" / old.name)
+    return _key_update(state, load_private_key(state))

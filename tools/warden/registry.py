@@ -90,20 +90,22 @@ CREATE TABLE brokers (
 )
 """
 
-# Schema 4: the security counter and version per kind of update (the device keeps one per kind;
+# Schema 4: the security counter and version per kind of update, keys included (the device keeps one per kind;
 # `counter`/`version` stay: the last update of either kind). Every image and deploy carries them.
 _SCHEMA_V4 = """
 ALTER TABLE devices ADD COLUMN app_counter INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE devices ADD COLUMN app_version TEXT;
 ALTER TABLE devices ADD COLUMN firmware_counter INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE devices ADD COLUMN firmware_version TEXT
+ALTER TABLE devices ADD COLUMN firmware_version TEXT;
+ALTER TABLE devices ADD COLUMN keys_counter INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN keys_version TEXT
 """
 
 _MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}   # version -> SQL from version-1 to version
 
 _COLUMNS = ("thing", "fingerprint", "serial", "status", "created", "not_after", "role", "version",
             "counter", "log_key", "revoked_at", "revoke_reason", "app_counter", "app_version",
-            "firmware_counter", "firmware_version")
+            "firmware_counter", "firmware_version", "keys_counter", "keys_version")
 _CERT_COLUMNS = ("thing", "serial", "fingerprint", "not_after", "issued", "status", "revoked_at", "reason")
 
 
@@ -152,12 +154,14 @@ class Device:
     app_version: str | None = None
     firmware_counter: int = 0
     firmware_version: str | None = None
+    keys_counter: int = 0
+    keys_version: str | None = None
 
     def security_state(self) -> dict:
         """The device's anti-downgrade state as its /state/ota.json holds it: {kind: [counter, version]}
         for each kind ever updated (what an image or a deploy carries back onto a re-flashed board)."""
         out = {}
-        for kind in ("app", "firmware"):
+        for kind in ("app", "firmware", "keys"):
             c = getattr(self, kind + "_counter")
             if c:
                 out[kind] = [c, getattr(self, kind + "_version")]
@@ -324,7 +328,8 @@ class Registry:
         return self.get(thing)
 
     _UPDATABLE = ("fingerprint", "serial", "not_after", "role", "version", "counter", "log_key",
-                  "app_counter", "app_version", "firmware_counter", "firmware_version")
+                  "app_counter", "app_version", "firmware_counter", "firmware_version",
+                  "keys_counter", "keys_version")
 
     def update(self, thing: str, **fields) -> Device:
         """Change columns of one device (fingerprint, serial, not_after, role, version, counter, log_key)."""
