@@ -114,3 +114,44 @@ def test_watchdog_must_outlast_a_connect():
     assert "watchdog_ms" in str(e)
     assert config.validate(cfg(watchdog_ms=0))["watchdog_ms"] == 0
     assert config.validate(cfg())["watchdog_ms"] == 60000
+
+
+def test_commands_queue_in_order_and_everything_else_is_refused_counted_and_returns():
+    # Device.on_command runs inside the MQTT client's receive path: it must return normally for
+    # anything (so a QoS 1 command is acknowledged, never redelivered), queue live OTA requests in
+    # order (3 at most), and count the rest (firmware/refusal.py, flushed at the next reading).
+    import sys
+    from firmware import device
+
+    class Client:
+        retained = 0
+
+    class Dev:
+        pass
+    d = Dev()
+    d.mqtt, d.pending, d.commands = Client(), [], "cmd/warden/t-1/"
+    on = device.Device.on_command
+    on(d, b"cmd/warden/t-1/ota", b"B1")
+    on(d, b"cmd/warden/t-1/ota", b"C2")
+    on(d, b"cmd/warden/t-1/\xff\xfe\xfd", b"S")     # a topic that is not UTF-8
+    on(d, b"cmd/warden/t-1/reboot", b"S")            # no handler
+    on(d, b"cmd/warden/t-1/ota", b"Zjunk")           # not an OTA request: no OTA code is loaded
+    on(d, b"cmd/warden/t-1/ota", b"")
+    d.mqtt.retained = 1
+    on(d, b"cmd/warden/t-1/ota", b"S")               # retained: would replay at every connect
+    d.mqtt.retained = 0
+    on(d, None, None)                                # larger than the client's max_packet
+    on(d, b"cmd/warden/t-1/ota", b"S")
+    on(d, b"cmd/warden/t-1/ota", b"A")               # the queue is full
+    assert d.pending == [b"B1", b"C2", b"S"], d.pending
+    assert "firmware.otalink" not in sys.modules and "firmware.ota" not in sys.modules
+    counts = sys.modules["firmware.refusal"]._counts
+    assert sorted(counts) == sorted(["command refused: no handler for its topic",
+                                     "command refused: not an OTA request",
+                                     "command refused: retained (it would replay at every connect)",
+                                     "command refused: larger than max_packet (read and dropped)",
+                                     "command refused: busy, 3 waiting"]), counts
+    assert counts["command refused: no handler for its topic"][2] == 1   # the second only counted
+    assert counts["command refused: not an OTA request"][2] == 1
+    sys.modules["firmware.refusal"].flush()
+    assert "firmware.refusal" not in sys.modules                      # unloaded until the next refusal
