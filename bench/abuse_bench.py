@@ -10,7 +10,6 @@ readings every 100 ms; a privileged observer sends:
 """
 from __future__ import annotations
 
-import json
 import time
 
 COLS = ["metric", "warden", "peer", "peer value", "ratio"]
@@ -77,8 +76,9 @@ def _wait_reading(obs, thing, timeout=15):
     raise RuntimeError(f"{thing}: no reading within {timeout} s")
 
 
-def flood(state, broker, thing, n, sender):
-    """(records added, log bytes added, seconds the flood took) for n refused commands."""
+def log_growth(state, broker, thing, activity):
+    """(records added, log bytes added, seconds) while `activity(obs)` runs against a fresh run of
+    THING's twin (`obs`: an operator watching its readings); activity returns when it is done."""
     p = _twin(state, broker, thing)
     obs = _client(state, broker, "operator.default")
     obs.subscribe(f"dt/{state.app}/{thing}/telemetry")
@@ -88,15 +88,8 @@ def flood(state, broker, thing, n, sender):
         before = _log_size(state, thing)
         p = _twin(state, broker, thing)
         _wait_reading(obs, thing)
-        bad = _client(state, broker, sender)
         t0 = time.monotonic()
-        for i in range(n):
-            topic = f"cmd/{state.app}/{thing}/" + ("ota" if i % 2 else f"junk{i % 50}")
-            bad.client.publish(topic, b"Zjunk", qos=1 if i % 10 == 0 else 0)
-        info = bad.client.publish(f"cmd/{state.app}/{thing}/junk", b"last", qos=1)
-        info.wait_for_publish(30)
-        bad.close()
-        time.sleep(SETTLE)               # the device works through what the broker still queues
+        activity(obs)
         _wait_reading(obs, thing)
         took = time.monotonic() - t0
         _stop(p)
@@ -108,25 +101,22 @@ def flood(state, broker, thing, n, sender):
             p.kill()
 
 
+def flood(state, broker, thing, n, sender):
+    """n refused commands (junk OTA requests and commands without a handler, QoS 0 and 1)."""
+    def activity(obs):
+        bad = _client(state, broker, sender)
+        for i in range(n):
+            topic = f"cmd/{state.app}/{thing}/" + ("ota" if i % 2 else f"junk{i % 50}")
+            bad.client.publish(topic, b"Zjunk", qos=1 if i % 10 == 0 else 0)
+        bad.client.publish(f"cmd/{state.app}/{thing}/junk", b"last", qos=1).wait_for_publish(30)
+        bad.close()
+        time.sleep(SETTLE)               # the device works through what the broker still queues
+    return log_growth(state, broker, thing, activity)
+
+
 def idle(state, broker, thing, seconds):
-    """(records added, log bytes added) by the same twin left alone for `seconds`."""
-    p = _twin(state, broker, thing)
-    obs = _client(state, broker, "operator.default")
-    obs.subscribe(f"dt/{state.app}/{thing}/telemetry")
-    try:
-        _wait_reading(obs, thing)
-        _stop(p)
-        before = _log_size(state, thing)
-        p = _twin(state, broker, thing)
-        _wait_reading(obs, thing)
-        time.sleep(seconds)
-        _stop(p)
-        after = _log_size(state, thing)
-        return after[0] - before[0], after[1] - before[1]
-    finally:
-        obs.close()
-        if p.poll() is None:
-            p.kill()
+    """The same twin left alone for `seconds` (the peer)."""
+    return log_growth(state, broker, thing, lambda obs: time.sleep(seconds))[:2]
 
 
 def poison(state, broker, thing, sender):

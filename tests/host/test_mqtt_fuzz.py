@@ -10,21 +10,12 @@ import threading
 import time
 
 from devrun import run_mp
+from test_mqtt_hostile import varint
 
 CASES = 2000
 SEED = 20261205
 TMO = 0.1            # the client's timeout (s): connect, CONNACK, each whole packet
 STALL = 0.15         # a stall, longer than the timeout, in a few cases
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _packet(rng):
@@ -36,11 +27,11 @@ def _packet(rng):
         body = struct.pack("!H", len(topic)) + topic + (struct.pack("!H", rng.randrange(65536)) if qos else b"")
         body += bytes(rng.randrange(256) for _ in range(rng.choice((0, 3, 100, 600))))
         n = len(body) + rng.choice((0, 0, 0, -3, 5, 20000, 300000))
-        return bytes([0x30 | qos << 1 | rng.randrange(2)]) + _varint(max(n, 0)) + body
+        return bytes([0x30 | qos << 1 | rng.randrange(2)]) + varint(max(n, 0)) + body
     if kind < 0.6:       # an ack-type packet with random flags and length
         t = rng.randrange(16)
         n = rng.choice((0, 2, 3, 4, 200))
-        return bytes([t << 4 | rng.choice((0, 0, 2, 15))]) + _varint(n) + bytes(rng.randrange(256) for _ in range(n))
+        return bytes([t << 4 | rng.choice((0, 0, 2, 15))]) + varint(n) + bytes(rng.randrange(256) for _ in range(n))
     if kind < 0.75:      # a remaining length that never ends, or is five bytes long
         return bytes([rng.randrange(256)]) + b"\xff" * rng.randrange(1, 8)
     return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))     # garbage

@@ -20,6 +20,20 @@ def keys():
     """The fleet's OTA signing key (RSA-3072)."""
 
 
+def _new_secret(encrypt: bool):
+    """The passphrase a new key is encrypted with (--encrypt), or None."""
+    from . import keys as lib
+
+    if not encrypt:
+        return None
+    secret = lib.passphrase("passphrase for the new signing key: ", confirm=True, env=lib.NEW_PASSPHRASE_ENV) \
+        or lib.passphrase(env=lib.PASSPHRASE_ENV)
+    if not secret:
+        raise lib.KeysError("--encrypt needs a passphrase",
+                            hint=f"set ${lib.NEW_PASSPHRASE_ENV} (or ${lib.PASSPHRASE_ENV}), or run it on a terminal")
+    return secret
+
+
 @keys.command("init")
 @click.option("--encrypt", is_flag=True,
               help="Keep the key encrypted with a passphrase ($WARDEN_SIGNING_PASSPHRASE, or asked for).")
@@ -28,13 +42,7 @@ def keys_init(state, encrypt):
     """Create the fleet's OTA signing key and the trusted-key file devices are provisioned with."""
     from . import keys as lib
 
-    secret = None
-    if encrypt:
-        secret = lib.passphrase("new passphrase for the signing key: ", confirm=True, env=lib.NEW_PASSPHRASE_ENV) \
-            or lib.passphrase(env=lib.PASSPHRASE_ENV)
-        if not secret:
-            raise lib.KeysError("--encrypt needs a passphrase",
-                                hint=f"set ${lib.PASSPHRASE_ENV}, or run it on a terminal to be asked")
+    secret = _new_secret(encrypt)
     with console.status("generating an RSA-3072 key..."):
         info = lib.init_keys(state, secret)
     console.print(f"[bold green]OTA signing key created[/], key id [bold]{info.key_id}[/]"
@@ -73,13 +81,8 @@ def keys_rotate(state, encrypt):
     """A new signing key, and the signed key update that makes devices trust it (push it to each)."""
     from . import keys as lib
 
-    secret = None
-    if encrypt:
-        secret = lib.passphrase("passphrase for the new key: ", confirm=True, env=lib.NEW_PASSPHRASE_ENV)
-        if not secret:
-            raise lib.KeysError("--encrypt needs a passphrase", hint=f"set ${lib.NEW_PASSPHRASE_ENV}")
     with console.status("generating an RSA-3072 key..."):
-        info, update = lib.rotate(state, secret)
+        info, update = lib.rotate(state, _new_secret(encrypt))
     console.print(f"[bold green]new signing key[/] {info.key_id}; the previous one stays trusted until revoked")
     console.print(f"key update: {update}. Push it to every device: warden ota push THING {update}")
     console.print("new devices (device add, deploy) trust both keys already", style="dim")
