@@ -7,7 +7,7 @@ from cryptolib import aes
 from micropython import const
 
 from logread import _seq, check, head, resync
-from logstore import CUT, DROP
+from logstore import BLOCK, CUT, DROP, SKIP
 
 _SEGHDR = const(52)
 _OVER = const(40)
@@ -23,7 +23,7 @@ def keys(key):
     return hkdf(key, s, b"enc", 32), hkdf(key, s, b"mac", 32), hkdf(key, s, b"key-id", 8)
 
 
-def open_store(st, path, key, quota, segment, max_payload, clock, urandom):
+def open_store(st, path, key, quota, segment, max_payload, clock, urandom, hw):
     """Store.__init__: check the options, allocate the buffers, recover, open for appending."""
     if segment % 4096 or segment < 4096:
         raise ValueError("segment must be a multiple of 4096")
@@ -46,9 +46,26 @@ def open_store(st, path, key, quota, segment, max_payload, clock, urandom):
     st._f = None
     st.broken = False
     st.next_seq = 1
+    st._hwf = hw
+    st._hwm = 0x7FFFFFFF   # no high-water file: nothing to reserve (_resume sets it)
     later = recover(st, key)
     st._enc = aes(st._ek, 2, bytes(16))
     _resume(st, later)
+
+
+def _high_water(st, later):
+    # The store's high-water file: numbers below its mark may have been used before. Resume
+    # from it (logging the skip) and let the next append reserve the next block. A missing or
+    # unreadable file (first start, or lost) gives no mark: the log's own numbers are all there is.
+    try:
+        with open(st._hwf) as f:
+            mark = int(f.read())
+    except (OSError, ValueError):
+        mark = 0
+    if mark > st.next_seq:
+        later.append((SKIP, struct.pack("<III", st.next_seq, mark, BLOCK)))
+        st.next_seq = mark
+    st._hwm = st.next_seq   # the first append writes a new mark
 
 
 def reopen(st):
@@ -69,6 +86,8 @@ def reopen(st):
 
 
 def _resume(st, later):
+    if st._hwf:
+        _high_water(st, later)
     if st._f is None:
         st._roll()
     for kind, payload in later:   # what recovery did: DROP and CUT records

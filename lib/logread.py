@@ -12,6 +12,7 @@ _HLEN = const(36)
 _SEGHDR = const(52)
 _RH = const(24)
 _OVER = const(40)
+_SKIP = const(18)   # logstore.SKIP
 
 
 def head(st, segno):
@@ -89,7 +90,7 @@ class Reader:
     not this store's; its records are still read if they verify), "damaged" (a record
     fails its MAC; reading goes on at the next valid record), "truncated" (a segment
     ends inside a record), "missing" (sequence numbers skipped: deleted or dropped
-    records), "order" (a sequence number repeats or goes back: swapped or replayed
+    records; not the numbers a SKIP record says were skipped), "order" (a sequence number repeats or goes back: swapped or replayed
     records) or "io" (a file error)."""
 
     def __init__(self, store, from_seq=0, on_problem=None):
@@ -189,11 +190,10 @@ class Reader:
         seq = _seq(b)
         high = self._high
         at = self._pos - _OVER - n
-        if high is not None and seq != high + 1:
-            self._problem("missing" if seq > high else "order", at)
+        gap = high is not None and seq != high + 1
         if high is None or seq > high:
             self._high = seq
-        if seq < self._from:
+        if seq < self._from and not gap:
             return False
         pt = self._pt
         # Decrypting the IV block too makes every record independent of what this CBC
@@ -202,6 +202,13 @@ class Reader:
         p = pt[15 + n]
         if p < 1 or p > 16 or n - 5 - p < 0:
             self._problem("damaged", at)
+            return False
+        # A jump in the numbers is a problem unless it is the one a SKIP record accounts
+        # for (the store resumed from its high-water mark: first skipped = high + 1).
+        if gap and not (seq > high and pt[16] == _SKIP and n - 5 - p >= 4
+                        and pt[21] | pt[22] << 8 | pt[23] << 16 | pt[24] << 24 == high + 1):
+            self._problem("missing" if seq > high else "order", at)
+        if seq < self._from:
             return False
         self.seq = seq
         self.kind = pt[16]

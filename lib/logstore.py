@@ -32,6 +32,8 @@ EVENT = const(1)      # an event line from the device log: b"LEVEL source: messa
 READING = const(2)    # a sensor reading (the outbox)
 DROP = const(16)      # the store deleted a segment; payload <III: segno, first_seq, next_seq
 CUT = const(17)       # the store cut a torn record off; payload <III: segno, offset, bytes cut
+SKIP = const(18)      # at opening, numbers reserved before were skipped; payload <III: first, next, block
+BLOCK = const(64)     # sequence numbers reserved per write of the high-water file
 
 HFMT = "<4sBBHIII8s8s"
 _HLEN = const(36)
@@ -46,16 +48,24 @@ class Store:
     quota: bytes of flash for the folder, counted in littlefs blocks (it keeps
     (quota - 32 KiB) // segment segments; the 32 KiB are littlefs's own blocks around them);
     segment: bytes per segment file (a multiple of 4096); max_payload: the largest record;
-    clock: a function giving Unix seconds for each record's time (none: 0).
+    clock: a function giving Unix seconds for each record's time (none: 0);
+    hw: a file outside the folder for the high-water mark (none: numbers are not reserved).
+
+    Sequence numbers are never reused, also after the log's tail was cut or its newest segment
+    lost: with `hw`, before using the first number of each block of BLOCK numbers the store
+    writes the block's end to that file (temporary file and rename), and opening resumes from
+    at least that mark. Numbers skipped that way (after any restart: at most one block, more
+    only if records were lost) are logged as a SKIP record, so a reader can tell them apart
+    from deleted records.
 
     A failed write closes the store (broken is then True): the segment's tail is unknown. The
     next append recovers the folder as opening does (a torn record is cut and logged as CUT)
     and goes on; close() closes it for good."""
 
     def __init__(self, path, key, quota=262144, segment=16384, max_payload=240,
-                 clock=None, urandom=os.urandom):
+                 clock=None, urandom=os.urandom, hw=None):
         from logopen import open_store   # boot-time code, dropped again by the caller
-        open_store(self, path, key, quota, segment, max_payload, clock, urandom)
+        open_store(self, path, key, quota, segment, max_payload, clock, urandom, hw)
 
     def _name(self, segno):
         return "%s/%08x.seg" % (self._dir, segno)
@@ -142,6 +152,15 @@ class Store:
             reopen(self)  # raises if it still cannot: the next append tries again
         if len(payload) > self.max_payload or not 0 <= kind < 256:
             raise ValueError("record payload too long, or kind not 0-255")
+        n = self.next_seq
+        if n >= self._hwm:
+            # Reserve the next block: write its end to the high-water file first (raises
+            # with nothing appended: no number is ever used unreserved).
+            n += BLOCK
+            with open(self._hwf + ".tmp", "w") as f:
+                f.write(str(n))
+            os.rename(self._hwf + ".tmp", self._hwf)
+            self._hwm = n
         try:
             if self._pos + _OVER + 21 + len(payload) > self._lim:
                 self._roll()

@@ -12,7 +12,7 @@ from devtest import raises
 
 import cryptokit
 import logstore
-from logstore import CUT, DROP, EVENT, READING
+from logstore import BLOCK, CUT, DROP, EVENT, READING, SKIP
 
 KEY = bytes(range(32))
 OTHER = bytes(range(1, 33))
@@ -343,6 +343,92 @@ def test_torn_tail_is_cut_on_open_and_logged():
     st.close()
 
 
+def _hw_store(name):
+    d = tmpdir(name)
+    return d + "/log", d + "/log.hw"
+
+
+def test_high_water_mark_reserves_blocks_ahead_of_use():
+    d, hw = _hw_store("hw-blocks")
+    st = logstore.Store(d, KEY, hw=hw)
+    assert st.append(EVENT, b"first") == 1 and devtest.read(hw) == b"%d" % (1 + BLOCK)
+    for i in range(BLOCK):
+        st.append(EVENT, b"more")
+    # the block's last number was used: the mark moved on before the next one was
+    assert st.next_seq == BLOCK + 2 and devtest.read(hw) == b"%d" % (1 + 2 * BLOCK)
+    st.close()
+
+
+def test_a_restart_skips_the_rest_of_the_reserved_block_and_says_so():
+    d, hw = _hw_store("hw-restart")
+    st = logstore.Store(d, KEY, hw=hw)
+    for i in range(10):
+        st.append(EVENT, b"event %d" % i)
+    st.close()
+    st = logstore.Store(d, KEY, hw=hw)
+    got, probs = records(st)
+    seq, kind, _, payload = got[-1]
+    assert probs == [] and kind == SKIP and seq == 1 + BLOCK, (probs, got[-2:])
+    assert struct.unpack("<III", payload) == (11, 1 + BLOCK, BLOCK)   # 11..64: reserved, never used
+    assert st.append(EVENT, b"after") == 2 + BLOCK
+    st.close()
+
+
+def test_numbers_are_never_reused_after_the_tail_is_cut():
+    d, hw = _hw_store("hw-cut")
+    st = logstore.Store(d, KEY, hw=hw)
+    for i in range(10):
+        st.append(EVENT, b"event %d" % i)
+    st.close()
+    # cut records 8-10 off the end (each record of "event N" is 56 bytes after the 52-byte header)
+    name = d + "/" + _segment_files(d)[-1]
+    devtest.write(name, devtest.read(name)[:52 + 7 * 56])
+    st = logstore.Store(d, KEY, hw=hw)
+    got, probs = records(st)
+    assert probs == [] and [s for s, _, _, _ in got][:7] == [1, 2, 3, 4, 5, 6, 7]
+    seq, kind, _, payload = got[-1]
+    assert kind == SKIP and struct.unpack("<III", payload) == (8, 1 + BLOCK, BLOCK)
+    assert st.append(EVENT, b"after the cut") == 2 + BLOCK   # not 8: 8, 9 and 10 were used
+    st.close()
+
+
+def test_losing_more_than_a_block_shows_in_the_skip_record():
+    d, hw = _hw_store("hw-lost")
+    st = logstore.Store(d, KEY, hw=hw)
+    for i in range(BLOCK + 20):
+        st.append(EVENT, b"event %d" % i)
+    st.close()
+    name = d + "/" + _segment_files(d)[-1]
+    devtest.write(name, devtest.read(name)[:52 + 5 * 56])   # only records 1-5 are left
+    st = logstore.Store(d, KEY, hw=hw)
+    first, nxt, block = struct.unpack("<III", records(st)[0][-1][3])
+    assert (first, nxt) == (6, 1 + 2 * BLOCK) and nxt - first > block   # the reader's "records were lost"
+    st.close()
+
+
+def test_without_its_mark_file_the_store_numbers_on_from_its_own_records():
+    d, hw = _hw_store("hw-gone")
+    st = logstore.Store(d, KEY, hw=hw)
+    for i in range(3):
+        st.append(EVENT, b"event %d" % i)
+    st.close()
+    os.remove(hw)
+    st = logstore.Store(d, KEY, hw=hw)
+    assert st.append(EVENT, b"on") == 4 and devtest.read(hw) == b"%d" % (4 + BLOCK)
+    assert [k for _, k, _, _ in records(st)[0]] == [EVENT] * 4
+    st.close()
+
+
+def test_a_mark_that_cannot_be_written_refuses_the_record_and_loses_nothing():
+    d = tmpdir("hw-fail") + "/log"
+    st = logstore.Store(d, KEY, hw=devtest.tmp + "/no/such/folder/log.hw")
+    assert raises(OSError, st.append, EVENT, b"unnumbered")
+    assert st.next_seq == 1 and not st.broken and records(st)[0] == []
+    st._hwf = d + ".hw"      # the folder is back (say, the flash recovered): the same append works
+    assert st.append(EVENT, b"numbered") == 1
+    st.close()
+
+
 def test_damage_in_the_middle_is_reported_and_skipped():
     d = tmpdir("mid") + "/log"
     st = logstore.Store(d, KEY)
@@ -463,7 +549,8 @@ def test_reader_survives_flipped_bits():
 def test_eventlog_writes_events_to_the_store():
     from firmware import eventlog, logboot
     try:
-        st = logboot.open_store(KEY, tmpdir("ev") + "/log")
+        d = tmpdir("ev")
+        st = logboot.open_store(KEY, d + "/log", d + "/state/log.hw")
         assert st is eventlog.store() and "logopen" not in sys.modules and "cryptokit" not in sys.modules
         eventlog.info("boot", "warden test, reset cause power-on")
         eventlog.error("mqtt", "connect failed: " + "x" * 400)    # too long: cut to fit

@@ -371,7 +371,7 @@ def test_device_heap_resident_and_per_append(tmp_path, app_build):
     assert r.returncode == 0, r.stdout + r.stderr
     resident, per = map(int, r.stdout.split("RESULT")[1].split())
     print("log store resident %d bytes, %d bytes allocated per durable append" % (resident, per))
-    assert resident < 7680    # this 64-bit unix port; pointers and objects are half that on an ESP32
+    assert resident < 7744    # this 64-bit unix port; pointers and objects are half that on an ESP32
     assert per < 1100     # two hash objects and digests per MAC (hashlib has no reset); no buffers
 
 
@@ -387,7 +387,8 @@ def test_a_failed_sensor_reading_shows_as_null_not_a_traceback():
 
 DEVICE_APPEND = r"""
 import logstore, sys
-st = logstore.Store(sys.argv[1], bytes(range(32)), clock=lambda: 1700000000)
+st = logstore.Store(sys.argv[1], bytes(range(32)), clock=lambda: 1700000000,
+                    hw=sys.argv[4] if len(sys.argv) > 4 else None)
 for i in range(int(sys.argv[2])):
     st.append(logstore.EVENT, b"INFO %s: %d" % (sys.argv[3].encode(), i), True)
 st.close()
@@ -419,3 +420,40 @@ def test_a_cut_tail_is_reported_even_after_the_device_wrote_past_it(tmp_path):
     assert max(r.seq for r in report.records) > mark["seq"]        # written past the mark
     assert [p.kind for p in report.problems] == ["cut-tail"], report.problems
     assert f"record {mark['seq']} is not the record an earlier pull saw" in report.problems[0].detail
+
+
+def test_with_a_high_water_mark_a_cut_is_never_numbered_over_and_a_big_one_shows_without_a_mark(tmp_path):
+    """The device's high-water mark (lib/logstore.py): after a cut the device resumes past every
+    number it used, and says so in a SKIP record. Within one block that is what every restart
+    looks like (the mark then catches the cut); past a block it is reported on its own."""
+    out, hw = tmp_path / "log", str(tmp_path / "log.hw")
+    assert run_mp(DEVICE_APPEND, args=[str(out), "20", "first", hw]).returncode == 0
+    first = ls.read_log(ls.read_dir(out), KEY)
+    last = first.records[-1]
+    mark = {"store_id": first.store_id.hex(), "seq": last.seq, "tag": last.tag.hex()}
+    name = sorted(ls.read_dir(out))[-1]
+    cut_at = [r for r in first.records if r.seq == 12][0].offset
+    (out / name).write_bytes((out / name).read_bytes()[:cut_at])
+    assert run_mp(DEVICE_APPEND, args=[str(out), "30", "after-cut", hw]).returncode == 0
+    report = ls.read_log(ls.read_dir(out), KEY)
+    seqs = [r.seq for r in report.records]
+    assert not set(range(12, 21)) & set(seqs) and seqs == sorted(seqs), seqs    # 12..20 never again
+    skip = [r for r in report.records if r.kind == ls.SKIP]
+    assert len(skip) == 1 and struct.unpack("<III", skip[0].payload) == (12, 65, 64)
+    assert report.ok, report.problems              # one block at most: a restart looks the same
+    assert "reserved, unused" in skip[0].fields()["message"]
+    with_mark = ls.read_log(ls.read_dir(out), KEY, mark)
+    assert [p.kind for p in with_mark.problems] == ["cut-tail"], with_mark.problems
+    assert "record 20, which an earlier pull saw, is gone" in with_mark.problems[0].detail
+    # cut 100 records back to 10: more than a block lost, reported without any mark
+    big = tmp_path / "big"
+    assert run_mp(DEVICE_APPEND, args=[str(big), "100", "many", hw + "2"]).returncode == 0
+    recs = ls.read_log(ls.read_dir(big), KEY).records
+    name = sorted(ls.read_dir(big))[-1]
+    at = [r for r in recs if r.seq == 11][0]
+    assert at.segment == int(name[:8], 16)
+    (big / name).write_bytes((big / name).read_bytes()[:at.offset])
+    assert run_mp(DEVICE_APPEND, args=[str(big), "1", "after", hw + "2"]).returncode == 0
+    report = ls.read_log(ls.read_dir(big), KEY)
+    assert [p.kind for p in report.problems] == ["lost-before-restart"], report.problems
+    assert report.problems[0].seqs == (11, 65)

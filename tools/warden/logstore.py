@@ -47,8 +47,8 @@ OVER = RH + 16
 SALT = b"warden-log-v1"
 SEGMENT_RE = re.compile(r"^([0-9a-f]{8})\.seg$")
 
-EVENT, READING, DROP, CUT = 1, 2, 16, 17
-KIND_NAMES = {EVENT: "event", READING: "reading", DROP: "drop", CUT: "cut"}
+EVENT, READING, DROP, CUT, SKIP = 1, 2, 16, 17, 18
+KIND_NAMES = {EVENT: "event", READING: "reading", DROP: "drop", CUT: "cut", SKIP: "skip"}
 
 # Problem kinds, in the words `warden logs show` prints them.
 PROBLEMS = {
@@ -68,6 +68,8 @@ PROBLEMS = {
     "rollback": "the log ends before what an earlier pull saw: records cut off the end or an old log restored",
     "new-store": "the log was replaced since the last pull",
     "cut-tail": "records an earlier pull saw are gone, and the device has written past them: the tail was cut",
+    "lost-before-restart": "the device's high-water mark is past the log's end by more than one block: "
+                           "records were cut off or a segment lost before it restarted",
 }
 
 
@@ -185,6 +187,13 @@ class Record:
             s, off, n = struct.unpack("<III", p)
             return {"level": "WARN", "source": "log",
                     "message": f"cut a torn record off segment {s} at offset {off} ({n} bytes): a power cut"}
+        if self.kind == SKIP and len(p) == 12:
+            first, nxt, block = struct.unpack("<III", p)
+            lost = nxt - first > block
+            return {"level": "WARN" if lost else "INFO", "source": "log",
+                    "message": f"skipped seq {first}..{nxt - 1} at opening (the high-water mark; "
+                               + ("more than one block: records were lost" if lost else "reserved, unused")
+                               + ")"}
         return {"level": "", "source": self.kind_name, "message": p.hex()}
 
     def to_json(self) -> dict:
@@ -429,7 +438,7 @@ def read_log(files: dict, log_key: bytes, mark: dict | None = None) -> LogReport
             s.status = "replayed-segment"
         if s.status == "ok":
             later_oldest = max(later_oldest, s.oldest)
-    dropped_segs, dropped_seqs = set(), []
+    dropped_segs, dropped_seqs, skipped_seqs = set(), [], []
     for s in segs:
         if s.status in ("ok", "tampered-header"):
             for r in walked[s.segno][0]:
@@ -437,6 +446,18 @@ def read_log(files: dict, log_key: bytes, mark: dict | None = None) -> LogReport
                     d, first, nxt = struct.unpack("<III", r.payload)
                     dropped_segs.add(d)
                     dropped_seqs.append((first, nxt - 1))
+                elif r.kind == SKIP and len(r.payload) == 12:
+                    # Numbers the device skipped at a restart: never used, unless more than a
+                    # block was skipped (lib/logstore.py: the high-water mark)
+                    first, nxt, block = struct.unpack("<III", r.payload)
+                    skipped_seqs.append((first, nxt - 1))
+                    if nxt - first > block:
+                        problems.append(Problem(
+                            "lost-before-restart",
+                            f"record {r.seq} says the log ended at {first - 1} when the device "
+                            f"restarted, but it had numbered records up to at least {nxt - block}: "
+                            "records were cut off the end or a segment lost", r.segment, r.offset,
+                            (first, nxt - block)))
 
     for s in segs:
         if s.status == "ok" and s.segno in dropped_segs:
@@ -468,7 +489,8 @@ def read_log(files: dict, log_key: bytes, mark: dict | None = None) -> LogReport
                 problems.append(Problem("missing-segment", f"segment {n:08x}.seg is missing (deleted)", n))
 
     # Sequence numbers: every number from the first segment's first_seq to the last seen,
-    # in order, once; numbers in dropped segments are accounted for by their DROP records.
+    # in order, once; numbers in dropped segments are accounted for by their DROP records,
+    # numbers skipped at a restart by SKIP records.
     seen = set()
     high = None
     for r in report.records:
@@ -483,7 +505,7 @@ def read_log(files: dict, log_key: bytes, mark: dict | None = None) -> LogReport
     if live and high is not None:
         start = live[0].first_seq
         gone = [n for n in range(start, high + 1)
-                if n not in seen and not any(a <= n <= b for a, b in dropped_seqs)]
+                if n not in seen and not any(a <= n <= b for a, b in dropped_seqs + skipped_seqs)]
         for a, b in _ranges(gone):
             problems.append(Problem("missing", f"records {a}..{b} are missing (deleted)"
                                     if a != b else f"record {a} is missing (deleted)", None, None, (a, b)))
