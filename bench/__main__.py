@@ -34,8 +34,9 @@ def _optional(name, title):
             return
         code = mod.run.__code__
         rows = mod.run(f) if code.co_argcount and code.co_varnames[0] == "fleet" else mod.run()
-        cols = list(rows[0].keys()) if rows else ["metric"]
-        print_table(title, rows, cols)
+        cols = [c for c in getattr(mod, "COLS", None) or (list(rows[0].keys()) if rows else ["metric"])
+                if any(c in r for r in rows)]
+        print_table(title, rows, cols, note=getattr(mod, "NOTE", None))
     return section
 
 
@@ -45,7 +46,7 @@ SECTIONS = [
     ("logstore", _optional("logstore_bench", "Encrypted log store")),
     ("fleet", _optional("fleet_bench", "Fleet: provisioning and revocation")),
     ("tls", _optional("tls_bench", "Broker TLS: what each client negotiates")),
-    ("peers", _optional("peers_bench", "MQTT client vs umqtt.simple (same micropython, same broker)")),
+    ("peers", _optional("peers_bench", "MQTT client vs umqtt.simple and mqtt_as (same micropython, same broker)")),
     ("abuse", _optional("abuse_bench", "What a remote party can make a device do")),
     ("ota", _optional("ota_bench", "Signed OTA: verification and install engine")),
     ("ota-push", _optional("ota_push_bench", "Signed OTA over the MQTT chunk transport")),
