@@ -29,7 +29,8 @@ def _twin(state, broker, thing):
     """Start `thing`'s twin (provisioned at the first call) at the smallest heap the device runs in."""
     import subprocess
 
-    from warden import devices, twin as twinlib
+    from warden.fleet import devices
+    from warden import twin as twinlib
 
     path = twinlib.flash_path(state, thing)
     if not path.exists():
@@ -55,7 +56,8 @@ def _client(state, broker, principal):
 
 def _observer_principal(state):
     """A test-style privileged principal that may send any command (added to the policy)."""
-    from warden import brokerctl, policy, principals
+    from warden import brokerctl, policy
+    from warden.fleet import principals
 
     data = policy.load_policy_data(state)
     if "bench" not in data["roles"]:

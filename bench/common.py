@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from cryptography.hazmat.primitives import serialization
 
-from warden import pki
+from warden.fleet import pki
 from warden.broker import Broker
 from warden.state import State
 

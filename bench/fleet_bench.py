@@ -29,8 +29,8 @@ COLS = ["metric", "warden", "peer", "peer value", "ratio"]
 def _register(state, thing):
     from cryptography import x509
 
-    from warden import pki
-    from warden.registry import Registry
+    from warden.fleet import pki
+    from warden.fleet.registry import Registry
     from warden.state import write_file, write_private
 
     cert_der, key_der = pki.issue_device_cert(state, thing)
@@ -43,7 +43,7 @@ def _register(state, thing):
 
 
 def provisioning(state, broker, n=10):
-    from warden import devices
+    from warden.fleet import devices
 
     devices.add_device(state, "bench-warm")          # builds the app once (cached afterwards)
     out = {}
@@ -72,7 +72,7 @@ class _Device:
         import paho.mqtt.client as paho
         from cryptography.hazmat.primitives import serialization
 
-        from warden import pki
+        from warden.fleet import pki
 
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "c.pem").write_bytes(pki.cert_pem(pki.load_cert(cert_der)))
@@ -123,7 +123,8 @@ def _principal(state, name, folder):
     """A principal added as warden would (registry, policy, every broker's ACL): (cert DER, key DER)."""
     from cryptography.hazmat.primitives import serialization
 
-    from warden import brokerctl, pki, principals
+    from warden import brokerctl
+    from warden.fleet import pki, principals
 
     principals.add_principal(state, name, "operator", out=folder)
     brokerctl.sync(state)
@@ -134,7 +135,8 @@ def _principal(state, name, folder):
 
 def revocation(state, broker, folder: Path, rounds=5, tag="w"):
     """Median ms from the revocation call to the live session closed and to a handshake refused."""
-    from warden import brokerctl, devices, principals
+    from warden import brokerctl
+    from warden.fleet import devices, principals
 
     seen, refused, pseen, prefused = [], [], [], []
     for i in range(rounds):
@@ -213,7 +215,7 @@ class HandStarted:
                 time.sleep(0.05)
 
     def stop(self):
-        from warden.registry import Registry
+        from warden.fleet.registry import Registry
 
         self.proc.terminate()
         self.proc.wait(timeout=10)

@@ -6,7 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from warden import devices, espimage, image, keys, otapush, twin as twinlib
+from warden.fleet import devices
+from warden import espimage, image, keys, otapush, twin as twinlib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from twinproc import Twin  # noqa: E402  (the tests' twin runner: restarts the twin on reset)

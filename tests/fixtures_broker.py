@@ -6,7 +6,7 @@ Fixtures:
     pki_state    (session)  a warden State in a temporary folder, with init_pki done
     broker       (module)   a running warden.broker.Broker for pki_state on a free loopback port
     provision    (function) provision(thing, **kw) -> Provisioned: a device identity issued by
-                            warden.pki.issue_device_cert (kw: days, not_before, not_after, key, ca)
+                            warden.fleet.pki.issue_device_cert (kw: days, not_before, not_after, key, ca)
                             written to a temporary folder as cert.der, key.der, ca.der (+ PEM)
     mqtt_client  (function) mqtt_client(identity, client_id=None, connect=True) -> Probe: a paho
                             client against `broker`; identity is "operator", "technician",
@@ -30,7 +30,7 @@ import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from warden import pki
+from warden.fleet import pki
 from warden.broker import Broker
 from warden.state import State
 

@@ -11,10 +11,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from warden import audit, awspolicy, devices, flashimage, pki
+from warden.fleet import audit, devices, pki
+from warden import awspolicy, flashimage
 from warden import policy as pol
 from warden.broker import Broker
-from warden.registry import Registry
+from warden.fleet.registry import Registry
 from warden.state import State, write_file, write_private
 
 NOW = dt.datetime.now(dt.timezone.utc)

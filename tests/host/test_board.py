@@ -8,7 +8,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from warden import deploy, devices, espimage, flash, flashimage
+from warden import deploy, espimage, flash, flashimage
+from warden.fleet import devices
 from warden.cli import main
 
 ROOT = flash.flashimage.__file__ and __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -217,7 +218,7 @@ def test_a_deploy_carries_the_registry_counters_and_never_lowers_the_boards(pki_
     """Anti-downgrade survives re-flashing: the image and the mpremote deploy carry the registry's
     counters per kind; merged on a board, the higher counter per kind wins."""
     from devrun import run_mp
-    from warden.registry import Registry
+    from warden.fleet.registry import Registry
 
     devices.add_device(pki_state, "board-ctr")
     with Registry(pki_state.registry_path) as reg:

@@ -7,8 +7,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from warden import devices, pki
-from warden.registry import RegistryError
+from warden.fleet import devices, pki
+from warden.fleet.registry import RegistryError
 from warden.state import State
 
 

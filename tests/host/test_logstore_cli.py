@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from warden import flashimage, logstore as ls, nvsimage, twin as twinlib
 from warden.cli import main
-from warden.registry import Registry
+from warden.fleet.registry import Registry
 from warden.state import State
 
 from test_logstore import KEY, OTHER, build_log
@@ -124,7 +124,7 @@ def test_empty_log_folder_on_the_twin(state):
 
 
 def test_provisioning_gives_each_device_its_own_log_key_in_registry_and_nvs(state):
-    from warden import devices, pki
+    from warden.fleet import devices, pki
     pki.init_pki(state)
     a = devices.add_device(state, "key-a")
     b = devices.add_device(state, "key-b")

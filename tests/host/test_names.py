@@ -1,7 +1,8 @@
 """Thing names follow AWS IoT rules; role principals (with a dot) can never be thing names."""
 import pytest
 
-from warden.names import InvalidName, is_valid_thing, parse_principal, principal_cn, validate_app, validate_thing
+from warden.fleet.names import (InvalidName, is_valid_thing, parse_principal, principal_cn, validate_app,
+                                validate_thing)
 
 
 @pytest.mark.parametrize("name", ["a", "twin-001", "Sensor_7", "aa:bb:cc:dd:ee:ff", "x" * 128, "-", "0"])

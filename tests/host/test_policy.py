@@ -36,7 +36,7 @@ def test_app_is_substituted_and_validated():
 
 
 def test_policy_file_created_by_init_and_loaded(tmp_path):
-    from warden import pki
+    from warden.fleet import pki
 
     s = State(tmp_path / "st")
     pki.init_pki(s)

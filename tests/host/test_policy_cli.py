@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from warden import awspolicy, pki
+from warden import awspolicy
+from warden.fleet import pki
 from warden import policy as pol
 from warden.state import State
 

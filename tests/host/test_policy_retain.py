@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from warden import awspolicy as aws
-from warden import pki
+from warden.fleet import pki
 from warden import policy as pol
 from warden import policyproof
 from warden.policy import MosquittoAcl, render_mosquitto_acl

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from warden.registry import SCHEMA_VERSION, Registry, RegistryError
+from warden.fleet.registry import SCHEMA_VERSION, Registry, RegistryError
 
 
 def test_add_get_list(tmp_path):

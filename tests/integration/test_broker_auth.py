@@ -4,7 +4,7 @@ import datetime as dt
 import pytest
 
 from fixtures_broker import Refused
-from warden import pki
+from warden.fleet import pki
 
 
 def test_broker_listens_on_loopback_only(broker):

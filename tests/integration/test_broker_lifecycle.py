@@ -4,7 +4,7 @@ import socket
 import pytest
 
 from fixtures_broker import Probe, Refused, client_files
-from warden import pki
+from warden.fleet import pki
 from warden.broker import Broker, BrokerError, free_port
 
 

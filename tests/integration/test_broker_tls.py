@@ -21,7 +21,7 @@ import threading
 
 import pytest
 
-from warden import pki
+from warden.fleet import pki
 
 # The TLS 1.0/1.1 clients below are deliberate: they are what the broker must refuse.
 pytestmark = pytest.mark.filterwarnings(r"ignore:ssl\.TLSVersion\.TLSv1.* is deprecated:DeprecationWarning")

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from twinproc import Twin
-from warden import devices, logstore, twin as twinlib
+from warden.fleet import devices
+from warden import logstore, twin as twinlib
 
 HEAPS = ["64k", twinlib.DEFAULT_HEAP]
 

@@ -19,7 +19,8 @@ import pytest
 
 from boardsim import BoardSim
 from twinproc import Twin
-from warden import deploy, devices, flashimage, nvsimage
+from warden import deploy, flashimage, nvsimage
+from warden.fleet import devices
 from warden.state import State
 
 # The filesystem is what these tests prove; the 64k device heap budget is tests/integration/test_twin.py's

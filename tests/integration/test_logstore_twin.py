@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from twinproc import Twin
-from warden import devices, logstore as ls
+from warden.fleet import devices
+from warden import logstore as ls
 from warden import twin as twinlib
 from warden.cli import main as cli
 

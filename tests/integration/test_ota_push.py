@@ -7,9 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from twinproc import Twin
-from warden import devices, espimage, image, keys, otapush, twin as twinlib
+from warden.fleet import devices
+from warden import espimage, image, keys, otapush, twin as twinlib
 from warden.cli import main
-from warden.registry import Registry
+from warden.fleet.registry import Registry
 
 HEAP = twinlib.DEFAULT_HEAP
 
@@ -157,7 +158,8 @@ def test_a_transfer_belongs_to_the_technician_who_began_it(fleet, broker, device
     --takeover (for a technician who knows the other is gone) replaces it."""
     import struct
 
-    from warden import brokerctl, principals
+    from warden import brokerctl
+    from warden.fleet import principals
 
     t = device("ota-owner")
     if not any(p.cn == "technician.bob" for p in principals.list_principals(fleet)):
@@ -193,7 +195,7 @@ def test_re_provisioning_keeps_refusing_older_genuine_updates(fleet, broker, dev
     """A board re-flashed and deployed again (here: the twin's flash built afresh, as `warden flash`
     + `warden deploy` leave a board) still refuses every update older than what it ran: the
     registry's counters, per kind, go into the new filesystem and the device's own check decides."""
-    from warden import devices as devlib
+    from warden.fleet import devices as devlib
 
     thing = "ota-reprov"
     t = device(thing)
@@ -228,7 +230,7 @@ def test_a_device_made_before_keys_init_is_told_how_to_get_the_key(pki_state, br
     from warden import state as statelib
 
     s = statelib.State(tmp_path / ".warden")
-    from warden import pki
+    from warden.fleet import pki
     pki.init_pki(s)
     devices.add_device(s, "early-1")                 # no key yet: no /keys/ on the device
     runner = CliRunner()
@@ -253,7 +255,8 @@ def test_signing_keys_rotate_and_a_revoked_key_is_refused(tmp_path):
     key signs is refused; and an old key update cannot be replayed."""
     from cryptography.hazmat.primitives import serialization
 
-    from warden import pki, state as statelib
+    from warden.fleet import pki
+    from warden import state as statelib
     from warden.broker import Broker
 
     s = statelib.State(tmp_path / ".warden")

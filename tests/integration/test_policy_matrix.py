@@ -64,7 +64,7 @@ def may_read(who, topic):
 def clients(request, broker, pki_state, tmp_path_factory):
     """One connected paho client per principal, each subscribed to '#'."""
     from fixtures_broker import Probe, client_files, write_identity
-    from warden import pki
+    from warden.fleet import pki
 
     probes = {}
     ca_pem = (pki_state.pki_dir / pki.CA_CERT).read_bytes()

@@ -12,10 +12,11 @@ from cryptography import x509
 
 from devrun import Background
 from fixtures_broker import Probe, Refused, write_identity
-from warden import audit, devices, flashimage, pki
+from warden.fleet import audit, devices, pki
+from warden import flashimage
 from warden import twin as twinlib
 from warden.broker import Broker
-from warden.registry import Registry
+from warden.fleet.registry import Registry
 from warden.state import State
 
 DEADLINE = 15

@@ -12,7 +12,8 @@ import pytest
 
 from devrun import run_mp
 from twinproc import Twin
-from warden import pki, twin as twinlib
+from warden.fleet import pki
+from warden import twin as twinlib
 from warden.broker import Broker
 from warden.state import State
 

@@ -33,7 +33,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .names import validate_app
+from .fleet.names import validate_app
 from .policy import Policy, PolicyError, default_policy, filter_contains
 from .state import WardenError
 

@@ -27,9 +27,10 @@ from pathlib import Path
 
 from dataclasses import dataclass
 
-from . import guard, pki
+from . import guard
+from .fleet import pki
 from .policy import load_policy, render_mosquitto_acl
-from .registry import Registry
+from .fleet.registry import Registry
 from .state import State, WardenError, ensure_dir, write_file
 
 CONF_FILE = "mosquitto.conf"
@@ -228,7 +229,7 @@ def render_config(state: State, port: int, host: str = "127.0.0.1", log_path=Non
 def fleet_acl(state: State) -> str:
     """The ACL every broker of the fleet gets: the policy's rendering, plus the admin principals'
     control channel (and the retained status a revocation leaves for operators)."""
-    from .principals import ADMIN
+    from .fleet.principals import ADMIN
 
     text = render_mosquitto_acl(state.app, load_policy(state))
     admins = []
@@ -357,7 +358,7 @@ class Broker:
         for path in (ca, cert, key):
             if not path.exists():
                 raise BrokerError(f"{path} is missing", hint="run `warden pki init` first")
-        from .principals import ensure_default_principals
+        from .fleet.principals import ensure_default_principals
 
         ensure_default_principals(self.state)
         pki.refresh_crl(self.state)

@@ -27,11 +27,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import guard, pki
+from . import guard
+from .fleet import pki
 from .broker import (BANS_FILE, CONTROL_TOPIC, Broker, BrokerError, BrokerFiles, fleet_acl, fleet_bans,
                      render_config)
-from .principals import ensure_default_principals, session_context
-from .registry import BrokerEntry, Registry
+from .fleet.principals import ensure_default_principals, session_context
+from .fleet.registry import BrokerEntry, Registry
 from .state import State, ensure_dir, write_file, write_private
 
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"

@@ -73,8 +73,8 @@ def pki():
 @pass_state
 def pki_init(state, force):
     """Create the fleet CA, broker certificate, operator/technician certificates and CRL."""
-    from . import pki as lib
-    from .devices import list_devices
+    from .fleet import pki as lib
+    from .fleet.devices import list_devices
 
     old = list_devices(state) if force and lib.has_ca(state) else []
     result = lib.init_pki(state, force=force)
@@ -100,7 +100,7 @@ def device():
 @pass_state
 def device_add(state, thing):
     """Provision THING: certificate and key, registry entry, twin flash."""
-    from .devices import add_device
+    from .fleet.devices import add_device
 
     with console.status(f"provisioning {thing}..."):
         dev = add_device(state, thing)
@@ -116,7 +116,7 @@ def device_add(state, thing):
 @pass_state
 def device_list(state, as_json):
     """List the registered devices."""
-    from .devices import list_devices
+    from .fleet.devices import list_devices
 
     devices = list_devices(state)
     if as_json:
@@ -215,7 +215,8 @@ def twin():
 @pass_state
 def twin_run(state, thing, heap, keep_app, interval_ms):
     """Run THING's twin until Ctrl-C; it restarts when the device resets, as a board does."""
-    from . import devices, twin as t
+    from .fleet import devices
+    from . import twin as t
 
     devices.get_device(state, thing)
     path = t.flash_path(state, thing)
@@ -258,7 +259,7 @@ def twin_run(state, thing, heap, keep_app, interval_ms):
 def watch(state, thing, count, timeout, as_json, status, as_):
     """Print readings as they arrive (as an operator principal, with a session of its own)."""
     from . import watch as w
-    from .principals import resolve
+    from .fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "operator")
 

@@ -1,8 +1,8 @@
 """CLI for least privilege: `warden policy render|check`, `warden device revoke|rotate`,
 `warden principal add|list|revoke|rotate`, `warden broker config|sync|list`, `warden audit`.
 
-A thin layer over warden.policy / awspolicy / policyproof, warden.devices, warden.principals,
-warden.brokerctl and warden.audit.
+A thin layer over warden.policy / awspolicy / policyproof, warden.fleet.devices,
+warden.fleet.principals, warden.brokerctl and warden.fleet.audit.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def policy_check(state, region, account):
 @pass_state
 def device_revoke(state, thing, reason):
     """Revoke THING: registry, CRL, broker reload; cut off if connected."""
-    from .devices import revoke_device
+    from .fleet.devices import revoke_device
 
     r = revoke_device(state, thing, reason)
     console.print(f"[bold red]Device {thing} revoked[/]" + (f" ({reason})" if reason else ""))
@@ -125,7 +125,7 @@ def device_revoke(state, thing, reason):
 @pass_state
 def device_rotate(state, thing, finish):
     """Give THING a new key and certificate; revoke the old one once the device has it."""
-    from .devices import finish_rotation, rotate_device
+    from .fleet.devices import finish_rotation, rotate_device
 
     r = finish_rotation(state, thing) if finish else rotate_device(state, thing)
     if r.pending:
@@ -156,7 +156,8 @@ def principal():
 @pass_state
 def principal_add(state, name, role, days, out):
     """Give NAME a certificate as ROLE (CN ROLE.NAME) and the role's rights on every broker."""
-    from . import brokerctl, principals
+    from . import brokerctl
+    from .fleet import principals
 
     p = principals.add_principal(state, name, role, days=days, out=out)
     console.print(f"[bold green]principal {p.cn} added[/] (role {p.role}, certificate until {p.not_after})")
@@ -172,7 +173,7 @@ def principal_list(state, as_json):
     """Every principal: role, status, certificate fingerprint and expiry."""
     from rich.table import Table
 
-    from . import principals
+    from .fleet import principals
 
     rows = principals.list_principals(state)
     if as_json:
@@ -191,8 +192,8 @@ def principal_list(state, as_json):
 
 def _cn(state, name):
     """ROLE.NAME as given, or NAME when exactly one principal has that name."""
-    from . import principals
-    from .registry import Registry
+    from .fleet import principals
+    from .fleet.registry import Registry
 
     if "." not in name:
         with Registry(state.registry_path) as reg:
@@ -213,7 +214,8 @@ def _cn(state, name):
 @pass_state
 def principal_revoke(state, name, reason):
     """Revoke principal NAME (ROLE.NAME): CRL, out of the policy, its sessions closed on every broker."""
-    from . import brokerctl, principals
+    from . import brokerctl
+    from .fleet import principals
 
     cn = _cn(state, name)
     serials = principals.revoke_principal(state, cn, reason)
@@ -230,7 +232,8 @@ def principal_revoke(state, name, reason):
 @pass_state
 def principal_rotate(state, name, days, out):
     """A new certificate for NAME; the old one is revoked and its sessions closed."""
-    from . import brokerctl, principals
+    from . import brokerctl
+    from .fleet import principals
 
     cn = _cn(state, name)
     old = principals.rotate_principal(state, cn, days=days, out=out)
@@ -278,7 +281,7 @@ def broker_sync(state, only):
 @pass_state
 def broker_list(state, as_json):
     """The brokers warden configured, and whether the last revocation reached each."""
-    from .registry import Registry
+    from .fleet.registry import Registry
 
     with Registry(state.registry_path) as reg:
         rows = reg.brokers()
@@ -297,7 +300,7 @@ def broker_list(state, as_json):
 @pass_state
 def broker_forget(state, name):
     """Stop tracking broker NAME (it was shut down for good)."""
-    from .registry import Registry
+    from .fleet.registry import Registry
 
     with Registry(state.registry_path) as reg:
         if not reg.forget_broker(name):
@@ -318,7 +321,7 @@ _STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cya
 @pass_state
 def audit(state, as_json, fail_on, days):
     """Check the fleet for drift from least privilege; every finding says how to fix it."""
-    from . import audit as lib
+    from .fleet import audit as lib
 
     report = lib.audit(state, days=days)
     if as_json:

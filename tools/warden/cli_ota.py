@@ -48,7 +48,7 @@ def keys_init(state, encrypt):
     console.print(f"[bold green]OTA signing key created[/], key id [bold]{info.key_id}[/]"
                   + (" (encrypted)" if secret else ""))
     _show(info)
-    from .devices import list_devices
+    from .fleet.devices import list_devices
 
     before = [d.thing for d in list_devices(state, "active")]
     if before:
@@ -205,7 +205,7 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from . import otapush
-    from .principals import resolve
+    from .fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "technician")
     console.print(f"as {cn}", style="dim")
@@ -243,7 +243,7 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
 def ota_status(state, thing, as_json, as_):
     """THING's versions, slots, pending update and last OTA outcome (asks the device)."""
     from . import otapush
-    from .principals import resolve
+    from .fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "technician")
     if not as_json:

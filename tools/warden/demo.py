@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 
-from . import devices, pki
+from .fleet import devices, pki
 from .broker import Broker
-from .registry import RegistryError
+from .fleet.registry import RegistryError
 
 
 def ensure_fleet(state, thing, say=print):

@@ -73,7 +73,7 @@ def board_config(state, thing, *, wifi_ssid=None, wifi_password=None, broker_hos
 
 def identity(state, thing) -> dict:
     """{device path: bytes} of THING's identity (certificate, key, fleet CA)."""
-    from .devices import get_device
+    from .fleet.devices import get_device
 
     get_device(state, thing)
     folder = Path(state.device_dir(thing))
@@ -95,7 +95,7 @@ def trusted_keys(state) -> dict:
 
 
 def log_key(state, thing) -> bytes | None:
-    from .devices import get_device
+    from .fleet.devices import get_device
 
     return getattr(get_device(state, thing), "log_key", None)
 
@@ -106,7 +106,7 @@ SECURITY_STATE = "/state/ota.json"   # the device's anti-downgrade counters (fir
 def security_state(state, thing) -> dict:
     """{kind: [counter, version]}: the registry's anti-downgrade state of THING (empty before
     its first confirmed update)."""
-    from .devices import get_device
+    from .fleet.devices import get_device
 
     return get_device(state, thing).security_state()
 
@@ -480,7 +480,7 @@ def read_board_logs(port, runner=None) -> dict:
 def pull_logs(state, thing, port, out=None, runner=None):
     """`warden logs pull THING --port P`: the board's log segments into a folder, verified like a twin's."""
     from . import logstore as ls
-    from .devices import get_device
+    from .fleet.devices import get_device
 
     get_device(state, thing)
     files = read_board_logs(port, runner)

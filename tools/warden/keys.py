@@ -239,7 +239,7 @@ def give_to_twin(state, thing) -> list:
     `keys init` trusts no key and refuses every update). Returns the files written. The twin
     must be stopped; a board gets them with `warden deploy THING`."""
     from . import flashimage, twin as twinlib
-    from .devices import get_device, twin_running
+    from .fleet.devices import get_device, twin_running
 
     get_device(state, thing)
     files = device_files(state)

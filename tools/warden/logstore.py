@@ -566,7 +566,7 @@ def read_flash(flash_path) -> dict:
 
 
 def device_key(state, thing) -> bytes:
-    from .devices import get_device
+    from .fleet.devices import get_device
     dev = get_device(state, thing)
     if dev.log_key is None:
         raise LogKeyError(f"{thing} has no log key in the registry",
@@ -615,7 +615,7 @@ def pull(state, thing, out=None) -> PullResult:
     The folder gets exactly the segments and a pull.json manifest. With the registry's key the
     copy is verified as well, and the newest record seen is remembered for rollback checks."""
     from .twin import flash_path
-    from .devices import get_device
+    from .fleet.devices import get_device
     get_device(state, thing)
     files = read_flash(flash_path(state, thing))
     if not files:
@@ -667,7 +667,7 @@ def show(state, source, thing=None) -> tuple[str, LogReport]:
         if thing is not None and thing != str(source):
             raise LogError(f"{source} is not a folder", hint="--thing names the key owner of a pulled folder")
         thing = str(source)
-        from .devices import get_device
+        from .fleet.devices import get_device
         get_device(state, thing)
         files = read_flash(flash_path(state, thing))
         if not files:

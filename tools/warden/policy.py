@@ -30,7 +30,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .names import parse_principal, validate_app
+from .fleet.names import parse_principal, validate_app
 from .state import State, WardenError, write_file
 
 POLICY_VERSION = 1
@@ -184,7 +184,7 @@ def parse_policy(data) -> Policy:
         for cn in principals:
             if cn in seen:
                 raise PolicyError(f"principal {cn!r} is in two roles ({seen[cn]!r} and {name!r})")
-            # A principal must have a dot: it then can never be a thing name (names.py).
+            # A principal must have a dot: it then can never be a thing name (tools/warden/fleet/names.py).
             parsed = parse_principal(cn)
             if parsed is None:
                 raise PolicyError(f"role {name!r}: principal {cn!r} is not a <role>.<name> CN",

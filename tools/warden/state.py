@@ -146,7 +146,7 @@ class State:
 
     def device_dir(self, thing: str) -> Path:
         """Folder of one device's files. The name is validated, so it can never escape the folder."""
-        from .names import validate_thing
+        from .fleet.names import validate_thing
 
         return self.devices_dir / validate_thing(thing)
 
@@ -187,7 +187,7 @@ class State:
         """Set one setting by dotted key (`app`, `broker.host`, `broker.port`) and save it."""
         values = self.settings
         if key == "app":
-            from .names import validate_app
+            from .fleet.names import validate_app
 
             value = validate_app(value)
         elif key == "broker.port":

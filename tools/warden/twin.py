@@ -85,7 +85,7 @@ def provision_twin(state, thing, cert_der, key_der, config=None, log_key=None):
     cfg = config if config is not None else device_config(state, thing)
     dev = None
     if Path(state.registry_path).exists():
-        from .registry import Registry
+        from .fleet.registry import Registry
         with Registry(state.registry_path) as reg:
             dev = reg.get(thing)
     if log_key is None:

@@ -1,7 +1,7 @@
 """`warden watch`: an operator's live view of the fleet's readings.
 
 Connects to the broker as an operator principal (default operator.default), with a session
-certificate of its own (warden.principals: any number of watches run at once), mutual TLS with
+certificate of its own (warden.fleet.principals: any number of watches run at once), mutual TLS with
 the broker name checked; subscribes to the telemetry and status topics, and hands each reading
 to a callback. Used by the CLI and by tests as a privileged observer.
 """
@@ -52,7 +52,7 @@ class Observer:
     messages in a queue."""
 
     def __init__(self, state, host=None, port=None, principal="operator.default", client_id=None):
-        from .principals import session_context
+        from .fleet.principals import session_context
 
         self.principal = principal
         self.host = host or state.broker_host

@@ -89,7 +89,7 @@ static int names_add(struct names *s, const char *name)
 	return 0;
 }
 
-/* A thing name: 1-128 characters from [A-Za-z0-9:_-] (names.py). */
+/* A thing name: 1-128 characters from [A-Za-z0-9:_-] (tools/warden/fleet/names.py). */
 static bool is_thing(const char *u, size_t len)
 {
 	if(len == 0 || len > 128) return false;

@@ -22,7 +22,7 @@ from cryptography import x509
 from . import pki
 from .names import InvalidName, parse_principal, principal_cn
 from .registry import Registry, RegistryError
-from .state import State, WardenError, ensure_dir, write_file, write_private
+from ..state import State, WardenError, ensure_dir, write_file, write_private
 
 ADMIN = "admin"
 PEOPLE_ROLES = ("operator", "technician")
@@ -97,14 +97,14 @@ def ensure_default_principals(state: State) -> dict:
 
 
 def _policy_roles(state: State) -> dict:
-    from .policy import load_policy
+    from ..policy import load_policy
 
     return load_policy(state).roles
 
 
 def _set_in_policy(state: State, cn: str, present: bool) -> bool:
     """Add `cn` to (or take it out of) its role's principals in the policy. True if it changed."""
-    from .policy import load_policy_data, save_policy
+    from ..policy import load_policy_data, save_policy
 
     role = parse_principal(cn)[0]
     if role == ADMIN:

@@ -56,9 +56,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from . import awspolicy, pki, policy as pol
+from .. import awspolicy, policy as pol
+from . import pki
 from .registry import Registry
-from .state import State, WardenError
+from ..state import State, WardenError
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 STRONG_CURVES = ("secp256r1", "secp384r1", "secp521r1")
@@ -174,7 +175,7 @@ def _check_policy(state: State, report: Report):
                     report.add("policy-broad", "medium", subject,
                                f"{rule.action} {rule.topic!r} covers every app, not just {{app}}",
                                "put {app} in the second level: e.g. dt/{app}/+/status")
-    from . import policyproof
+    from .. import policyproof
 
     for m in policyproof.prove_policy(policy, app):
         report.add("policy-inexact", "high", f"policy principal {m.principal}",
@@ -402,7 +403,7 @@ def _renew_hint(label):
 
 
 def _check_flash(state, report, device, revoked_serials):
-    from . import flashimage, twin as twinlib
+    from .. import flashimage, twin as twinlib
 
     flash = twinlib.flash_path(state, device.thing)
     if not flash.exists():
@@ -504,7 +505,7 @@ def _parse_conf(text: str):
 
 
 def _check_broker(state: State, report: Report, policy, ca_cert):
-    from .broker import CONF_FILE, Broker
+    from ..broker import CONF_FILE, Broker
 
     conf_path = state.broker_dir / CONF_FILE
     if not conf_path.exists():
@@ -525,7 +526,7 @@ def _check_broker(state: State, report: Report, policy, ca_cert):
         where = f"listener {lst['listener'][0]}"
         parts = lst["listener"][0].split()
         host = parts[1] if len(parts) > 1 else ""
-        from .broker import _is_loopback
+        from ..broker import _is_loopback
 
         if not host or not _is_loopback(host):
             report.add("broker-listener", "critical", subject,
@@ -565,7 +566,7 @@ def _check_broker(state: State, report: Report, policy, ca_cert):
     else:
         acl_text = Path(acl_file).read_text()
         if policy is not None:
-            from .broker import fleet_acl
+            from ..broker import fleet_acl
 
             want = [ln for ln in fleet_acl(state).splitlines() if ln.strip() and not ln.startswith("#")]
             have = [ln.strip() for ln in acl_text.splitlines() if ln.strip() and not ln.startswith("#")]

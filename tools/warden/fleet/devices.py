@@ -14,10 +14,11 @@ from pathlib import Path
 
 from cryptography import x509
 
-from . import flashimage, pki
+from .. import flashimage
+from . import pki
 from .names import validate_thing
 from .registry import Device, Registry, RegistryError
-from .state import State, WardenError, write_file, write_private
+from ..state import State, WardenError, write_file, write_private
 
 CERT_FILE = "cert.der"
 KEY_FILE = "key.der"
@@ -56,7 +57,7 @@ def add_device(state: State, thing: str) -> Device:
         try:
             write_file(folder / CERT_FILE, cert_der)
             write_private(folder / KEY_FILE, key_der)
-            from .twin import provision_twin
+            from ..twin import provision_twin
 
             provision_twin(state, thing, cert_der, key_der)
         except BaseException:
@@ -112,7 +113,7 @@ def revoke_device(state: State, thing: str, reason: str | None = None) -> Revoca
     (its next handshake is refused), the thing banned, its live session closed and its retained
     status set to {"state": "revoked"}. A broker that cannot be reached keeps the revocation
     pending (`Revocation.failed`, `warden audit`). Revoking again re-applies it (idempotent)."""
-    from .brokerctl import sync
+    from ..brokerctl import sync
 
     validate_thing(thing)
     with _registry(state) as reg:
@@ -170,7 +171,7 @@ def rotate_device(state: State, thing: str, *, days: int = pki.DEVICE_DAYS) -> R
     becomes active and the old one is revoked at once (CRL, broker reload, any session still
     using it cut off). Without a twin (a real board) the new identity waits in
     devices/<thing>/pending/ for deployment; `finish_rotation` (rotate --finish) then activates it."""
-    from . import twin as twinlib
+    from .. import twin as twinlib
 
     validate_thing(thing)
     device = get_device(state, thing)
@@ -204,7 +205,7 @@ def finish_rotation(state: State, thing: str, *, _result: Rotation | None = None
     """The device has its new identity: make it the active one and revoke the old certificate
     (CRL on every broker; the thing's live session, still on the old certificate, is closed and
     the device reconnects with the new one)."""
-    from .brokerctl import sync
+    from ..brokerctl import sync
 
     folder = state.device_dir(thing)
     pending = folder / PENDING_DIR

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .names import principal_cn, validate_thing
-from .state import State, WardenError, ensure_dir, write_file, write_private
+from ..state import State, WardenError, ensure_dir, write_file, write_private
 
 CA_CN = "Warden Fleet CA"
 ORG = "Warden"
@@ -441,7 +441,7 @@ def init_pki(state: State, force: bool = False) -> PkiFiles:
     Refuses (PkiError) if a CA exists, unless `force`: replacing the CA invalidates every
     device certificate it signed. Also creates project.json and the default policy if missing.
     """
-    from .policy import ensure_policy
+    from ..policy import ensure_policy
 
     if has_ca(state) and not force:
         raise PkiError(
