@@ -44,7 +44,7 @@ class Identity:
         block, best allocated early. tls rather than ssl: the ssl module is a Python wrapper
         that would stay loaded for the device's life."""
         import tls
-        # PROTOCOL_TLS_CLIENT starts as CERT_NONE in MicroPython (DESIGN.md section 3):
+        # PROTOCOL_TLS_CLIENT starts as CERT_NONE in MicroPython (docs/design.md, "Measured facts"):
         # without this line any server would be accepted.
         ctx.verify_mode = tls.CERT_REQUIRED
         ctx.load_verify_locations(self.ca_der)

@@ -2,7 +2,7 @@
 #
 # The transport (MQTT chunks) drives an Updater:
 #   begin(manifest, signature[, kind]) -> offset   the checks of firmware/ota_check.py, in
-#       DESIGN.md's order (size bound, trusted key, RSA-PSS signature, target, kind, counter),
+#       the order of docs/design.md, "Signed updates" (size bound, trusted key, RSA-PSS signature, target, kind, counter),
 #       then: no update awaiting its self-test, the size fits the slot. Returns where the
 #       payload should (re)start: 0, or the last durable offset of the same update after a
 #       dropped session or a reboot.

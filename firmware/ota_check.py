@@ -1,4 +1,4 @@
-# The checks of an update's manifest, in DESIGN.md's order: size bound, structure,
+# The checks of an update's manifest, in the order of docs/design.md, "Signed updates": size bound, structure,
 # algorithm, trusted key (prepare), then, once firmware/ota.py has checked the RSA-PSS
 # signature with lib/rsapss.py, target, kind and security counter (policy).
 # Loaded by firmware/ota.py for begin() only, and unloaded during the signature check

@@ -21,7 +21,7 @@ def boot(version):
     # the heap is still in one piece.
     import tls
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-    # The device log (and outbox) in /log (README: 'The encrypted device log'), opened once per
+    # The device log (and outbox) in /log (docs/log.md), opened once per
     # boot, before the config is checked so that even a config error is logged.
     hb = hal.boot()
     from firmware import logboot

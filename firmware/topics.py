@@ -1,4 +1,4 @@
-# The device's topics (DESIGN.md section 6), and the guard that keeps it inside them.
+# The device's topics (docs/design.md, "Topics"), and the guard that keeps it inside them.
 #
 #   dt/<app>/<thing>/telemetry   readings
 #   dt/<app>/<thing>/status      retained online/offline, also the last will

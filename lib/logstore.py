@@ -12,7 +12,7 @@
 # Layout: <dir>/<segment number, 8 hex digits>.seg, append-only, each at most
 # `segment` bytes; when a new segment would pass `quota`, the oldest segments are
 # deleted and each deletion is logged as a DROP record in the new segment.
-# Format (README, "The encrypted device log"; integers little-endian):
+# Format (docs/log.md, "Format (version 1)"; integers little-endian):
 #   segment header, 52 B: "WLOG" ver:u8 flags:u8 hlen:u16 segno:u32 first_seq:u32
 #                         oldest:u32 store_id:8s key_id:8s, then tag:16s = MAC(first 36 B)
 #   record, 40 B + ct:    "Wr" ctlen:u16 seq:u32 iv:16s ct tag:16s = MAC(segment tag + "Wr"..ct)

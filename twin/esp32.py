@@ -3,7 +3,7 @@
 # The ESP32 port implements `esp32.Partition` in C over the SPI flash; here the
 # flash is a 4 MiB file (WARDEN_FLASH) laid out by the partition table at 0x8000,
 # exactly as on a board. Only what the unix port lacks is faked, with the real
-# API and failure semantics (DESIGN.md section 4): 3-argument writeblocks erases
+# API and failure semantics (docs/design.md, "The ESP32 platform"): 3-argument writeblocks erases
 # the blocks first, the 4-argument form does not; ioctl 4/5/6 = count, size, erase.
 #
 # On a board this is C and costs the app no heap; here it runs in the device's heap,

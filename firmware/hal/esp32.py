@@ -12,7 +12,7 @@
 #   is logged and retried the same way. After a deep-sleep wake the RTC kept time.
 # - Watchdog: machine.WDT cannot be stopped once started; long waits here feed it.
 # - Sensors: the chip's temperature, ADC channels and I2C drivers named in the
-#   config (README, "A real ESP32", "Sensors"). A sensor that cannot be set up yields a
+#   config (docs/board.md, "9. Sensors"). A sensor that cannot be set up yields a
 #   source that raises, so its value is null and the others go on.
 # - Log key: in NVS (firmware/hal/common.py). A filesystem image cannot carry NVS,
 #   so `warden deploy` may leave the key in /identity/log_key: the first boot moves
@@ -176,7 +176,7 @@ def sensor_sources(config):
     """Reading functions f(seq) -> number for each configured sensor.
 
     Kinds: chip_temperature; adc {pin, atten_db, scale, offset}; i2c {driver, scl, sda,
-    bus, freq, ...}. See README, "A real ESP32", "Sensors".
+    bus, freq, ...}. See docs/board.md, "9. Sensors".
     """
     out = {}
     buses = {}

@@ -66,4 +66,4 @@ def test_verify_is_fast_on_the_twin():
         times.append(time.ticks_diff(time.ticks_us(), t))
     times.sort()
     print("rsapss verify median %d us" % times[5])
-    assert times[5] < 10000, times  # DESIGN.md: ~2.4 ms here; 10 ms is the target
+    assert times[5] < 10000, times  # docs/design.md, "Signed updates": ~2.4 ms here; 10 ms is the target

@@ -1,4 +1,4 @@
-"""The device's heap budget (DESIGN.md section 4): the whole twin (ROM, boot.py, the encrypted
+"""The device's heap budget (docs/design.md, "The heap budget"): the whole twin (ROM, boot.py, the encrypted
 log store, boot checks, the MQTT session over mutual TLS, readings and the outbox) runs within
 `-X heapsize=64k`, and what it holds once connected leaves headroom for the transients of its
 life (a reconnect, an outbox drain, a log segment roll, the user's own code).
@@ -69,8 +69,8 @@ def test_whole_device_runs_in_64k_with_headroom(twin64, app_slot):
 # offers only AEAD suites (the device now gets AES-128-GCM) it has passed in about one run of seven.
 SLOT_NOT_MET = pytest.mark.xfail(
     strict=False, reason="not met reliably for an app running from an update slot: ~56 KB in use after "
-    "connect, MemoryError while the outbox drains under -X heapsize=64k in most runs (README, 'The heap "
-    "budget'); make it a plain test when it passes every time")
+    "connect, MemoryError while the outbox drains under -X heapsize=64k in most runs (docs/heap.md, 'What is left'); "
+    "make it a plain test when it passes every time")
 
 
 @pytest.mark.parametrize("app_slot", [False, pytest.param(True, marks=SLOT_NOT_MET)],

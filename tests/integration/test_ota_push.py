@@ -136,7 +136,7 @@ def test_firmware_update_installs_and_confirms(fleet, broker, device, tmp_path):
 
 def test_an_update_that_does_not_fit_in_64k_leaves_the_device_publishing(fleet, broker, device, mqtt_client,
                                                                          tmp_path):
-    """An OTA during a session does not fit in 64k yet (README, 'The heap budget'). The push
+    """An OTA during a session does not fit in 64k yet (docs/heap.md, 'What is left'). The push
     fails; the device must not: it lets the OTA code go and goes on publishing (it used to keep
     the OTA code loaded and fail every reconnect for lack of heap)."""
     t = device("ota-64k", heap="64k")

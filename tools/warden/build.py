@@ -39,7 +39,7 @@ def device_sources(root=ROOT):
     return out
 
 
-# Compile options, both for the device heap (README, "The heap budget"): no line-number
+# Compile options, both for the device heap (docs/heap.md, "How the device stays small"): no line-number
 # tables (about 9% of the bytecode; a traceback then names the file and the function but
 # not the line), and the source name set to the path the module is imported by
 # (firmware/app.mpy, /lib/mqtt.mpy), so its __file__ and its source name are one qstr

@@ -209,7 +209,7 @@ def twin():
 
 @twin.command("run")
 @click.argument("thing")
-@click.option("--heap", default=None, help="MicroPython heap (default: the twin's, see README 'The heap budget').")
+@click.option("--heap", default=None, help="MicroPython heap (default: the twin's, see docs/heap.md, 'The budget').")
 @click.option("--keep-app", is_flag=True, help="Boot the app already in the flash; do not install the current build.")
 @click.option("--interval-ms", type=click.IntRange(10), default=None, help="Change the reading interval first.")
 @pass_state

@@ -70,7 +70,7 @@ def policy_render(state, fmt, out, region, account):
     if bad:
         raise PolicyError("the AWS documents cannot give the same answers as the mosquitto ACL:\n  "
                           + "\n  ".join(str(m) for m in bad),
-                          hint="see the README, 'Least privilege': AWS '*' spans levels, so a '+' level cannot be "
+                          hint="see docs/security.md, 'Two renderings, one policy, proved equal': AWS '*' spans levels, so a '+' level cannot be "
                                "followed by '#', and overlapping rules must not cut into each other")
     if out is None:
         click.echo(awspolicy.dumps(docs), nl=False)
@@ -98,7 +98,7 @@ def policy_check(state, region, account):
         for m in bad:
             console.print(f"[red]differs[/] {m}")
         fail(f"{len(bad)} disagreement(s) between the renderings",
-             "change the policy (the README, 'Least privilege', explains which rules AWS cannot express)")
+             "change the policy (docs/security.md, 'Two renderings, one policy, proved equal', explains which rules AWS cannot express)")
     console.print(f"[green]proved[/]: for every principal of the policy and every topic AWS IoT accepts "
                   f"(<= 256 bytes, <= 7 slashes), publish, retained publish and subscribe get the same answer from the "
                   f"mosquitto ACL and the AWS documents ({ms:.0f} ms)")

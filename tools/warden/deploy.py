@@ -46,7 +46,7 @@ MAINTENANCE_FILE = "/maintenance"   # while it exists the board's hal starts no 
 APP_TREES = ("/firmware", "/lib")
 STALE = ("/app", "/state/ota.pending")
 DEFAULT_LOG_QUOTA = 256 * 1024
-# What a board measures by default: its own chip temperature (config "sensors"; the README, 'A real ESP32').
+# What a board measures by default: its own chip temperature (config "sensors"; docs/board.md, '9. Sensors').
 BOARD_SENSORS = {"chip_temperature": {"kind": "chip_temperature"}}
 
 

@@ -1,6 +1,6 @@
 """The ESP32 4 MiB OTA flash layout, and the twin's flash file built to it.
 
-A twin's flash is one file laid out like a real board's flash (DESIGN.md section 5):
+A twin's flash is one file laid out like a real board's flash (docs/design.md, "The twin"):
 a partition table at 0x8000 in the ESP-IDF binary format, nvs, otadata, phy, two
 1.5 MiB app slots and a littlefs2 `vfs` region. The twin's `esp32.Partition`
 stand-in reads the same partition table, so host and twin agree on the layout by

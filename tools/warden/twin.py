@@ -19,9 +19,9 @@ from .state import WardenError
 ROOT = build.ROOT
 RESET_EXIT = 75          # firmware/hal/unix.py: machine.reset() on the twin
 RESET_SOFT, RESET_PWRON = 5, 1
-# DESIGN.md section 4 sets the device's budget at 64 KiB. The twin does not fit it yet: about
+# docs/design.md, "The heap budget", sets the device's budget at 64 KiB. The twin does not fit it yet: about
 # 63 KB is in use after connecting and a 64k heap fails at connect; an OTA update during the
-# session needs ~120k (README, "The heap budget"). Until it does, the twin runs with 128k and
+# session needs ~120k (docs/heap.md, "The budget"). Until it does, the twin runs with 128k and
 # tests/integration/test_heap_budget.py holds the 64k target as an expected failure.
 DEFAULT_HEAP = "128k"
 APP_DIRS = ("/firmware", "/lib")
@@ -93,7 +93,7 @@ def provision_twin(state, thing, cert_der, key_der, config=None, log_key=None):
     from .keys import device_files
     extra = device_files(state)
     counters = dev.security_state() if dev else {}
-    if counters:  # a re-provisioned twin keeps refusing every older update (README, 'Anti-downgrade')
+    if counters:  # a re-provisioned twin keeps refusing every older update (docs/ota.md, 'Anti-downgrade')
         extra["/state/ota.json"] = json.dumps(counters).encode()
     return build_flash(flash_path(state, thing), identity_files(cert_der, key_der, ca_der), cfg, log_key,
                        extra=extra)

@@ -154,7 +154,7 @@ def _check_policy(state: State, report: Report):
         policy = pol.load_policy(state)
     except pol.PolicyError as e:
         report.add("policy-invalid", "critical", "policy", str(e),
-                   f"fix {state.policy_path} (the README, 'Least privilege', describes the format) or delete it for the default")
+                   f"fix {state.policy_path} (docs/security.md, 'Roles and the policy file', describes the format) or delete it for the default")
         return None
     app = state.app
     for role in policy.roles.values():
@@ -181,7 +181,7 @@ def _check_policy(state: State, report: Report):
         report.add("policy-inexact", "high", f"policy principal {m.principal}",
                    f"the AWS rendering cannot match mosquitto: {m}",
                    "AWS '*' spans levels: avoid a '+' level followed by '#', and rules whose "
-                   "one-level Deny cuts into another rule (see the README, 'Least privilege')")
+                   "one-level Deny cuts into another rule (see docs/security.md, 'Two renderings, one policy, proved equal')")
     return policy
 
 

@@ -50,7 +50,7 @@ def add_device(state: State, thing: str) -> Device:
             )
         cert_der, key_der = pki.issue_device_cert(state, thing)
         cert = x509.load_der_x509_certificate(cert_der)
-        log_key = os.urandom(32)   # the device's log key (README: 'The encrypted device log'): registry + device NVS
+        log_key = os.urandom(32)   # the device's log key (docs/log.md, 'The log key'): registry + device NVS
         device = reg.add(thing, pki.fingerprint(cert_der), cert.serial_number,
                          not_after=cert.not_valid_after_utc, log_key=log_key)
         folder = state.device_dir(thing)

@@ -35,7 +35,7 @@ from ..state import State, WardenError, ensure_dir, write_file, write_private
 
 CA_CN = "Warden Fleet CA"
 ORG = "Warden"
-# Lifetimes (README: 'Certificate lifetimes'): the CA signs for ten years; the broker's server certificate lives
+# Lifetimes (docs/security.md, 'Certificate lifetimes'): the CA signs for ten years; the broker's server certificate lives
 # 397 days (the public-TLS maximum, renewed with the broker); people's role certificates and
 # device certificates one year, so a lost laptop or board stops being trusted on its own within
 # a year even if nobody revokes it. Devices warn 30 days before expiry; `warden device rotate`
