@@ -1,6 +1,6 @@
 """The fleet policy: roles and their topic rules, as data, rendered to a mosquitto ACL and to AWS IoT.
 
-The policy file (`state.policy_path`, JSON, documented in the README, 'Least privilege') declares roles. Each role
+The policy file (`state.policy_path`, JSON, documented in docs/security.md, 'Roles and the policy file') declares roles. Each role
 has either `"principal": "thing"` (every device: its own thing name is its identity) or a list of
 `"principals"` (certificate CNs `<role>.<name>`, such as `operator.default`), and `allow` rules:
 
