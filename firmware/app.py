@@ -1,8 +1,8 @@
 # The Warden application: boot, then the device's session loop for the rest of its life.
 #
 # Three modules, loaded one after the other so that the heap only ever holds what
-# the current phase needs (DESIGN.md section 4 gives the device code 64 KiB for its
-# whole life; README, "The heap budget"):
+# the current phase needs (docs/design.md, "The heap budget", gives the device code 64 KiB for its
+# whole life; docs/heap.md, "The budget"):
 # - firmware/start.py, the boot phase: log store, config, network, clock, identity,
 #   the TLS context and the state of an OTA update; retried until it passes;
 # - firmware/device.py, the session loop: readings, MQTT, outbox, commands;
