@@ -56,14 +56,15 @@ def _client(state, broker, principal):
 
 def _observer_principal(state):
     """A test-style privileged principal that may send any command (added to the policy)."""
-    from warden import brokerctl, policy
+    from warden import brokerctl
     from warden.fleet import principals
+    from warden.policy.model import load_policy_data, save_policy
 
-    data = policy.load_policy_data(state)
+    data = load_policy_data(state)
     if "bench" not in data["roles"]:
         data["roles"]["bench"] = {"description": "bench only: sends any command", "principals": [],
                                   "allow": [{"action": "publish", "topic": "cmd/#"}]}
-        policy.save_policy(state, data)
+        save_policy(state, data)
         principals.add_principal(state, "sender", "bench")
         brokerctl.sync(state)
     return "bench.sender"

@@ -66,11 +66,11 @@ def add_observer(state: State):
     """Add the test-only `observer` role (principal observer.default, files pki/observer.*.pem) to
     the state's policy. The default roles stay least-privileged: tests that need to see or send
     everything use mqtt_client("observer")."""
-    from warden import policy
+    from warden.policy.model import load_policy_data, save_policy
 
-    data = policy.load_policy_data(state)
+    data = load_policy_data(state)
     data["roles"]["observer"] = OBSERVER_ROLE
-    policy.save_policy(state, data)
+    save_policy(state, data)
     pki.issue_principal(state, "observer")
 
 

@@ -12,8 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from warden.fleet import audit, devices, pki
-from warden import awspolicy, flashimage
-from warden import policy as pol
+from warden.policy import aws as awspolicy
+from warden import flashimage
+from warden.policy import model as pol
 from warden.broker import Broker
 from warden.fleet.registry import Registry
 from warden.state import State, write_file, write_private

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from warden import policy
-from warden.policy import PolicyError, parse_policy, render_mosquitto_acl
+from warden.policy.model import PolicyError, default_policy_data, load_policy, parse_policy, save_policy
+from warden.policy.mosquitto import render_mosquitto_acl
 from warden.state import State
 
 
@@ -43,13 +43,13 @@ def test_policy_file_created_by_init_and_loaded(tmp_path):
     data = json.loads(s.policy_path.read_text())
     assert set(data["roles"]) == {"device", "operator", "technician"}
     data["roles"]["operator"]["principals"].append("operator.alice")
-    policy.save_policy(s, data)
-    text = render_mosquitto_acl(s.app, policy.load_policy(s))
+    save_policy(s, data)
+    text = render_mosquitto_acl(s.app, load_policy(s))
     assert "user operator.alice" in text and "user operator.default" in text
 
 
 def test_missing_policy_file_means_default(tmp_path):
-    assert policy.load_policy(State(tmp_path)).principals("operator") == ["operator.default"]
+    assert load_policy(State(tmp_path)).principals("operator") == ["operator.default"]
 
 
 @pytest.mark.parametrize("mutate, fragment", [
@@ -73,7 +73,7 @@ def test_missing_policy_file_means_default(tmp_path):
      "slashes"),
 ])
 def test_bad_policies_are_refused(mutate, fragment):
-    data = policy.default_policy_data()
+    data = default_policy_data()
     mutate(data)
     with pytest.raises(PolicyError) as e:
         parse_policy(data)
@@ -85,5 +85,5 @@ def test_broken_policy_file(tmp_path):
     s.ensure()
     s.policy_path.write_text("{")
     with pytest.raises(PolicyError) as e:
-        policy.load_policy(s)
+        load_policy(s)
     assert "policy.json" in str(e.value)

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from warden import awspolicy
+from warden.policy import aws as awspolicy
 from warden.fleet import pki
-from warden import policy as pol
+from warden.policy.model import default_policy_data, load_policy, save_policy
+from warden.policy.mosquitto import render_mosquitto_acl
 from warden.state import State
 
 
@@ -27,7 +28,7 @@ def state(tmp_path_factory):
 
 def test_render_both_formats(state, tmp_path):
     r = warden(state, "policy", "render", "--format", "mosquitto")
-    assert r.returncode == 0 and r.stdout == pol.render_mosquitto_acl("warden", pol.load_policy(state))
+    assert r.returncode == 0 and r.stdout == render_mosquitto_acl("warden", load_policy(state))
     r = warden(state, "policy", "render", "--format", "aws", "--region", "eu-central-1", "--account", "111122223333")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == awspolicy.render_aws(None, "warden", "eu-central-1", "111122223333")
@@ -42,9 +43,9 @@ def test_check_proves_the_default_and_refuses_what_aws_cannot_express(state, tmp
     assert r.returncode == 0 and "proved" in r.stdout
     bad = State(tmp_path / ".warden")
     pki.init_pki(bad)
-    data = pol.default_policy_data()
+    data = default_policy_data()
     data["roles"]["technician"]["allow"][0]["topic"] = "cmd/{app}/+/ota/#"
-    pol.save_policy(bad, data)
+    save_policy(bad, data)
     r = warden(bad, "policy", "check")
     assert r.returncode == 1 and "technician.default publish 'cmd/warden//ota/ota'" in r.stdout
     r = warden(bad, "policy", "render", "--format", "aws", "--out", str(tmp_path / "out"))

@@ -1,6 +1,6 @@
 """The two renderings of the policy, evaluated: a mosquitto 2.0 ACL evaluator, an AWS IoT policy
 evaluator, the matrix of (principal, action, topic) cases on which they must agree, and the proof
-that they agree on every topic (warden.policyproof)."""
+that they agree on every topic (warden.policy.proof)."""
 import itertools
 import json
 import random
@@ -8,10 +8,12 @@ import random
 import paho.mqtt.client as paho
 import pytest
 
-from warden import awspolicy as aws
-from warden import policy as pol
-from warden import policyproof
-from warden.policy import MosquittoAcl, render_mosquitto_acl, topic_matches
+from warden.policy import aws
+from warden.policy import proof as policyproof
+from warden.policy.acleval import AclSyntaxError, MosquittoAcl
+from warden.policy.model import default_policy, default_policy_data, parse_policy
+from warden.policy.mosquitto import render_mosquitto_acl
+from warden.policy.topics import filter_contains, topic_matches, valid_filter
 
 APP = "warden"
 REGION, ACCOUNT = "eu-west-1", "210987654321"
@@ -21,7 +23,7 @@ OPERATOR, TECHNICIAN = "operator.default", "technician.default"
 
 @pytest.fixture(scope="module")
 def policy():
-    return pol.default_policy()
+    return default_policy()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_topic_matching_agrees_with_paho():
     for n in range(1, 4):
         for combo in itertools.product(levels + ["+", "#"], repeat=n):
             f = "/".join(combo)
-            if pol.valid_filter(f):
+            if valid_filter(f):
                 filters.add(f)
         for combo in itertools.product(levels, repeat=n):
             topics.add("/".join(combo))
@@ -63,10 +65,10 @@ def test_topic_matching_agrees_with_paho():
 
 
 def test_filter_containment():
-    assert pol.filter_contains("a/#", "a/+/b") and pol.filter_contains("a/#", "a")
-    assert pol.filter_contains("a/+/c", "a/b/c") and not pol.filter_contains("a/b/c", "a/+/c")
-    assert not pol.filter_contains("a/+", "a/#") and not pol.filter_contains("#", "$SYS/x")
-    assert pol.filter_contains("+/x", "a/x") and not pol.filter_contains("a/+", "a/b/c")
+    assert filter_contains("a/#", "a/+/b") and filter_contains("a/#", "a")
+    assert filter_contains("a/+/c", "a/b/c") and not filter_contains("a/b/c", "a/+/c")
+    assert not filter_contains("a/+", "a/#") and not filter_contains("#", "$SYS/x")
+    assert filter_contains("+/x", "a/x") and not filter_contains("a/+", "a/b/c")
 
 
 # -- mosquitto semantics -------------------------------------------------------------------------
@@ -101,7 +103,7 @@ def test_mosquitto_acl_semantics():
     ("topic read a/#/b", "invalid ACL topic"), ("pattern write a+", "invalid ACL topic"), ("grant all", "invalid line"),
 ])
 def test_mosquitto_acl_syntax_errors(text, fragment):
-    with pytest.raises(pol.AclSyntaxError) as e:
+    with pytest.raises(AclSyntaxError) as e:
         MosquittoAcl(text)
     assert fragment in str(e.value)
 
@@ -300,18 +302,18 @@ def test_the_proof_finds_a_hand_edited_acl(policy, docs):
     {"action": "subscribe", "topic": "#"},                     # AWS '*' reaches $aws topics
 ])
 def test_policies_aws_cannot_express_are_found(rule):
-    data = pol.default_policy_data()
+    data = default_policy_data()
     data["roles"]["technician"]["allow"].append(rule)
-    bad = policyproof.prove_policy(pol.parse_policy(data), APP)
+    bad = policyproof.prove_policy(parse_policy(data), APP)
     assert bad and all(m.principal == TECHNICIAN for m in bad)
 
 
 def test_overlapping_rules_are_rendered_exactly():
     """A rule another rule covers adds no Deny that would cut into the covering rule."""
-    data = pol.default_policy_data()
+    data = default_policy_data()
     data["roles"]["operator"]["allow"].append({"action": "subscribe", "topic": "dt/{app}/#"})
     data["roles"]["device"]["allow"].append({"action": "subscribe", "topic": "cmd/{app}/{thing}/+/x"})
-    assert policyproof.prove_policy(pol.parse_policy(data), APP) == []
+    assert policyproof.prove_policy(parse_policy(data), APP) == []
 
 
 def test_proof_automata_model_the_evaluators():

@@ -3,7 +3,7 @@
 Devices publish retained messages (their `online` status and their retained last will on
 dt/<app>/<thing>/status); mosquitto lets any allowed publish carry the retain flag. So the AWS
 rendering grants iot:RetainPublish wherever it grants iot:Publish, and the proof compares the
-retained publish as an action of its own (warden.policyproof: mosquitto write; AWS iot:Publish and
+retained publish as an action of its own (warden.policy.proof: mosquitto write; AWS iot:Publish and
 iot:RetainPublish).
 """
 import json
@@ -13,11 +13,12 @@ import sys
 
 import pytest
 
-from warden import awspolicy as aws
+from warden.policy import aws
 from warden.fleet import pki
-from warden import policy as pol
-from warden import policyproof
-from warden.policy import MosquittoAcl, render_mosquitto_acl
+from warden.policy.model import default_policy
+from warden.policy import proof as policyproof
+from warden.policy.acleval import MosquittoAcl
+from warden.policy.mosquitto import render_mosquitto_acl
 from warden.state import State
 
 APP = "warden"
@@ -28,7 +29,7 @@ MAX_POLICY_CHARS = 2048   # AWS IoT CreatePolicy: at most 2048 characters, white
 
 @pytest.fixture(scope="module")
 def policy():
-    return pol.default_policy()
+    return default_policy()
 
 
 @pytest.fixture(scope="module")

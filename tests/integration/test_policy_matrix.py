@@ -16,8 +16,9 @@ import re
 
 import pytest
 
-from warden import awspolicy as aws
-from warden.policy import MosquittoAcl, load_policy
+from warden.policy import aws
+from warden.policy.acleval import MosquittoAcl
+from warden.policy.model import load_policy
 
 APP = "warden"
 THINGS = [f"mx-{i}" for i in range(1, 6)]

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 from . import guard
 from .fleet import pki
-from .policy import load_policy, render_mosquitto_acl
+from .policy.model import load_policy
+from .policy.mosquitto import render_mosquitto_acl
 from .fleet.registry import Registry
 from .state import State, WardenError, ensure_dir, write_file
 

@@ -1,7 +1,7 @@
 """CLI for least privilege: `warden policy render|check`, `warden device revoke|rotate`,
 `warden principal add|list|revoke|rotate`, `warden broker config|sync|list`, `warden audit`.
 
-A thin layer over warden.policy / awspolicy / policyproof, warden.fleet.devices,
+A thin layer over warden.policy (model, aws, proof), warden.fleet.devices,
 warden.fleet.principals, warden.brokerctl and warden.fleet.audit.
 """
 from __future__ import annotations
@@ -52,8 +52,9 @@ def _aws_options(f):
 @pass_state
 def policy_render(state, fmt, out, region, account):
     """Render the policy. The AWS documents are proved equal to the ACL first (policy check)."""
-    from . import awspolicy, policyproof
-    from .policy import PolicyError, load_policy, render_mosquitto_acl
+    from .policy import aws as awspolicy, proof as policyproof
+    from .policy.model import PolicyError, load_policy
+    from .policy.mosquitto import render_mosquitto_acl
     from .state import write_file
 
     pol = load_policy(state)
@@ -87,8 +88,8 @@ def policy_check(state, region, account):
     """Prove the mosquitto ACL and the AWS documents allow exactly the same topics."""
     import time
 
-    from . import policyproof
-    from .policy import load_policy
+    from .policy import proof as policyproof
+    from .policy.model import load_policy
 
     pol = load_policy(state)
     t0 = time.monotonic()

@@ -56,10 +56,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .. import awspolicy, policy as pol
-from . import pki
-from .registry import Registry
+from ..policy import aws as awspolicy
+from ..policy.model import PolicyError, load_policy
 from ..state import State, WardenError
+from . import pki
+from .names import parse_principal
+from .registry import Registry
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 STRONG_CURVES = ("secp256r1", "secp384r1", "secp521r1")
@@ -151,8 +153,8 @@ def key_weakness(cert) -> str | None:
 # -- policy -------------------------------------------------------------------------------------
 def _check_policy(state: State, report: Report):
     try:
-        policy = pol.load_policy(state)
-    except pol.PolicyError as e:
+        policy = load_policy(state)
+    except PolicyError as e:
         report.add("policy-invalid", "critical", "policy", str(e),
                    f"fix {state.policy_path} (docs/security.md, 'Roles and the policy file', describes the format) or delete it for the default")
         return None
@@ -175,7 +177,7 @@ def _check_policy(state: State, report: Report):
                     report.add("policy-broad", "medium", subject,
                                f"{rule.action} {rule.topic!r} covers every app, not just {{app}}",
                                "put {app} in the second level: e.g. dt/{app}/+/status")
-    from .. import policyproof
+    from ..policy import proof as policyproof
 
     for m in policyproof.prove_policy(policy, app):
         report.add("policy-inexact", "high", f"policy principal {m.principal}",
@@ -287,7 +289,7 @@ def _check_certs(state: State, report: Report, policy, days: int, now):
             report.add("cert-without-registry", "medium", label,
                        f"{path.name} is a certificate for {cn!r}, which no role of the policy lists",
                        f"add {cn} to its role's principals, or delete {path} and its key")
-        role = pol.parse_principal(cn or "")
+        role = parse_principal(cn or "")
         if role is None or role[0] != ou:
             report.add("cert-mismatch", "high", label,
                        f"{path.name}: CN {cn!r} and OU {ou!r} do not name one role",
@@ -453,7 +455,7 @@ def _check_crl(state: State, report: Report, ca_cert, history, days, now, acl_te
     listed = {r.serial_number for r in crl}
     for c in history:
         if c.status == "revoked" and c.serial_int not in listed:
-            kind = "principal" if pol.parse_principal(c.thing) else "device"
+            kind = "principal" if parse_principal(c.thing) else "device"
             report.add("revoked-not-in-crl", "critical", f"{kind} {c.thing}",
                        f"certificate {c.serial} is revoked in the registry but not in the CRL: "
                        "the broker still accepts it", f"re-apply it: warden {kind} revoke {c.thing}")

@@ -441,7 +441,7 @@ def init_pki(state: State, force: bool = False) -> PkiFiles:
     Refuses (PkiError) if a CA exists, unless `force`: replacing the CA invalidates every
     device certificate it signed. Also creates project.json and the default policy if missing.
     """
-    from ..policy import ensure_policy
+    from ..policy.model import ensure_policy
 
     if has_ca(state) and not force:
         raise PkiError(

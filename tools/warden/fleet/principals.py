@@ -97,14 +97,14 @@ def ensure_default_principals(state: State) -> dict:
 
 
 def _policy_roles(state: State) -> dict:
-    from ..policy import load_policy
+    from ..policy.model import load_policy
 
     return load_policy(state).roles
 
 
 def _set_in_policy(state: State, cn: str, present: bool) -> bool:
     """Add `cn` to (or take it out of) its role's principals in the policy. True if it changed."""
-    from ..policy import load_policy_data, save_policy
+    from ..policy.model import load_policy_data, save_policy
 
     role = parse_principal(cn)[0]
     if role == ADMIN:

@@ -24,8 +24,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from . import awspolicy as aws
-from .policy import MAX_SLASHES, MAX_TOPIC_BYTES, MosquittoAcl, Policy, READ, WRITE
+from . import aws
+from .acleval import MosquittoAcl, READ, WRITE
+from .model import Policy
+from .topics import MAX_SLASHES, MAX_TOPIC_BYTES
 
 ACTIONS = tuple(aws.ACTION_MAP)   # publish, retain_publish, subscribe
 OTHER = "\u2603"   # stands for every character that no pattern mentions
@@ -273,7 +275,7 @@ def prove(policy: Policy, app: str, acl_text: str, docs: dict, region: str = aws
 def prove_policy(policy: Policy, app: str, region: str = aws.DEFAULT_REGION,
                  account: str = aws.DEFAULT_ACCOUNT) -> list:
     """Render `policy` both ways and prove the renderings equal; returns the mismatches."""
-    from .policy import render_mosquitto_acl
+    from .mosquitto import render_mosquitto_acl
 
     return prove(policy, app, render_mosquitto_acl(app, policy), aws.render_aws(policy, app, region, account),
                  region, account)

@@ -14,7 +14,7 @@
 - MQTT wildcards do not exist in AWS policies ('+' and '#' are literal characters there) and AWS's
   '*' matches any characters *including* '/'. So a rule `a/#` becomes the resources `a` and `a/*`,
   and a '+' level becomes '*' plus a Deny of the same resource with that '*' spanning two levels
-  ('*/*'): together they allow exactly one level. `warden.policyproof` proves, for every topic
+  ('*/*'): together they allow exactly one level. `warden.policy.proof` proves, for every topic
   AWS accepts, that the documents and the mosquitto ACL give the same answer, and refuses a
   policy where they cannot (e.g. '+' followed by '#').
 - mosquitto applies the device patterns to every client; the principal blocks deny the topics
@@ -33,9 +33,10 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .fleet.names import validate_app
-from .policy import Policy, PolicyError, default_policy, filter_contains
-from .state import WardenError
+from ..fleet.names import validate_app
+from ..state import WardenError
+from .model import Policy, PolicyError, default_policy
+from .topics import filter_contains
 
 POLICY_LANGUAGE_VERSION = "2012-10-17"
 THING_VAR = "${iot:Connection.Thing.ThingName}"
