@@ -56,7 +56,7 @@ def _client(state, broker, principal):
 
 def _observer_principal(state):
     """A test-style privileged principal that may send any command (added to the policy)."""
-    from warden import brokerctl
+    from warden.broker import control as brokerctl
     from warden.fleet import principals
     from warden.policy.model import load_policy_data, save_policy
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from cryptography.hazmat.primitives import serialization
 
 from warden.fleet import pki
-from warden.broker import Broker
+from warden.broker.server import Broker
 from warden.state import State
 
 

@@ -123,7 +123,7 @@ def _principal(state, name, folder):
     """A principal added as warden would (registry, policy, every broker's ACL): (cert DER, key DER)."""
     from cryptography.hazmat.primitives import serialization
 
-    from warden import brokerctl
+    from warden.broker import control as brokerctl
     from warden.fleet import pki, principals
 
     principals.add_principal(state, name, "operator", out=folder)
@@ -135,7 +135,7 @@ def _principal(state, name, folder):
 
 def revocation(state, broker, folder: Path, rounds=5, tag="w"):
     """Median ms from the revocation call to the live session closed and to a handshake refused."""
-    from warden import brokerctl
+    from warden.broker import control as brokerctl
     from warden.fleet import devices, principals
 
     seen, refused, pseen, prefused = [], [], [], []
@@ -194,8 +194,8 @@ class HandStarted:
     def __init__(self, state, folder: Path):
         import subprocess
 
-        from warden import brokerctl
-        from warden.broker import find_mosquitto, free_port
+        from warden.broker import control as brokerctl
+        from warden.broker.server import find_mosquitto, free_port
 
         self.port = free_port(self.host)
         brokerctl.write_broker_config(state, folder, f"{self.host}:{self.port}", [self.host], name="bench-hand")

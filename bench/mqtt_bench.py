@@ -14,7 +14,7 @@ A ratio >= 1.0 means our client is at least as good as paho on that line.
 
     run(broker, device) -> rows        (broker: .host/.port; device: .thing and DER
                                         .cert/.key/.ca plus PEM .cert_pem/.key_pem/.ca_pem)
-    python -m bench.mqtt_bench         starts its own PKI and broker (warden.broker)
+    python -m bench.mqtt_bench         starts its own PKI and broker (warden.broker.server)
 """
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def print_table(rows, out=sys.stdout):
 
 
 def _standalone():
-    """A throwaway PKI, one device identity and a broker of our own (warden.broker)."""
+    """A throwaway PKI, one device identity and a broker of our own (warden.broker.server)."""
     from bench.common import fleet
 
     with fleet() as f:

@@ -15,7 +15,7 @@ import threading
 import time
 
 from warden import flashimage, logstore, twin as twinlib
-from warden.broker import Broker
+from warden.broker.server import Broker
 
 READINGS = 10_000
 HEAP = "192k"

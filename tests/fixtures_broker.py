@@ -4,7 +4,7 @@ Register with `pytest_plugins = ["fixtures_broker"]` (tests/ on sys.path).
 
 Fixtures:
     pki_state    (session)  a warden State in a temporary folder, with init_pki done
-    broker       (module)   a running warden.broker.Broker for pki_state on a free loopback port
+    broker       (module)   a running warden.broker.server.Broker for pki_state on a free loopback port
     provision    (function) provision(thing, **kw) -> Provisioned: a device identity issued by
                             warden.fleet.pki.issue_device_cert (kw: days, not_before, not_after, key, ca)
                             written to a temporary folder as cert.der, key.der, ca.der (+ PEM)
@@ -31,7 +31,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from warden.fleet import pki
-from warden.broker import Broker
+from warden.broker.server import Broker
 from warden.state import State
 
 TIMEOUT = 5.0

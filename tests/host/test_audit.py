@@ -15,7 +15,7 @@ from warden.fleet import audit, devices, pki
 from warden.policy import aws as awspolicy
 from warden import flashimage
 from warden.policy import model as pol
-from warden.broker import Broker
+from warden.broker.server import Broker
 from warden.fleet.registry import Registry
 from warden.state import State, write_file, write_private
 

@@ -3,8 +3,8 @@ import socket
 
 import pytest
 
-from warden import broker as wb
-from warden.broker import BrokerError, render_config
+from warden.broker import server as wb
+from warden.broker.server import BrokerError, render_config
 from warden.state import State
 
 

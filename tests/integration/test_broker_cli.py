@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fixtures_broker import Probe, client_files
-from warden.broker import free_port
+from warden.broker.server import free_port
 
 
 def start_cli(state, port):

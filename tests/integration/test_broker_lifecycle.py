@@ -5,7 +5,7 @@ import pytest
 
 from fixtures_broker import Probe, Refused, client_files
 from warden.fleet import pki
-from warden.broker import Broker, BrokerError, free_port
+from warden.broker.server import Broker, BrokerError, free_port
 
 
 def connect(broker, state, identity, client_id=""):

@@ -10,9 +10,10 @@ a TLS alert it sent, not an error of the client's own making. The positive tests
 CONNECT, so they also fail if the broker refused the session after a TLS 1.3 handshake (where the
 client finishes its side before the server has checked the client certificate).
 
-Measured on this listener (restricted as in broker.py): the device (MicroPython's tls, Mbed TLS
-3.6.6, TLS 1.2 only, no ChaCha20) gets TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256 over secp256r1;
-CPython/paho (OpenSSL 3.0) gets TLSv1.3 TLS_AES_128_GCM_SHA256 over x25519.
+Measured on this listener (restricted as in tools/warden/broker/server.py): the device
+(MicroPython's tls, Mbed TLS 3.6.6, TLS 1.2 only, no ChaCha20) gets TLSv1.2
+ECDHE-ECDSA-AES128-GCM-SHA256 over secp256r1; CPython/paho (OpenSSL 3.0) gets TLSv1.3
+TLS_AES_128_GCM_SHA256 over x25519.
 """
 import socket
 import ssl

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from warden.broker import free_port
+from warden.broker.server import free_port
 from warden.state import State
 
 

@@ -78,7 +78,7 @@ SLOT_NOT_MET = pytest.mark.xfail(
 def test_a_backlog_drains_in_64k(twin64, broker, app_slot):
     """After an outage the outbox's reader loads on top of the session: readings kept while the
     broker was unreachable are delivered, at 64k, with no MemoryError on the way."""
-    from warden.broker import free_port
+    from warden.broker.server import free_port
     t = twin64("heap-backlog-%s" % ("slot" if app_slot else "factory"), app_slot=app_slot, port=free_port(),
                backoff_ms=300, backoff_max_ms=300, max_readings=120)
     t.start()

@@ -158,7 +158,7 @@ def test_a_transfer_belongs_to_the_technician_who_began_it(fleet, broker, device
     --takeover (for a technician who knows the other is gone) replaces it."""
     import struct
 
-    from warden import brokerctl
+    from warden.broker import control as brokerctl
     from warden.fleet import principals
 
     t = device("ota-owner")
@@ -257,7 +257,7 @@ def test_signing_keys_rotate_and_a_revoked_key_is_refused(tmp_path):
 
     from warden.fleet import pki
     from warden import state as statelib
-    from warden.broker import Broker
+    from warden.broker.server import Broker
 
     s = statelib.State(tmp_path / ".warden")
     pki.init_pki(s)

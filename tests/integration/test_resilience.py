@@ -78,7 +78,7 @@ class DurableObserver:
 
 
 def test_broker_restarted_ten_times_loses_no_reading(pki_state, twin_via, tmp_path):
-    from warden.broker import Broker
+    from warden.broker.server import Broker
     b = Broker(pki_state, run_dir=tmp_path / "broker", persistence_dir=tmp_path / "persist")
     b.start()
     obs = DurableObserver(pki_state, b.port, "dt/warden/twin-rs/telemetry")
@@ -312,7 +312,7 @@ def test_power_cut_while_offline_loses_no_kept_reading(pki_state, broker, twin_v
     (power cut) then a restart with the broker back delivers every one of them."""
     import struct as _struct
     from warden import flashimage, logstore
-    from warden.broker import free_port
+    from warden.broker.server import free_port
     dead = free_port()  # nothing listens here: the broker is unreachable
     key = os.urandom(32)
     t = twin_via("twin-pc", dead, interval_ms=20, backoff_ms=300, backoff_max_ms=300, heap=HEAP, log_key=key)

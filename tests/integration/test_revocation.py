@@ -15,7 +15,7 @@ from fixtures_broker import Probe, Refused, write_identity
 from warden.fleet import audit, devices, pki
 from warden import flashimage
 from warden import twin as twinlib
-from warden.broker import Broker
+from warden.broker.server import Broker
 from warden.fleet.registry import Registry
 from warden.state import State
 

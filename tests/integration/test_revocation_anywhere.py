@@ -13,8 +13,8 @@ from devrun import Background
 from fixtures_broker import Probe, Refused, write_identity
 from test_revocation import MP_DEVICE, register
 from warden.fleet import audit, devices, pki, principals
-from warden import brokerctl
-from warden.broker import Broker, BrokerError, find_mosquitto, free_port
+from warden.broker import control as brokerctl
+from warden.broker.server import Broker, BrokerError, find_mosquitto, free_port
 from warden.fleet.registry import Registry
 from warden.state import State
 from warden.watch import Observer

@@ -14,7 +14,7 @@ from devrun import run_mp
 from twinproc import Twin
 from warden.fleet import pki
 from warden import twin as twinlib
-from warden.broker import Broker
+from warden.broker.server import Broker
 from warden.state import State
 
 

@@ -146,8 +146,8 @@ def broker_run(state, port):
     """Run the broker in the foreground until Ctrl-C."""
     import subprocess
 
-    from .broker import Broker, BrokerError
-    from .brokerctl import CRL_CHECK_S, keep_crl_fresh
+    from .broker.server import Broker, BrokerError
+    from .broker.control import CRL_CHECK_S, keep_crl_fresh
 
     b = Broker(state, port=port or state.broker_port, log_stdout=True, output=None)
 

@@ -2,7 +2,7 @@
 `warden principal add|list|revoke|rotate`, `warden broker config|sync|list`, `warden audit`.
 
 A thin layer over warden.policy (model, aws, proof), warden.fleet.devices,
-warden.fleet.principals, warden.brokerctl and warden.fleet.audit.
+warden.fleet.principals, warden.broker.control and warden.fleet.audit.
 """
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def principal():
 @pass_state
 def principal_add(state, name, role, days, out):
     """Give NAME a certificate as ROLE (CN ROLE.NAME) and the role's rights on every broker."""
-    from . import brokerctl
+    from .broker import control as brokerctl
     from .fleet import principals
 
     p = principals.add_principal(state, name, role, days=days, out=out)
@@ -215,7 +215,7 @@ def _cn(state, name):
 @pass_state
 def principal_revoke(state, name, reason):
     """Revoke principal NAME (ROLE.NAME): CRL, out of the policy, its sessions closed on every broker."""
-    from . import brokerctl
+    from .broker import control as brokerctl
     from .fleet import principals
 
     cn = _cn(state, name)
@@ -233,7 +233,7 @@ def principal_revoke(state, name, reason):
 @pass_state
 def principal_rotate(state, name, days, out):
     """A new certificate for NAME; the old one is revoked and its sessions closed."""
-    from . import brokerctl
+    from .broker import control as brokerctl
     from .fleet import principals
 
     cn = _cn(state, name)
@@ -255,7 +255,7 @@ def principal_rotate(state, name, days, out):
 def broker_config(state, out_dir, listen, names, broker_id, install_dir):
     """Write a self-contained broker config folder for a LAN or server host (run it with
     `mosquitto -c OUT_DIR/mosquitto.conf`, or under systemd with the unit file beside it)."""
-    from . import brokerctl
+    from .broker import control as brokerctl
 
     r = brokerctl.write_broker_config(state, out_dir, listen, names, name=broker_id, install_dir=install_dir)
     console.print(f"[bold green]broker {r.name}[/] written to {r.folder}: listens on {r.listen}, "
@@ -271,7 +271,7 @@ def broker_config(state, out_dir, listen, names, broker_id, install_dir):
 @pass_state
 def broker_sync(state, only):
     """Bring every broker up to date: CRL (renewed if it is close to lapsing), ACL and bans."""
-    from . import brokerctl
+    from .broker import control as brokerctl
 
     report_brokers(brokerctl.sync(state, only=only), "the fleet's revocations and ACL")
     console.print("brokers in sync", style="green")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from .fleet import devices, pki
-from .broker import Broker
+from .broker.server import Broker
 from .fleet.registry import RegistryError
 
 

@@ -507,7 +507,7 @@ def _parse_conf(text: str):
 
 
 def _check_broker(state: State, report: Report, policy, ca_cert):
-    from ..broker import CONF_FILE, Broker
+    from ..broker.server import CONF_FILE, Broker
 
     conf_path = state.broker_dir / CONF_FILE
     if not conf_path.exists():
@@ -528,7 +528,7 @@ def _check_broker(state: State, report: Report, policy, ca_cert):
         where = f"listener {lst['listener'][0]}"
         parts = lst["listener"][0].split()
         host = parts[1] if len(parts) > 1 else ""
-        from ..broker import _is_loopback
+        from ..broker.server import _is_loopback
 
         if not host or not _is_loopback(host):
             report.add("broker-listener", "critical", subject,
@@ -568,7 +568,7 @@ def _check_broker(state: State, report: Report, policy, ca_cert):
     else:
         acl_text = Path(acl_file).read_text()
         if policy is not None:
-            from ..broker import fleet_acl
+            from ..broker.server import fleet_acl
 
             want = [ln for ln in fleet_acl(state).splitlines() if ln.strip() and not ln.startswith("#")]
             have = [ln.strip() for ln in acl_text.splitlines() if ln.strip() and not ln.startswith("#")]

@@ -113,7 +113,7 @@ def revoke_device(state: State, thing: str, reason: str | None = None) -> Revoca
     (its next handshake is refused), the thing banned, its live session closed and its retained
     status set to {"state": "revoked"}. A broker that cannot be reached keeps the revocation
     pending (`Revocation.failed`, `warden audit`). Revoking again re-applies it (idempotent)."""
-    from ..brokerctl import sync
+    from ..broker.control import sync
 
     validate_thing(thing)
     with _registry(state) as reg:
@@ -205,7 +205,7 @@ def finish_rotation(state: State, thing: str, *, _result: Rotation | None = None
     """The device has its new identity: make it the active one and revoke the old certificate
     (CRL on every broker; the thing's live session, still on the old certificate, is closed and
     the device reconnects with the new one)."""
-    from ..brokerctl import sync
+    from ..broker.control import sync
 
     folder = state.device_dir(thing)
     pending = folder / PENDING_DIR

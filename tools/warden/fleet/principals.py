@@ -8,7 +8,7 @@ fleet CA, for other MQTT clients). Each warden command that talks to the broker 
 the broker's client id is the CN, so any number of sessions of one principal run side by side,
 and the broker guard gives a session its principal's rules.
 
-This module must not talk to brokers itself: `warden.brokerctl` carries every change to them.
+This module must not talk to brokers itself: `warden.broker.control` carries every change to them.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def _set_in_policy(state: State, cn: str, present: bool) -> bool:
 def add_principal(state: State, name: str, role: str, *, days: int = pki.PRINCIPAL_DAYS, out=None) -> PrincipalInfo:
     """Issue principal `<role>.<name>`, register it and add it to its role in the policy.
     With `out`, write cert.pem, key.pem and ca.pem there for other MQTT clients.
-    The caller pushes the new ACL to the brokers (warden.brokerctl.sync)."""
+    The caller pushes the new ACL to the brokers (warden.broker.control.sync)."""
     if role != ADMIN:
         roles = _policy_roles(state)
         if role not in roles or roles[role].per_thing:
@@ -188,7 +188,7 @@ def list_principals(state: State) -> list:
 
 def revoke_principal(state: State, cn: str, reason: str | None = None) -> list:
     """Revoke principal `cn`: registry, CRL (every certificate it holds), out of the policy.
-    Returns the revoked serials. The caller bans it on the brokers (warden.brokerctl.sync)."""
+    Returns the revoked serials. The caller bans it on the brokers (warden.broker.control.sync)."""
     if cn == principal_cn(ADMIN):
         raise PrincipalError("admin.default is how warden reaches the brokers; it cannot be revoked",
                              hint="add another admin first (`warden principal add NAME --role admin`); "
@@ -208,7 +208,7 @@ def revoke_principal(state: State, cn: str, reason: str | None = None) -> list:
 
 def rotate_principal(state: State, cn: str, *, days: int = pki.PRINCIPAL_DAYS, out=None) -> list:
     """A new certificate and key for `cn` (the files in pki/ are replaced); the old certificate is
-    revoked in the CRL. Returns the old serials. The caller closes the old sessions (brokerctl)."""
+    revoked in the CRL. Returns the old serials. The caller closes the old sessions (warden.broker.control)."""
     with _registry(state) as reg:
         p = reg.principal(cn)
         if p is None:

@@ -5,13 +5,13 @@ the policy's ACL, the guard plugin), and the one `warden broker run` runs on loo
 the fleet CA and its CRL, the certificate CN becomes the username and the client id (so a device
 can neither pose as another nor kick it off with its client id), anonymous clients are refused,
 the ACL generated from the policy scopes every device to its own topics, and the guard plugin
-(warden.guard) refuses names outside the policy and takes revocations at run time.
-`warden broker run` listens on loopback only; `warden broker config` (warden.brokerctl) writes the
+(warden.broker.guard) refuses names outside the policy and takes revocations at run time.
+`warden broker run` listens on loopback only; `warden broker config` (warden.broker.control) writes the
 same config for any address.
 
 `Broker` runs one mosquitto process for a state (a context manager), holding its run folder's
 lock for as long as mosquitto runs: a second broker on the same folder refuses to start.
-Revocations reach every broker, this one included, through warden.brokerctl; this module never
+Revocations reach every broker, this one included, through warden.broker.control; this module never
 signals a broker it did not start (`reload` is for the broker it runs).
 """
 from __future__ import annotations
@@ -28,11 +28,11 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from . import guard
-from .fleet import pki
-from .policy.model import load_policy
-from .policy.mosquitto import render_mosquitto_acl
-from .fleet.registry import Registry
-from .state import State, WardenError, ensure_dir, write_file
+from ..fleet import pki
+from ..policy.model import load_policy
+from ..policy.mosquitto import render_mosquitto_acl
+from ..fleet.registry import Registry
+from ..state import State, WardenError, ensure_dir, write_file
 
 CONF_FILE = "mosquitto.conf"
 ACL_FILE = "acl"
@@ -230,7 +230,7 @@ def render_config(state: State, port: int, host: str = "127.0.0.1", log_path=Non
 def fleet_acl(state: State) -> str:
     """The ACL every broker of the fleet gets: the policy's rendering, plus the admin principals'
     control channel (and the retained status a revocation leaves for operators)."""
-    from .fleet.principals import ADMIN
+    from ..fleet.principals import ADMIN
 
     text = render_mosquitto_acl(state.app, load_policy(state))
     admins = []
@@ -238,7 +238,7 @@ def fleet_acl(state: State) -> str:
         with Registry(state.registry_path) as reg:
             admins = [p.cn for p in reg.principals(ADMIN) if p.status == "active"]
     for cn in admins:
-        text += (f"# broker administration (warden.brokerctl): not part of the fleet policy\n"
+        text += (f"# broker administration (warden.broker.control): not part of the fleet policy\n"
                  f"user {cn}\n"
                  f"topic write {CONTROL_TOPIC}\n"
                  f"topic read {CONTROL_TOPIC}/response\n"
@@ -359,7 +359,7 @@ class Broker:
         for path in (ca, cert, key):
             if not path.exists():
                 raise BrokerError(f"{path} is missing", hint="run `warden pki init` first")
-        from .fleet.principals import ensure_default_principals
+        from ..fleet.principals import ensure_default_principals
 
         ensure_default_principals(self.state)
         pki.refresh_crl(self.state)

@@ -2,7 +2,7 @@
 
 Every broker warden configures loads it: it enforces the identity rules the ACL file cannot
 express (a name outside the policy gets nothing; a session of a principal gets its principal's
-rules) and takes revocations at run time over `$CONTROL/warden/v1` (warden.brokerctl). The C
+rules) and takes revocations at run time over `$CONTROL/warden/v1` (warden.broker.control). The C
 source says why mosquitto's dynamic security plugin cannot do this with certificate identities.
 
 Built with the system C compiler against mosquitto's plugin headers (Debian: mosquitto-dev), into
@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..state import WardenError
+from ...state import WardenError
 
 SOURCE = Path(__file__).with_name("warden_guard.c")
 LIB_NAME = "warden_guard.so"

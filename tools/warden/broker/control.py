@@ -1,6 +1,6 @@
 """Carrying the fleet's revocations and ACL to every broker warden configured, wherever it runs.
 
-Each broker loads the guard plugin (warden.guard), which listens on `$CONTROL/warden/v1`. An
+Each broker loads the guard plugin (warden.broker.guard), which listens on `$CONTROL/warden/v1`. An
 admin principal connects over the broker's own TLS listener (mutual TLS, broker name checked:
 never an unauthenticated channel) and sends, one command per message, answered on
 `.../response`:
@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import guard
-from .fleet import pki
-from .broker import (BANS_FILE, CONTROL_TOPIC, Broker, BrokerError, BrokerFiles, fleet_acl, fleet_bans,
-                     render_config)
-from .fleet.principals import ensure_default_principals, session_context
-from .fleet.registry import BrokerEntry, Registry
-from .state import State, ensure_dir, write_file, write_private
+from ..fleet import pki
+from .server import BANS_FILE, CONTROL_TOPIC, Broker, BrokerError, BrokerFiles, fleet_acl, fleet_bans, render_config
+from ..fleet.principals import ensure_default_principals, session_context
+from ..fleet.registry import BrokerEntry, Registry
+from ..state import State, ensure_dir, write_file, write_private
 
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
 TIMEOUT = 5.0
@@ -367,7 +366,7 @@ def write_broker_config(state: State, out_dir, listen: str, names=(), *, name: s
     The server certificate names every host name and address in `names` (and the listen address
     unless it is a wildcard); clients verify it. `install_dir` is where the folder will live on the
     broker's host (default: `out_dir` itself): the config's paths point there."""
-    from .broker import find_mosquitto
+    from .server import find_mosquitto
 
     host, port = parse_listen(listen)
     names = list(dict.fromkeys(n for n in names if n))
