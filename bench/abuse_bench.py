@@ -18,10 +18,11 @@ SETTLE = 2.0     # seconds after the flood's last PUBACK before the log is read
 
 
 def _log_size(state, thing):
-    from warden import logstore
+    from warden.logs.format import read_log
+    from warden.logs.pull import device_key, read_flash
 
-    files = logstore.read_flash(__import__("warden.twin", fromlist=["x"]).flash_path(state, thing))
-    report = logstore.read_log(files, logstore.device_key(state, thing))
+    files = read_flash(__import__("warden.twin", fromlist=["x"]).flash_path(state, thing))
+    report = read_log(files, device_key(state, thing))
     return len(report.records), sum(len(b) for b in files.values())
 
 

@@ -3,7 +3,7 @@ QoS 1 throughput with retransmission enabled: the twin under micropython against
 CPython, side by side against the same broker in one run.
 
 The outage is made by writing 10,000 readings into the twin's encrypted outbox with the host's
-writer (tools/warden/logstore.SegmentWriter: the device's format byte for byte), exactly what
+writer (warden.logs.format.SegmentWriter: the device's format byte for byte), exactly what
 the device itself keeps while its broker is unreachable; the twin then boots, connects and
 drains them. The heap of these twins is HEAP: see the note in the closing figures.
 """
@@ -14,7 +14,8 @@ import struct
 import threading
 import time
 
-from warden import flashimage, logstore, twin as twinlib
+from warden import flashimage, twin as twinlib
+from warden.logs.format import READING, SegmentWriter
 from warden.broker.server import Broker
 
 READINGS = 10_000
@@ -33,14 +34,14 @@ def _prefill(flash, log_key, n, names=2):
     """n compact readings (firmware/sensors.py) in the twin's /log, as an outage leaves them."""
     files, seq, segno = {}, 1, 1
     sid = os.urandom(8)
-    w = logstore.SegmentWriter(log_key, segno, seq, 1, sid)
+    w = SegmentWriter(log_key, segno, seq, 1, sid)
     now = int(time.time())
     for i in range(n):
         if len(w.data) > 16384 - 16384 // 512 - 16 - 72:
             files["/log/%08x.seg" % segno] = bytes(w.data)
             segno += 1
-            w = logstore.SegmentWriter(log_key, segno, w.next_seq, 1, sid)
-        w.record(logstore.READING, struct.pack("<II%df" % names, 1 + i, now - n + i, 21.5, 45.0), now)
+            w = SegmentWriter(log_key, segno, w.next_seq, 1, sid)
+        w.record(READING, struct.pack("<II%df" % names, 1 + i, now - n + i, 21.5, 45.0), now)
     files["/log/%08x.seg" % segno] = bytes(w.data)
     # What the outbox writes when it keeps the first reading of an outage (firmware/outbox.py):
     # readings wait after cursor 0 (a fresh flash says "0 e", nothing waiting).

@@ -1,4 +1,4 @@
-"""The log store format on the host (tools/warden/logstore.py) against the device writer (lib/logstore.py
+"""The log store format on the host (tools/warden/logs/format.py) against the device writer (lib/logstore.py
 under micropython): byte-for-byte agreement, and every kind of damage detected, located and survived."""
 import json
 import os
@@ -6,9 +6,11 @@ import random
 import struct
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from devrun import ROOT, run_mp
-from warden import logstore as ls
+from warden.logs import format as ls
+from warden.logs.pull import read_dir
 
 KEY = bytes(range(32))
 OTHER = bytes(range(100, 132))
@@ -102,7 +104,7 @@ def test_device_writes_exactly_what_the_host_writes(tmp_path):
     w = ls.SegmentWriter(KEY, 1, 1, 1, rnd(8))
     chain = bytes(16)
     for kind, payload in RECORDS:
-        e = ls.Cipher(ls.algorithms.AES(enc), ls.modes.ECB()).encryptor()
+        e = Cipher(algorithms.AES(enc), modes.ECB()).encryptor()
         iv = e.update(bytes(a ^ b for a, b in zip(rnd(16), chain))) + e.finalize()
         rec = w.record(kind, payload, 1700000000, iv=iv)
         chain = rec[-32:-16]
@@ -133,7 +135,7 @@ def test_round_trip_of_every_kind_device_to_host(tmp_path):
     out = tmp_path / "log"
     r = run_mp(DEVICE_ALL_KINDS, args=[str(out)])
     assert r.returncode == 0, r.stdout + r.stderr
-    report = ls.read_log(ls.read_dir(out), KEY)
+    report = ls.read_log(read_dir(out), KEY)
     assert report.ok, report.problems
     got = {r.kind_name for r in report.records}
     assert got == {"event", "reading", "drop", "cut"}
@@ -401,22 +403,22 @@ def test_a_cut_tail_is_reported_even_after_the_device_wrote_past_it(tmp_path):
     surviving record), and the next pull still reports the cut; an untouched log does not."""
     out = tmp_path / "log"
     assert run_mp(DEVICE_APPEND, args=[str(out), "20", "first"]).returncode == 0
-    first = ls.read_log(ls.read_dir(out), KEY)
+    first = ls.read_log(read_dir(out), KEY)
     last = first.records[-1]
     mark = {"store_id": first.store_id.hex(), "seq": last.seq, "tag": last.tag.hex()}
     # untouched, written on: clean
     clean_dir = tmp_path / "clean"
     clean_dir.mkdir()
-    for n, d in ls.read_dir(out).items():
+    for n, d in read_dir(out).items():
         (clean_dir / n).write_bytes(d)
     assert run_mp(DEVICE_APPEND, args=[str(clean_dir), "30", "more"]).returncode == 0
-    assert ls.read_log(ls.read_dir(clean_dir), KEY, mark).ok
+    assert ls.read_log(read_dir(clean_dir), KEY, mark).ok
     # the tail cut at record 11, then 30 more records: numbers 12.. are used again
-    name = sorted(ls.read_dir(out))[-1]
+    name = sorted(read_dir(out))[-1]
     cut_at = [r for r in first.records if r.seq == 12][0].offset
     (out / name).write_bytes((out / name).read_bytes()[:cut_at])
     assert run_mp(DEVICE_APPEND, args=[str(out), "30", "after-cut"]).returncode == 0
-    report = ls.read_log(ls.read_dir(out), KEY, mark)
+    report = ls.read_log(read_dir(out), KEY, mark)
     assert max(r.seq for r in report.records) > mark["seq"]        # written past the mark
     assert [p.kind for p in report.problems] == ["cut-tail"], report.problems
     assert f"record {mark['seq']} is not the record an earlier pull saw" in report.problems[0].detail
@@ -428,32 +430,32 @@ def test_with_a_high_water_mark_a_cut_is_never_numbered_over_and_a_big_one_shows
     looks like (the mark then catches the cut); past a block it is reported on its own."""
     out, hw = tmp_path / "log", str(tmp_path / "log.hw")
     assert run_mp(DEVICE_APPEND, args=[str(out), "20", "first", hw]).returncode == 0
-    first = ls.read_log(ls.read_dir(out), KEY)
+    first = ls.read_log(read_dir(out), KEY)
     last = first.records[-1]
     mark = {"store_id": first.store_id.hex(), "seq": last.seq, "tag": last.tag.hex()}
-    name = sorted(ls.read_dir(out))[-1]
+    name = sorted(read_dir(out))[-1]
     cut_at = [r for r in first.records if r.seq == 12][0].offset
     (out / name).write_bytes((out / name).read_bytes()[:cut_at])
     assert run_mp(DEVICE_APPEND, args=[str(out), "30", "after-cut", hw]).returncode == 0
-    report = ls.read_log(ls.read_dir(out), KEY)
+    report = ls.read_log(read_dir(out), KEY)
     seqs = [r.seq for r in report.records]
     assert not set(range(12, 21)) & set(seqs) and seqs == sorted(seqs), seqs    # 12..20 never again
     skip = [r for r in report.records if r.kind == ls.SKIP]
     assert len(skip) == 1 and struct.unpack("<III", skip[0].payload) == (12, 65, 64)
     assert report.ok, report.problems              # one block at most: a restart looks the same
     assert "reserved, unused" in skip[0].fields()["message"]
-    with_mark = ls.read_log(ls.read_dir(out), KEY, mark)
+    with_mark = ls.read_log(read_dir(out), KEY, mark)
     assert [p.kind for p in with_mark.problems] == ["cut-tail"], with_mark.problems
     assert "record 20, which an earlier pull saw, is gone" in with_mark.problems[0].detail
     # cut 100 records back to 10: more than a block lost, reported without any mark
     big = tmp_path / "big"
     assert run_mp(DEVICE_APPEND, args=[str(big), "100", "many", hw + "2"]).returncode == 0
-    recs = ls.read_log(ls.read_dir(big), KEY).records
-    name = sorted(ls.read_dir(big))[-1]
+    recs = ls.read_log(read_dir(big), KEY).records
+    name = sorted(read_dir(big))[-1]
     at = [r for r in recs if r.seq == 11][0]
     assert at.segment == int(name[:8], 16)
     (big / name).write_bytes((big / name).read_bytes()[:at.offset])
     assert run_mp(DEVICE_APPEND, args=[str(big), "1", "after", hw + "2"]).returncode == 0
-    report = ls.read_log(ls.read_dir(big), KEY)
+    report = ls.read_log(read_dir(big), KEY)
     assert [p.kind for p in report.problems] == ["lost-before-restart"], report.problems
     assert report.problems[0].seqs == (11, 65)

@@ -9,7 +9,9 @@ import pytest
 
 from twinproc import Twin
 from warden.fleet import devices
-from warden import logstore, twin as twinlib
+from warden import twin as twinlib
+from warden.logs.format import DROP, EVENT, read_log
+from warden.logs.pull import device_key, read_flash
 
 HEAPS = ["64k", twinlib.DEFAULT_HEAP]
 
@@ -86,12 +88,12 @@ def test_a_command_flood_writes_a_bounded_log_and_sampling_goes_on(twin, mqtt_cl
     assert seqs[0] > before
     took = time.monotonic() - t0
     t.stop()
-    report = logstore.read_log(logstore.read_flash(t.flash), logstore.device_key(pki_state, thing))
-    events = [r.payload.decode() for r in report.records if r.kind == logstore.EVENT]
+    report = read_log(read_flash(t.flash), device_key(pki_state, thing))
+    events = [r.payload.decode() for r in report.records if r.kind == EVENT]
     refusals = [e for e in events if "refused" in e]
     # bounded by time, not by the 10,000 commands: a few lines per message and reading interval
     intervals = took / 0.1 + 20    # readings every 100 ms; each flush logs at most 9 lines, each
     assert 0 < len(refusals) <= 18 * intervals and len(refusals) < 3000, (len(refusals), took)  # first twice
     assert any("more times" in e for e in refusals), refusals[:10]
     assert any(e.startswith("INFO boot: warden") for e in events)      # the boot events survived
-    assert not any(r.kind == logstore.DROP for r in report.records)     # no history evicted
+    assert not any(r.kind == DROP for r in report.records)     # no history evicted

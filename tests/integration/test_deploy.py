@@ -160,8 +160,8 @@ def test_mpremote_deploy_verifies_keeps_identity_and_the_twin_boots_it(fleet, br
 def test_logs_pull_from_a_board_without_a_log_says_so(fleet, board):
     thing = _add(fleet, "board-nolog")
     sim = board()
-    from warden import logstore
-    with pytest.raises(logstore.LogError, match="no log segments"):
+    from warden.logs.format import LogError
+    with pytest.raises(LogError, match="no log segments"):
         deploy.pull_logs(fleet, thing, "PORT", runner=sim.runner)
 
 

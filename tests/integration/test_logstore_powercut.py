@@ -9,7 +9,9 @@ import time
 import pytest
 
 from devrun import ROOT, micropython_binary
-from warden import flashimage, logstore as ls
+from warden import flashimage
+from warden.logs.format import read_log
+from warden.logs.pull import read_flash
 
 KEY = bytes(range(32))
 SEGMENT, QUOTA = 4096, 4096 * 14          # 6 segments: frequent rolls and drops
@@ -94,8 +96,8 @@ def test_every_durable_record_survives_kill_9_at_random_points(flash, app_build)
         worst = max(worst, used)
         assert used <= QUOTA, (run, used)
         # What is on flash now, read by the host exactly as a pull would.
-        files = ls.read_flash(flash)
-        report = ls.read_log(files, KEY)
+        files = read_flash(flash)
+        report = read_log(files, KEY)
         # The only state a cut may leave is a drop the device finishes at its next start.
         assert {p.kind for p in report.problems} <= {"replayed-segment"}, report.problems
         present = {r.seq for r in report.records}

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from twinproc import Twin
 from warden.fleet import devices
-from warden import logstore as ls
+from warden.logs.format import SKIP
+from warden.logs.pull import read_flash, show
 from warden import twin as twinlib
 from warden.cli import main as cli
 
@@ -47,7 +48,7 @@ def cli_run(state, *args):
 def test_twin_events_round_trip_to_warden_logs(pki_state, fleet_twin, tmp_path):
     t = fleet_twin("log-twin-1", max_readings=3).start()
     assert t.wait_exit(30) == 0, t.output
-    raw = b"".join(ls.read_flash(t.flash).values())
+    raw = b"".join(read_flash(t.flash).values())
     assert raw and b"boot" not in raw and b"connected" not in raw and b"log-twin-1" not in raw
     out = tmp_path / "pulled"
     r = cli_run(pki_state, "logs", "pull", "log-twin-1", "--out", str(out))
@@ -75,14 +76,14 @@ def test_restarts_and_a_power_cut_leave_a_log_that_verifies(pki_state, fleet_twi
         t2.kill()                              # a power cut while running
     t3 = Twin(t.flash, HEAP).start()
     assert t3.wait_exit(30) == 0, t3.output
-    thing, report = ls.show(pki_state, "log-twin-2")
+    thing, report = show(pki_state, "log-twin-2")
     assert report.ok, report.problems
     boots = [r.payload.decode() for r in report.records if b"INFO boot:" in r.payload]
     assert len(boots) == 3 and "reset cause soft" in boots[1] and "reset cause power-on" in boots[2]
     # Numbers only grow; each restart resumes from the high-water mark, and the SKIP record
     # that starts it accounts for the numbers reserved and not used: nothing else is missing.
     s = [r.seq for r in report.records]
-    skips = {r.seq: struct.unpack("<III", r.payload) for r in report.records if r.kind == ls.SKIP}
+    skips = {r.seq: struct.unpack("<III", r.payload) for r in report.records if r.kind == SKIP}
     assert s[0] == 1 and len(skips) == 2, s
     for prev, r in zip(report.records, report.records[1:]):
         assert r.seq == prev.seq + 1 or (r.seq in skips and skips[r.seq][:2] == (prev.seq + 1, r.seq)), s

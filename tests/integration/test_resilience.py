@@ -311,7 +311,8 @@ def test_power_cut_while_offline_loses_no_kept_reading(pki_state, broker, twin_v
     """Readings taken while the broker is unreachable are kept durably in the encrypted outbox; a kill -9
     (power cut) then a restart with the broker back delivers every one of them."""
     import struct as _struct
-    from warden import flashimage, logstore
+    from warden.logs.format import READING, read_log
+    from warden.logs.pull import read_flash
     from warden.broker.server import free_port
     dead = free_port()  # nothing listens here: the broker is unreachable
     key = os.urandom(32)
@@ -323,13 +324,13 @@ def test_power_cut_while_offline_loses_no_kept_reading(pki_state, broker, twin_v
     while len(kept) < 40 and time.monotonic() < deadline:
         time.sleep(0.2)
         try:
-            report = logstore.read_log(logstore.read_flash(t.flash), key)
+            report = read_log(read_flash(t.flash), key)
         except Exception:
             continue  # the twin may be mid-write: read again
-        kept = [r for r in report.records if r.kind == logstore.READING]
+        kept = [r for r in report.records if r.kind == READING]
     t.kill()  # power cut
-    report = logstore.read_log(logstore.read_flash(t.flash), key)
-    seqs = [_struct.unpack_from("<I", r.payload)[0] for r in report.records if r.kind == logstore.READING]
+    report = read_log(read_flash(t.flash), key)
+    seqs = [_struct.unpack_from("<I", r.payload)[0] for r in report.records if r.kind == READING]
     assert len(seqs) >= 40, "the outbox kept %d readings" % len(seqs)
     op = mqtt_client("operator")
     op.subscribe("dt/warden/twin-pc/telemetry")

@@ -29,13 +29,13 @@ def logs():
 @pass_state
 def logs_pull(state, thing, out, port):
     """Copy THING's log segments out of its twin flash (or a board: --port) into a folder, and verify them."""
-    from . import logstore as ls
+    from .logs.pull import pull
 
     if port:
         from .deploy import pull_logs   # the board's /log over mpremote (tools/warden/deploy.py)
         r = pull_logs(state, thing, port, out)
     else:
-        r = ls.pull(state, thing, out)
+        r = pull(state, thing, out)
     size = sum(len(d) for d in r.files.values())
     console.print(f"pulled {len(r.files)} segments ({size} bytes) of {thing}'s log to {r.out}")
     if r.error:
@@ -63,9 +63,10 @@ def _summary(report):
 @pass_state
 def logs_show(state, source, thing, as_json, from_seq):
     """Verify, decrypt and print a log: SOURCE is a thing (its twin flash) or a pulled folder."""
-    from . import logstore as ls
+    from .logs.format import iso_time
+    from .logs.pull import show
 
-    thing, report = ls.show(state, source, thing)
+    thing, report = show(state, source, thing)
     records = [r for r in report.records if r.seq >= from_seq]
     if as_json:
         for r in records:
@@ -77,7 +78,7 @@ def logs_show(state, source, thing, as_json, from_seq):
         styles = {"ERROR": "red", "WARN": "yellow"}
         for r in records:
             f = r.fields()
-            t = ls.iso_time(r.time)
+            t = iso_time(r.time)
             table.add_row(str(r.seq), t.replace("+00:00", "") if t else str(r.time), r.kind_name, f["level"],
                           f["source"], f["message"], style=styles.get(f["level"]))
         console.print(table)

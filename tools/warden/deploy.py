@@ -479,12 +479,13 @@ def read_board_logs(port, runner=None) -> dict:
 
 def pull_logs(state, thing, port, out=None, runner=None):
     """`warden logs pull THING --port P`: the board's log segments into a folder, verified like a twin's."""
-    from . import logstore as ls
+    from .logs.format import LogError
+    from .logs.pull import LOG_DIR, save_pull
     from .fleet.devices import get_device
 
     get_device(state, thing)
     files = read_board_logs(port, runner)
     if not files:
-        raise ls.LogError(f"the board on {port} has no log segments in {ls.LOG_DIR}",
+        raise LogError(f"the board on {port} has no log segments in {LOG_DIR}",
                           hint="the device writes its log from its first boot with a log key")
-    return ls.save_pull(state, thing, files, f"board on {port}", out)
+    return save_pull(state, thing, files, f"board on {port}", out)
