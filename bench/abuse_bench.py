@@ -151,7 +151,7 @@ def poison(state, broker, thing, sender):
 
 def run(fleet):
     state, broker = fleet.state, fleet.broker
-    from warden import keys
+    from warden.ota import keys
 
     if not keys.has_key(state):
         keys.init_keys(state)

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from warden.fleet import devices
-from warden import espimage, image, keys, otapush, twin as twinlib
+from warden import espimage, twin as twinlib
+from warden.ota import image, keys, push as otapush
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from twinproc import Twin  # noqa: E402  (the tests' twin runner: restarts the twin on reset)

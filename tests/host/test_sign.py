@@ -10,9 +10,10 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
 import otakit as kit
-from warden import espimage, image, keys
+from warden import espimage
+from warden.ota import image, keys
 from warden.cli import main
-from warden.image import UpdateError
+from warden.ota.image import UpdateError
 from warden.state import State
 
 

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from twinproc import Twin
 from warden.fleet import devices
-from warden import espimage, image, keys, otapush, twin as twinlib
+from warden import espimage, twin as twinlib
+from warden.ota import image, keys, push as otapush
 from warden.cli import main
 from warden.fleet.registry import Registry
 

@@ -195,7 +195,7 @@ def build_app(out, bundle):
     total = sum(len(v) for v in files.values())
     console.print(f"app built: {len(files)} files, {total} bytes -> {out or b.ROOT / 'build' / 'app'}")
     if bundle:
-        from .image import pack_bundle
+        from .ota.image import pack_bundle
         from .state import write_file
         write_file(bundle, pack_bundle(files))
         console.print(f"app bundle: {bundle} ({bundle.stat().st_size} bytes)")

@@ -1,6 +1,6 @@
 """CLI for signed OTA: `warden keys init/show`, `warden sign`, `warden ota inspect`.
 
-A thin layer over warden.keys and warden.image; registered on `main` by importing this
+A thin layer over warden.ota.keys and warden.ota.image; registered on `main` by importing this
 module from cli.py.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ def keys():
 
 def _new_secret(encrypt: bool):
     """The passphrase a new key is encrypted with (--encrypt), or None."""
-    from . import keys as lib
+    from .ota import keys as lib
 
     if not encrypt:
         return None
@@ -40,7 +40,7 @@ def _new_secret(encrypt: bool):
 @pass_state
 def keys_init(state, encrypt):
     """Create the fleet's OTA signing key and the trusted-key file devices are provisioned with."""
-    from . import keys as lib
+    from .ota import keys as lib
 
     secret = _new_secret(encrypt)
     with console.status("generating an RSA-3072 key..."):
@@ -61,7 +61,7 @@ def keys_init(state, encrypt):
 @pass_state
 def keys_encrypt(state):
     """Encrypt the signing key with a passphrase (or change it: the old one is asked for first)."""
-    from . import keys as lib
+    from .ota import keys as lib
 
     old = lib.passphrase("current passphrase: ") if lib.is_encrypted(state) else None
     new = lib.passphrase("new passphrase: ", confirm=True, env=lib.NEW_PASSPHRASE_ENV)
@@ -79,7 +79,7 @@ def keys_encrypt(state):
 @pass_state
 def keys_rotate(state, encrypt):
     """A new signing key, and the signed key update that makes devices trust it (push it to each)."""
-    from . import keys as lib
+    from .ota import keys as lib
 
     with console.status("generating an RSA-3072 key..."):
         info, update = lib.rotate(state, _new_secret(encrypt))
@@ -93,7 +93,7 @@ def keys_rotate(state, encrypt):
 @pass_state
 def keys_revoke(state, key_id):
     """Stop trusting KEY_ID (a leaked or retired key): a signed key update without it."""
-    from . import keys as lib
+    from .ota import keys as lib
 
     update = lib.revoke(state, key_id)
     console.print(f"[bold red]key {key_id} revoked[/] here; key update: {update}")
@@ -105,7 +105,7 @@ def keys_revoke(state, key_id):
 @pass_state
 def keys_give(state, thing):
     """Give THING's twin the fleet's trusted keys (a device made before `keys init` has none)."""
-    from . import keys as lib
+    from .ota import keys as lib
 
     files = lib.give_to_twin(state, thing)
     console.print(f"[bold green]{thing}[/] now trusts: {', '.join(files)}")
@@ -115,7 +115,7 @@ def keys_give(state, thing):
 @pass_state
 def keys_show(state):
     """Show the signing key's id and files."""
-    from . import keys as lib
+    from .ota import keys as lib
 
     info = lib.info(state)
     console.print(f"key id [bold]{info.key_id}[/] (RSA-3072, PSS/SHA-256)")
@@ -123,7 +123,7 @@ def keys_show(state):
 
 
 def _show(info):
-    from .keys import device_key_name
+    from .ota.keys import device_key_name
 
     table = Table("file", "path", box=None, pad_edge=False)
     table.add_row("private key (0600)", str(info.private_path))
@@ -148,7 +148,7 @@ def _show(info):
 @pass_state
 def sign(state, file, kind, version, counter, target, out, key_id):
     """Sign FILE as an update: manifest (kind, target, version, counter, size, SHA-256) + RSA-PSS."""
-    from . import image
+    from .ota import image
 
     path, m = image.sign_file(state, file, kind, version, counter, target, out, key_id=key_id)
     console.print(f"[bold green]signed[/] {m.kind} {m.version} (counter {m.counter}) for {m.target}: {path}")
@@ -168,7 +168,7 @@ def ota():
 @pass_state
 def ota_inspect(state, file, target, as_json):
     """Show an update's manifest and check it as a device would (exit 1 if a device would refuse it)."""
-    from . import image, keys as k
+    from .ota import image, keys as k
 
     data = file.read_bytes()
     facts = image.inspect(data)
@@ -204,7 +204,7 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
     run it again to resume."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from . import otapush
+    from .ota import push as otapush
     from .fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "technician")
@@ -242,7 +242,7 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
 @pass_state
 def ota_status(state, thing, as_json, as_):
     """THING's versions, slots, pending update and last OTA outcome (asks the device)."""
-    from . import otapush
+    from .ota import push as otapush
     from .fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "technician")

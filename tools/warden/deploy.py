@@ -88,7 +88,7 @@ def identity(state, thing) -> dict:
 def trusted_keys(state) -> dict:
     """{'/keys/<id>.pk': bytes} of the fleet's trusted OTA keys (none before `warden keys init`)."""
     try:
-        from . import keys
+        from .ota import keys
     except ImportError:
         return {}
     return keys.device_files(state)

@@ -90,7 +90,7 @@ def provision_twin(state, thing, cert_der, key_der, config=None, log_key=None):
             dev = reg.get(thing)
     if log_key is None:
         log_key = dev.log_key if dev else None
-    from .keys import device_files
+    from .ota.keys import device_files
     extra = device_files(state)
     counters = dev.security_state() if dev else {}
     if counters:  # a re-provisioned twin keeps refusing every older update (docs/ota.md, 'Anti-downgrade')

@@ -29,7 +29,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from . import image, keys
-from .state import WardenError
+from ..state import WardenError
 
 CHUNK = 2048          # payload bytes per request: small enough for a fragmented 64 KiB device heap
 INSTALLED, REJECTED, ROLLED_BACK = "installed", "rejected", "rolled back"
@@ -57,7 +57,7 @@ class Technician:
     its own), talking to one device's OTA topics."""
 
     def __init__(self, state, thing, host=None, port=None, principal="technician.default"):
-        from .fleet.principals import session_context
+        from ..fleet.principals import session_context
 
         self.principal = principal
         self.cmd = f"cmd/{state.app}/{thing}/ota"
@@ -131,7 +131,7 @@ class Technician:
 
 def check_locally(state, thing, data):
     """The checks the device will make, against the registry's record of it; returns the manifest."""
-    from .fleet.devices import get_device
+    from ..fleet.devices import get_device
     dev = get_device(state, thing)
     trusted = keys.trusted_keys(state)
     if not trusted:
@@ -195,7 +195,7 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
                            time.monotonic() - t0, sent, resumed)
         d = t.expect({"confirmed", "rolled back"}, confirm_timeout, "the self-test after the reset")
         if d["step"] == "confirmed":
-            from .fleet.registry import Registry
+            from ..fleet.registry import Registry
             with Registry(state.registry_path) as reg:
                 reg.update(thing, version=m.version, counter=m.counter,
                            **{f"{m.kind}_counter": m.counter, f"{m.kind}_version": m.version})
@@ -208,7 +208,7 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
 
 def status(state, thing, *, timeout=10.0, host=None, port=None, principal="technician.default"):
     """The device's own OTA report (versions, slots, pending update, last outcome) and the registry's."""
-    from .fleet.devices import get_device
+    from ..fleet.devices import get_device
     dev = get_device(state, thing)
     t = Technician(state, thing, host, port, principal=principal).connect()
     try:

@@ -41,7 +41,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .state import WardenError, ensure_dir, write_file, write_private
+from ..state import WardenError, ensure_dir, write_file, write_private
 
 PASSPHRASE_ENV = "WARDEN_SIGNING_PASSPHRASE"
 
@@ -238,8 +238,8 @@ def give_to_twin(state, thing) -> list:
     """Write the fleet's trusted-key files into THING's twin flash (a twin made before
     `keys init` trusts no key and refuses every update). Returns the files written. The twin
     must be stopped; a board gets them with `warden deploy THING`."""
-    from . import flashimage, twin as twinlib
-    from .fleet.devices import get_device, twin_running
+    from .. import flashimage, twin as twinlib
+    from ..fleet.devices import get_device, twin_running
 
     get_device(state, thing)
     files = device_files(state)

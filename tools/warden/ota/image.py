@@ -39,15 +39,15 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import espimage
-from .state import WardenError
+from .. import espimage
+from ..state import WardenError
 
 UPDATE_MAGIC = b"WUP1"
 MANIFEST_MAGIC = b"WMF1"
 MANIFEST_MAX = 512
 ALG = "rsa3072-pss-sha256"
 SIG_LEN = 384
-KINDS = ("app", "firmware", "keys")   # keys: a set of trusted signing keys (warden.keys)
+KINDS = ("app", "firmware", "keys")   # keys: a set of trusted signing keys (warden.ota.keys)
 COUNTER_MAX = 2 ** 32 - 1
 
 BUNDLE_MAGIC = b"WAB1"
@@ -290,7 +290,7 @@ def sign_file(state, path, kind: str, version: str, counter: int, target: str | 
     """Sign the payload file `path` with the state's key (or, during a rotation, the previous key
     `key_id`); writes `out` (default: path + '.wup')."""
     from .keys import signing_key
-    from .state import write_file
+    from ..state import write_file
     path = Path(path)
     try:
         payload = path.read_bytes()
@@ -372,7 +372,7 @@ def unpack_bundle(data: bytes) -> dict:
 
 def build_bundle(out=None) -> bytes:
     """Compile the device code (build.build_app) and pack it as an app bundle; write `out` if given."""
-    from . import build
+    from .. import build
     data = pack_bundle(build.build_app())
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
