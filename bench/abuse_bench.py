@@ -18,10 +18,11 @@ SETTLE = 2.0     # seconds after the flood's last PUBACK before the log is read
 
 
 def _log_size(state, thing):
+    from warden.board.twin import flash_path
     from warden.logs.format import read_log
     from warden.logs.pull import device_key, read_flash
 
-    files = read_flash(__import__("warden.twin", fromlist=["x"]).flash_path(state, thing))
+    files = read_flash(flash_path(state, thing))
     report = read_log(files, device_key(state, thing))
     return len(report.records), sum(len(b) for b in files.values())
 
@@ -31,7 +32,7 @@ def _twin(state, broker, thing):
     import subprocess
 
     from warden.fleet import devices
-    from warden import twin as twinlib
+    from warden.board import twin as twinlib
 
     path = twinlib.flash_path(state, thing)
     if not path.exists():
@@ -50,7 +51,7 @@ def _stop(p):
 
 def _client(state, broker, principal):
     """A paho client as `principal` (a session of its own), with a queue of received messages."""
-    from warden.watch import Observer
+    from warden.board.watch import Observer
 
     return Observer(state, broker.host, broker.port, principal=principal).connect()
 

@@ -202,7 +202,7 @@ class HandStarted:
         self.proc = subprocess.Popen([find_mosquitto(), "-c", str(folder / "mosquitto.conf")],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)
-        from warden.watch import Observer
+        from warden.board.watch import Observer
 
         end = time.monotonic() + 10
         while True:

@@ -190,7 +190,7 @@ def _micropython():
 
 
 def measure(records=2800, heap="64k"):
-    from warden import build, flashimage
+    from warden.board import build, flashimage
     with tempfile.TemporaryDirectory() as tmp:
         app = build.build_app(Path(tmp) / "app") and Path(tmp) / "app"
         flash = Path(tmp) / "flash.bin"

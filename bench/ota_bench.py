@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-from warden import build, espimage, flashimage  # noqa: E402
+from warden.board import build, espimage, flashimage  # noqa: E402
 from warden.ota import image, keys
 
 SAMPLES = 50

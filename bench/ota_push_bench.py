@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from warden.fleet import devices
-from warden import espimage, twin as twinlib
+from warden.board import espimage, twin as twinlib
 from warden.ota import image, keys, push as otapush
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

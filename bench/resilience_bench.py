@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 
-from warden import flashimage, twin as twinlib
+from warden.board import flashimage, twin as twinlib
 from warden.logs.format import READING, SegmentWriter
 from warden.broker.server import Broker
 

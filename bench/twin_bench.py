@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from warden import twin as twinlib
+from warden.board import twin as twinlib
 
 PAHO_SCRIPT = r"""
 import ssl, sys, threading

@@ -3,7 +3,7 @@
 The process mounts the vfs of a twin flash file at `/` (formatting a blank one, as the ESP32
 port does on its first boot) and sits at the REPL, which speaks MicroPython's raw REPL just
 like a board's UART. mpremote connects to a second pty; a thread copies bytes between the two.
-`runner` runs command lines as `warden.deploy` would, except that an mpremote `reset` (the unix
+`runner` runs command lines as `warden.board.deploy` would, except that an mpremote `reset` (the unix
 port has no `machine.reset`) restarts the process on the same flash: a reboot.
 """
 import os
@@ -14,7 +14,7 @@ import threading
 import time
 import tty
 
-from warden import twin as twinlib
+from warden.board import twin as twinlib
 
 BOOT = """import os, esp32
 _b = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]

@@ -13,7 +13,7 @@ pytest_plugins = ["fixtures_broker"] if (TESTS / "fixtures_broker.py").exists() 
 @pytest.fixture(scope="session")
 def app_build(tmp_path_factory):
     """The device code compiled with mpy-cross, once per session."""
-    from warden import build
+    from warden.board import build
     out = tmp_path_factory.mktemp("app")
     build.build_app(out)
     return out

@@ -6,7 +6,7 @@ import struct
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from warden import espimage, flashimage as fi
+from warden.board import espimage, flashimage as fi
 from warden.ota import image, keys
 
 TARGET = "esp32/warden"

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 import otakit as kit
-from warden import build
+from warden.board import build
 from warden.ota import image
 
 INSTALLED = {"app": [3, "1.0.0"], "firmware": [3, "1.0.0"]}

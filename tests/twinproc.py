@@ -6,7 +6,7 @@ import subprocess
 import threading
 import time
 
-from warden import twin as twinlib
+from warden.board import twin as twinlib
 
 
 class Twin:

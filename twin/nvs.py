@@ -6,7 +6,7 @@
 # OSError(-4364) (ESP_ERR_NVS_INVALID_LENGTH); set_*/erase_key are lost unless
 # commit() follows. Not encrypted, as on a board.
 #
-# Format (tools/warden/nvsimage.py writes the same): two 4 KiB slots at the start
+# Format (tools/warden/board/nvsimage.py writes the same): two 4 KiB slots at the start
 # of the partition, each
 #   "WNVS" gen:u32 length:u32 0xFFFFFFFF sha256(those 16 B + entries)[:16] entries
 # entries = (ns_len:u8 ns key_len:u8 key type:u8 value_len:u16 value)*, sorted by

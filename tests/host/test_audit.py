@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from warden.fleet import audit, devices, pki
 from warden.policy import aws as awspolicy
-from warden import flashimage
+from warden.board import flashimage
 from warden.policy import model as pol
 from warden.broker.server import Broker
 from warden.fleet.registry import Registry

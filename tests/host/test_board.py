@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from warden import deploy, espimage, flash, flashimage
+from warden.board import deploy, espimage, flash, flashimage
 from warden.fleet import devices
 from warden.cli import main
 

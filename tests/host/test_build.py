@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from warden import build
+from warden.board import build
 
 
 def test_every_device_source_compiles(tmp_path):

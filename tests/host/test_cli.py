@@ -13,10 +13,10 @@ from warden.cli import main
 def twin_calls(monkeypatch):
     calls = []
     try:
-        import warden.twin as twin
+        import warden.board.twin as twin
     except ImportError:
-        twin = types.ModuleType("warden.twin")
-        monkeypatch.setitem(sys.modules, "warden.twin", twin)
+        twin = types.ModuleType("warden.board.twin")
+        monkeypatch.setitem(sys.modules, "warden.board.twin", twin)
     monkeypatch.setattr(twin, "provision_twin", lambda state, thing, *a, **k: calls.append(thing),
                         raising=False)
     return calls

@@ -14,17 +14,17 @@ from warden.state import State
 
 @pytest.fixture
 def twin_calls(monkeypatch):
-    """Replace warden.twin.provision_twin with a recorder (a stub module if twin is missing)."""
+    """Replace warden.board.twin.provision_twin with a recorder (a stub module if twin is missing)."""
     calls = []
 
     def provision_twin(state, thing, cert_der, key_der, config=None):
         calls.append((state, thing, cert_der, key_der))
 
     try:
-        import warden.twin as twin
+        import warden.board.twin as twin
     except ImportError:
-        twin = types.ModuleType("warden.twin")
-        monkeypatch.setitem(sys.modules, "warden.twin", twin)
+        twin = types.ModuleType("warden.board.twin")
+        monkeypatch.setitem(sys.modules, "warden.board.twin", twin)
     monkeypatch.setattr(twin, "provision_twin", provision_twin, raising=False)
     return calls
 
@@ -73,7 +73,7 @@ def test_invalid_name(state, twin_calls):
 
 
 def test_failure_after_registering_leaves_nothing(state, twin_calls, monkeypatch):
-    import warden.twin as twin
+    import warden.board.twin as twin
 
     def broken(*a, **k):
         raise RuntimeError("twin build failed")

@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from devrun import ROOT, run_mp
-from warden import flashimage as fi
+from warden.board import flashimage as fi
 
 
 def test_layout_is_the_esp32_4mib_ota_table():

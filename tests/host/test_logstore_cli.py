@@ -6,7 +6,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from warden import flashimage, nvsimage, twin as twinlib
+from warden.board import flashimage, nvsimage, twin as twinlib
 from warden.cli import main
 from warden.fleet.registry import Registry
 from warden.state import State

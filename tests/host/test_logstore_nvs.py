@@ -1,11 +1,11 @@
 """The log key's home: the twin's esp32.NVS stand-in (twin/nvs.py) over the flash file's nvs partition,
-with the real NVS semantics, and the host's encoder of the same format (tools/warden/nvsimage.py)."""
+with the real NVS semantics, and the host's encoder of the same format (tools/warden/board/nvsimage.py)."""
 import json
 
 import pytest
 
 from devrun import ROOT, run_mp
-from warden import flashimage, nvsimage
+from warden.board import flashimage, nvsimage
 
 NVS = flashimage.part("nvs")
 

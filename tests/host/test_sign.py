@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
 import otakit as kit
-from warden import espimage
+from warden.board import espimage
 from warden.ota import image, keys
 from warden.cli import main
 from warden.ota.image import UpdateError

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from warden import stubcheck
+from warden.board import stubcheck
 
 ROOT = stubcheck.ROOT
 HAL = ["firmware/hal/esp32.py", "firmware/hal/esp32boot.py", "firmware/hal/common.py", "firmware/hal/__init__.py"]

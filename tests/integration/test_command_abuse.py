@@ -9,7 +9,7 @@ import pytest
 
 from twinproc import Twin
 from warden.fleet import devices
-from warden import twin as twinlib
+from warden.board import twin as twinlib
 from warden.logs.format import DROP, EVENT, read_log
 from warden.logs.pull import device_key, read_flash
 

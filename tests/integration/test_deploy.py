@@ -19,7 +19,7 @@ import pytest
 
 from boardsim import BoardSim
 from twinproc import Twin
-from warden import deploy, flashimage, nvsimage
+from warden.board import deploy, flashimage, nvsimage
 from warden.fleet import devices
 from warden.state import State
 

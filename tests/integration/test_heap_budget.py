@@ -12,7 +12,7 @@ import re
 import pytest
 
 from twinproc import Twin
-from warden import build, flashimage, twin as twinlib
+from warden.board import build, flashimage, twin as twinlib
 
 HEAP = "64k"
 BUDGET = 64 * 1024

@@ -13,7 +13,7 @@ from twinproc import Twin
 from warden.fleet import devices
 from warden.logs.format import SKIP
 from warden.logs.pull import read_flash, show
-from warden import twin as twinlib
+from warden.board import twin as twinlib
 from warden.cli import main as cli
 
 # The whole app with the OTA work no longer fits -X heapsize=64k at connect even without a log

@@ -13,7 +13,7 @@ import pytest
 import otakit as kit
 from devrun import micropython_binary
 from otavectors import INSTALLED
-from warden import build
+from warden.board import build
 from warden.ota import image
 
 HERE = Path(__file__).resolve().parent

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from devrun import run_mp
-from warden import build, espimage, flashimage as fi
+from warden.board import build, espimage, flashimage as fi
 
 OTA0, OTA1, OTADATA = fi.part("ota_0"), fi.part("ota_1"), fi.part("otadata")
 

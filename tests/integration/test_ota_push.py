@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from twinproc import Twin
 from warden.fleet import devices
-from warden import espimage, twin as twinlib
+from warden.board import espimage, twin as twinlib
 from warden.ota import image, keys, push as otapush
 from warden.cli import main
 from warden.fleet.registry import Registry
@@ -92,7 +92,7 @@ def test_forged_update_is_rejected_by_the_device(fleet, broker, device, tmp_path
 
 def test_crashing_app_update_rolls_back(fleet, broker, device, tmp_path):
     t = device("ota-crash")
-    from warden import build
+    from warden.board import build
     files = dict(build.build_app())
     broken = tmp_path / "app.py"
     broken.write_text("raise RuntimeError('this release is broken')\n")
@@ -244,7 +244,7 @@ def test_a_device_made_before_keys_init_is_told_how_to_get_the_key(pki_state, br
 
 
 def flashimage_listing(flash):
-    from warden import flashimage
+    from warden.board import flashimage
 
     ff = flashimage.FlashFile(flash)
     return ["/keys/" + n for n in ff.listdir("/keys")] if ff.exists("/keys") else []

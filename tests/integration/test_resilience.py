@@ -10,7 +10,7 @@ import pytest
 
 from netproxy import Proxy
 from twinproc import Twin
-from warden import twin as twinlib
+from warden.board import twin as twinlib
 
 HEAP = twinlib.DEFAULT_HEAP
 

@@ -17,7 +17,7 @@ from warden.broker import control as brokerctl
 from warden.broker.server import Broker, BrokerError, find_mosquitto, free_port
 from warden.fleet.registry import Registry
 from warden.state import State
-from warden.watch import Observer
+from warden.board.watch import Observer
 
 HOST = "127.0.0.2"
 DEADLINE = 15

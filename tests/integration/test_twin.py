@@ -13,7 +13,7 @@ import pytest
 from devrun import run_mp
 from twinproc import Twin
 from warden.fleet import pki
-from warden import twin as twinlib
+from warden.board import twin as twinlib
 from warden.broker.server import Broker
 from warden.state import State
 

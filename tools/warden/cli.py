@@ -189,7 +189,7 @@ def build():
               help="Also pack firmware/ and lib/ as an OTA app bundle file (then `warden sign` it).")
 def build_app(out, bundle):
     """Compile firmware/ and lib/ to .mpy with mpy-cross (only what changed)."""
-    from . import build as b
+    from .board import build as b
 
     files = b.build_app(out)
     total = sum(len(v) for v in files.values())
@@ -216,7 +216,7 @@ def twin():
 def twin_run(state, thing, heap, keep_app, interval_ms):
     """Run THING's twin until Ctrl-C; it restarts when the device resets, as a board does."""
     from .fleet import devices
-    from . import twin as t
+    from .board import twin as t
 
     devices.get_device(state, thing)
     path = t.flash_path(state, thing)
@@ -258,7 +258,7 @@ def twin_run(state, thing, heap, keep_app, interval_ms):
 @pass_state
 def watch(state, thing, count, timeout, as_json, status, as_):
     """Print readings as they arrive (as an operator principal, with a session of its own)."""
-    from . import watch as w
+    from .board import watch as w
     from .fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "operator")
@@ -293,7 +293,7 @@ def watch(state, thing, count, timeout, as_json, status, as_):
 @click.pass_context
 def demo(ctx, state, thing):
     """Broker + one twin + the live view (what `make run` does). Ctrl-C stops all of it."""
-    from . import demo as d
+    from .board import demo as d
 
     d.run_demo(state, thing, watch=lambda: ctx.invoke(watch, thing=thing, status=True),
                say=lambda s: console.print(s, style="dim"))

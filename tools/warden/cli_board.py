@@ -21,7 +21,7 @@ from .cli import console, main, pass_state
 @click.option("--yes", is_flag=True, help="Erase without asking (scripts).")
 def flash_cmd(port, firmware, chip, erase, baud, check_only, yes):
     """Check a MicroPython image offline, then erase and write it with esptool."""
-    from . import flash as lib
+    from .board import flash as lib
 
     info = lib.inspect_image(firmware, chip)
     console.print(f"{firmware}: {info.kind} image for {info.chip}, app {info.app_size} bytes "
@@ -69,7 +69,7 @@ def deploy_cmd(state, thing, port, use_image, image_only, wifi_ssid, wifi_passwo
     """Write THING's app, identity, keys and config to a board (mpremote, or a littlefs image)."""
     import json
 
-    from . import deploy as lib
+    from .board import deploy as lib
 
     extra = {}
     if config_file:

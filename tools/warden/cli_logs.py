@@ -32,7 +32,7 @@ def logs_pull(state, thing, out, port):
     from .logs.pull import pull
 
     if port:
-        from .deploy import pull_logs   # the board's /log over mpremote (tools/warden/deploy.py)
+        from .board.deploy import pull_logs   # the board's /log over mpremote (tools/warden/deploy.py)
         r = pull_logs(state, thing, port, out)
     else:
         r = pull(state, thing, out)

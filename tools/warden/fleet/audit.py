@@ -405,7 +405,7 @@ def _renew_hint(label):
 
 
 def _check_flash(state, report, device, revoked_serials):
-    from .. import flashimage, twin as twinlib
+    from ..board import flashimage, twin as twinlib
 
     flash = twinlib.flash_path(state, device.thing)
     if not flash.exists():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from .. import flashimage
+from ..board import flashimage
 from . import pki
 from .names import validate_thing
 from .registry import Device, Registry, RegistryError
@@ -36,7 +36,7 @@ def add_device(state: State, thing: str) -> Device:
     """Provision `thing`: issue its certificate and key, register it, write its files, make its twin.
 
     Files: `devices/<thing>/cert.der` and `key.der` (0600, SEC1 DER). Then
-    `warden.twin.provision_twin(state, thing, cert_der, key_der)` builds the device twin.
+    `warden.board.twin.provision_twin(state, thing, cert_der, key_der)` builds the device twin.
     Raises InvalidName (a ValueError), RegistryError on a duplicate, PkiError without a CA.
     """
     validate_thing(thing)
@@ -57,7 +57,7 @@ def add_device(state: State, thing: str) -> Device:
         try:
             write_file(folder / CERT_FILE, cert_der)
             write_private(folder / KEY_FILE, key_der)
-            from ..twin import provision_twin
+            from ..board.twin import provision_twin
 
             provision_twin(state, thing, cert_der, key_der)
         except BaseException:
@@ -171,7 +171,7 @@ def rotate_device(state: State, thing: str, *, days: int = pki.DEVICE_DAYS) -> R
     becomes active and the old one is revoked at once (CRL, broker reload, any session still
     using it cut off). Without a twin (a real board) the new identity waits in
     devices/<thing>/pending/ for deployment; `finish_rotation` (rotate --finish) then activates it."""
-    from .. import twin as twinlib
+    from ..board import twin as twinlib
 
     validate_thing(thing)
     device = get_device(state, thing)

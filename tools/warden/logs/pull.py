@@ -1,6 +1,6 @@
 """Getting a device's log onto the host and reading it: `warden logs pull` and `warden logs show`.
 
-`pull` copies the segments out of a twin's flash (a board's come through warden.deploy's
+`pull` copies the segments out of a twin's flash (a board's come through warden.board.deploy's
 `pull_logs`, then `save_pull`) into a folder with a pull.json manifest, and verifies them with the
 registry's log key; `show` reads a pulled folder or a twin's flash. The newest record a pull saw
 is remembered per device (log-mark.json), so a later pull reports a rollback or a cut tail.
@@ -32,7 +32,7 @@ def read_dir(path) -> dict:
 
 def read_flash(flash_path) -> dict:
     """{name: bytes} of the log segments in a twin's flash file (its littlefs /log folder)."""
-    from ..flashimage import FlashFile
+    from ..board.flashimage import FlashFile
     flash_path = Path(flash_path)
     if not flash_path.exists():
         raise LogError(f"no twin flash at {flash_path}", hint="provision the device: warden device add THING")
@@ -95,7 +95,7 @@ def pull(state, thing, out=None) -> PullResult:
 
     The folder gets exactly the segments and a pull.json manifest. With the registry's key the
     copy is verified as well, and the newest record seen is remembered for rollback checks."""
-    from ..twin import flash_path
+    from ..board.twin import flash_path
     from ..fleet.devices import get_device
     get_device(state, thing)
     files = read_flash(flash_path(state, thing))
@@ -144,7 +144,7 @@ def show(state, source, thing=None) -> tuple[str, LogReport]:
         if not files:
             raise LogError(f"no log segments (*.seg) in {p}", hint="pull them: warden logs pull THING --out DIR")
     else:
-        from ..twin import flash_path
+        from ..board.twin import flash_path
         if thing is not None and thing != str(source):
             raise LogError(f"{source} is not a folder", hint="--thing names the key owner of a pulled folder")
         thing = str(source)

@@ -39,7 +39,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import espimage
+from ..board import espimage
 from ..state import WardenError
 
 UPDATE_MAGIC = b"WUP1"
@@ -372,7 +372,7 @@ def unpack_bundle(data: bytes) -> dict:
 
 def build_bundle(out=None) -> bytes:
     """Compile the device code (build.build_app) and pack it as an app bundle; write `out` if given."""
-    from .. import build
+    from ..board import build
     data = pack_bundle(build.build_app())
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -238,7 +238,7 @@ def give_to_twin(state, thing) -> list:
     """Write the fleet's trusted-key files into THING's twin flash (a twin made before
     `keys init` trusts no key and refuses every update). Returns the files written. The twin
     must be stopped; a board gets them with `warden deploy THING`."""
-    from .. import flashimage, twin as twinlib
+    from ..board import flashimage, twin as twinlib
     from ..fleet.devices import get_device, twin_running
 
     get_device(state, thing)

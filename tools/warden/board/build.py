@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEVICE_DIRS = ("firmware", "lib")
 SOURCE_FILES = ("boot.py", "main.py")
 

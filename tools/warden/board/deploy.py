@@ -1,6 +1,6 @@
 """Put a provisioned device's files on a real ESP32: over mpremote, or as a littlefs image.
 
-What a board gets is what its twin gets (tools/warden/twin.py), byte for byte:
+What a board gets is what its twin gets (tools/warden/board/twin.py), byte for byte:
 
     /boot.py /main.py /firmware/... /lib/...     the compiled app (build.build_app())
     /identity/cert.der key.der ca.der            from <state>/devices/<thing>/ and pki/ca.der
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from . import build, flashimage
 from .flash import DEFAULT_BAUD, esptool_argv
-from .state import WardenError, ensure_dir, write_private
+from ..state import WardenError, ensure_dir, write_private
 
 VFS = flashimage.VFS
 IDENTITY_FILES = ("/identity/cert.der", "/identity/key.der", "/identity/ca.der")
@@ -73,7 +73,7 @@ def board_config(state, thing, *, wifi_ssid=None, wifi_password=None, broker_hos
 
 def identity(state, thing) -> dict:
     """{device path: bytes} of THING's identity (certificate, key, fleet CA)."""
-    from .fleet.devices import get_device
+    from ..fleet.devices import get_device
 
     get_device(state, thing)
     folder = Path(state.device_dir(thing))
@@ -88,14 +88,14 @@ def identity(state, thing) -> dict:
 def trusted_keys(state) -> dict:
     """{'/keys/<id>.pk': bytes} of the fleet's trusted OTA keys (none before `warden keys init`)."""
     try:
-        from .ota import keys
+        from ..ota import keys
     except ImportError:
         return {}
     return keys.device_files(state)
 
 
 def log_key(state, thing) -> bytes | None:
-    from .fleet.devices import get_device
+    from ..fleet.devices import get_device
 
     return getattr(get_device(state, thing), "log_key", None)
 
@@ -106,7 +106,7 @@ SECURITY_STATE = "/state/ota.json"   # the device's anti-downgrade counters (fir
 def security_state(state, thing) -> dict:
     """{kind: [counter, version]}: the registry's anti-downgrade state of THING (empty before
     its first confirmed update)."""
-    from .fleet.devices import get_device
+    from ..fleet.devices import get_device
 
     return get_device(state, thing).security_state()
 
@@ -479,9 +479,9 @@ def read_board_logs(port, runner=None) -> dict:
 
 def pull_logs(state, thing, port, out=None, runner=None):
     """`warden logs pull THING --port P`: the board's log segments into a folder, verified like a twin's."""
-    from .logs.format import LogError
-    from .logs.pull import LOG_DIR, save_pull
-    from .fleet.devices import get_device
+    from ..logs.format import LogError
+    from ..logs.pull import LOG_DIR, save_pull
+    from ..fleet.devices import get_device
 
     get_device(state, thing)
     files = read_board_logs(port, runner)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import build, flashimage
-from .state import WardenError
+from ..state import WardenError
 
 ROOT = build.ROOT
 RESET_EXIT = 75          # firmware/hal/unix.py: machine.reset() on the twin
@@ -85,12 +85,12 @@ def provision_twin(state, thing, cert_der, key_der, config=None, log_key=None):
     cfg = config if config is not None else device_config(state, thing)
     dev = None
     if Path(state.registry_path).exists():
-        from .fleet.registry import Registry
+        from ..fleet.registry import Registry
         with Registry(state.registry_path) as reg:
             dev = reg.get(thing)
     if log_key is None:
         log_key = dev.log_key if dev else None
-    from .ota.keys import device_files
+    from ..ota.keys import device_files
     extra = device_files(state)
     counters = dev.security_state() if dev else {}
     if counters:  # a re-provisioned twin keeps refusing every older update (docs/ota.md, 'Anti-downgrade')

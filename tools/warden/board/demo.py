@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 
-from .fleet import devices, pki
-from .broker.server import Broker
-from .fleet.registry import RegistryError
+from ..fleet import devices, pki
+from ..broker.server import Broker
+from ..fleet.registry import RegistryError
 
 
 def ensure_fleet(state, thing, say=print):

