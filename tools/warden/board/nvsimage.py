@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from ..errors import WardenError
+
 SLOT = 4096
 HEADER = 32
 I32, BLOB = 1, 2
 MAX_NAME = 15
 
 
-class NvsError(ValueError):
+class NvsError(WardenError, ValueError):
     pass
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ..state import WardenError
+from ..errors import WardenError
 
 ROOT = Path(__file__).resolve().parents[3]
 STUB_DISTS = ("micropython-esp32-stubs", "micropython-stdlib-stubs")

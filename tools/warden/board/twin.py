@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import build, flashimage
-from ..state import WardenError
+from ..errors import WardenError
 
 ROOT = build.ROOT
 RESET_EXIT = 75          # firmware/hal/unix.py: machine.reset() on the twin

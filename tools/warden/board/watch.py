@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 
-from ..state import WardenError
+from ..errors import WardenError
 
 
 class WatchError(WardenError):
-    pass
+    hint = "is the broker running (warden broker run) and the device connected?"
 
 
 _LOST = object()  # queued when the broker connection drops

@@ -32,7 +32,8 @@ from ..fleet import pki
 from ..policy.model import load_policy
 from ..policy.mosquitto import render_mosquitto_acl
 from ..fleet.registry import Registry
-from ..state import State, WardenError, ensure_dir, write_file
+from ..errors import WardenError
+from ..state import State, ensure_dir, write_file
 
 CONF_FILE = "mosquitto.conf"
 ACL_FILE = "acl"

@@ -119,8 +119,6 @@ def watch(state, thing, count, timeout, as_json, status, as_):
                       f"({'all devices' if not thing else thing}); Ctrl-C stops", style="dim")
     try:
         w.watch(state, thing=thing, count=count, timeout=timeout, on_message=show, kinds=kinds, principal=cn)
-    except w.WatchError as e:
-        fail(str(e), "is the broker running (warden broker run) and the device connected?")
     except KeyboardInterrupt:
         pass
 

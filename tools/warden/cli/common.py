@@ -9,7 +9,8 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from ..state import State, WardenError
+from ..errors import WardenError
+from ..state import State
 
 console = Console(highlight=False, soft_wrap=True)
 

@@ -58,7 +58,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..policy import aws as awspolicy
 from ..policy.model import PolicyError, load_policy
-from ..state import State, WardenError
+from ..errors import WardenError
+from ..state import State
 from . import pki
 from .names import parse_principal
 from .registry import Registry

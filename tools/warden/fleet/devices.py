@@ -18,7 +18,8 @@ from ..board import flashimage
 from . import pki
 from .names import validate_thing
 from .registry import Device, Registry, RegistryError
-from ..state import State, WardenError, write_file, write_private
+from ..errors import WardenError
+from ..state import State, write_file, write_private
 
 CERT_FILE = "cert.der"
 KEY_FILE = "key.der"

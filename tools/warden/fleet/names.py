@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from ..state import WardenError
+from ..errors import WardenError
 
 THING_MAX = 128
 _THING_RE = re.compile(r"[a-zA-Z0-9:_-]+")

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .names import principal_cn, validate_thing
-from ..state import State, WardenError, ensure_dir, write_file, write_private
+from ..errors import WardenError
+from ..state import State, ensure_dir, write_file, write_private
 
 CA_CN = "Warden Fleet CA"
 ORG = "Warden"

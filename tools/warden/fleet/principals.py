@@ -22,7 +22,8 @@ from cryptography import x509
 from . import pki
 from .names import InvalidName, parse_principal, principal_cn
 from .registry import Registry, RegistryError
-from ..state import State, WardenError, ensure_dir, write_file, write_private
+from ..errors import WardenError
+from ..state import State, ensure_dir, write_file, write_private
 
 ADMIN = "admin"
 PEOPLE_ROLES = ("operator", "technician")

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .names import validate_thing
-from ..state import WardenError, ensure_dir
+from ..errors import WardenError
+from ..state import ensure_dir
 
 SCHEMA_VERSION = 4
 STATUSES = ("active", "revoked")

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from ..state import WardenError
+from ..errors import WardenError
 
 VERSION = 1
 MAGIC = b"WLOG"

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..board import espimage
-from ..state import WardenError
+from ..errors import WardenError
 
 UPDATE_MAGIC = b"WUP1"
 MANIFEST_MAGIC = b"WMF1"

@@ -41,7 +41,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..state import WardenError, ensure_dir, write_file, write_private
+from ..errors import WardenError
+from ..state import ensure_dir, write_file, write_private
 
 PASSPHRASE_ENV = "WARDEN_SIGNING_PASSPHRASE"
 

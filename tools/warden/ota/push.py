@@ -29,7 +29,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from . import image, keys
-from ..state import WardenError
+from ..errors import WardenError
 
 CHUNK = 2048          # payload bytes per request: small enough for a fragmented 64 KiB device heap
 INSTALLED, REJECTED, ROLLED_BACK = "installed", "rejected", "rolled back"

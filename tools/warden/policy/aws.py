@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..fleet.names import validate_app
-from ..state import WardenError
+from ..errors import WardenError
 from .model import Policy, PolicyError, default_policy
 from .topics import filter_contains
 

@@ -30,7 +30,8 @@ import re
 from dataclasses import dataclass, field
 
 from ..fleet.names import parse_principal
-from ..state import State, WardenError, write_file
+from ..errors import WardenError
+from ..state import State, write_file
 from .topics import MAX_SLASHES
 
 POLICY_VERSION = 1

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ...state import WardenError
+from ...errors import WardenError
 
 SOURCE = Path(__file__).with_name("warden_guard.c")
 LIB_NAME = "warden_guard.so"
