@@ -14,21 +14,20 @@
 # This module stays loaded for the device's whole life: the OTA command handling and
 # the self-test live in firmware/otacmd.py, loaded only while they are needed.
 import gc
-import os
 import sys
 import time
 
 from firmware import eventlog, hal
-from firmware.app import VERSION
+from firmware.core import VERSION, backoff_delay, describe
 from firmware.seqno import SequenceNumbers
 from firmware.sensors import Sensors
 
 
-
-def _ota(name, *args):
-    """firmware/otacmd.py's `name`(*args), loaded for the call (it unloads itself when done)."""
+def _ota():
+    """firmware/otacmd.py, loaded for the call; it unloads the OTA code (otacmd.OTA) once no
+    OTA conversation, outcome report or self-test is pending."""
     from firmware import otacmd
-    return getattr(otacmd, name)(*args)
+    return otacmd
 
 
 class Device:
@@ -46,6 +45,10 @@ class Device:
         self.thing, self.telemetry, self.status_topic, self.ota_topic, self.commands = topics
         self.ssl_context = ssl_context
         self.mqtt = None
+        # Connecting needs about 0.5 KB in one piece (the TLS socket's mbedTLS context), and
+        # the heap of a running device is fragmented: this room is held while there is no
+        # session and let go right before connecting, so the piece is there (docs/heap.md).
+        self.room = bytearray(1024)
         try:
             # Made first: loading and setting up the client needs the most heap in one piece,
             # and the heap is least fragmented right after the boot phase is unloaded.
@@ -110,6 +113,7 @@ class Device:
         c = self.mqtt
         # Connecting loads the client's setup code and makes the TLS socket: start from a
         # collected heap so they find room (the 64 KiB budget has little slack).
+        self.room = None
         gc.collect()
         t0 = time.ticks_ms()
         try:
@@ -123,7 +127,7 @@ class Device:
         self.connected_at = time.ticks_ms()
         if self.report is not None:
             try:
-                _ota("report", self)
+                _ota().report(self)
             except MemoryError:
                 pass  # published at the next connect
         ms = time.ticks_diff(self.connected_at, t0)
@@ -160,10 +164,14 @@ class Device:
         eventlog.error("mqtt", "session lost: %s" % reason)
         _close(self.client)
         self.client = None
+        try:
+            self.room = bytearray(1024)  # for the reconnect (see __init__)
+        except MemoryError:
+            pass
         self.next_connect = time.ticks_add(time.ticks_ms(), self.retry_in())
         if self.ota is not None:
             try:
-                _ota("drop", self, "session lost")
+                _ota().drop(self, "session lost")
             except Exception:
                 self.ota = None  # at least the link and its transfer state go
         if self.outbox is not None:
@@ -190,7 +198,7 @@ class Device:
                 eventlog.info("telemetry", "first reading %d acknowledged" % n)
             if self.selftest is not None:
                 try:
-                    _ota("passed", self)
+                    _ota().passed(self)
                 except Exception as e:  # tried again at the next acknowledged reading (the deadline stands)
                     eventlog.error("ota", "self-test verdict not recorded: %s" % describe(e))
             return
@@ -294,11 +302,11 @@ class Device:
                 try:
                     self.client.check_msg()
                     if self.pending:
-                        _ota("handle", self)
+                        _ota().handle(self)
                 except Exception as e:
                     self.lost(describe(e))
             if self.selftest is not None and time.ticks_diff(time.ticks_ms(), self.selftest_until) >= 0:
-                _ota("failed", self, "self-test: no reading acknowledged within %d s"
+                _ota().failed(self, "self-test: no reading acknowledged within %d s"
                      % (self.cfg["selftest_ms"] // 1000))
             if self.draining():
                 continue  # a backlog is draining: no idle wait between its time slices
@@ -316,25 +324,9 @@ class Device:
                 # moment it arrives.
                 self.client.wait_msg(min(wait, 20) / 1000)
                 if self.pending:
-                    _ota("handle", self)
+                    _ota().handle(self)
             except Exception as e:
                 self.lost(describe(e))
-
-
-def backoff_delay(n, base_ms, cap_ms):
-    """The delay before retry n+1 after n consecutive failures: exponential backoff with full
-    jitter, a random time in [0, min(cap, base * 2^n)] ms, so a fleet that lost its broker does
-    not reconnect in lockstep."""
-    c = base_ms << min(n, 20)
-    if c > cap_ms:
-        c = cap_ms
-    return int.from_bytes(os.urandom(4), "big") % (c + 1)  # the hardware RNG on a board
-
-
-def describe(e):
-    """A one-line reason for the device log: the error's class and message (mbedTLS
-    messages carry newlines; a log record is one line)."""
-    return "%s: %s" % (type(e).__name__, " ".join(str(e).split()))
 
 
 def _close(c):

@@ -1,9 +1,7 @@
 # Opening the device log at boot (firmware/start.py): boot-only code, unloaded with the boot
 # phase, so the log that stays loaded for the device's life (firmware/eventlog.py) holds only
 # what appending needs.
-import sys
-
-from firmware import eventlog
+from firmware import core, eventlog
 
 LOG_DIR = "/log"
 # The log's high-water mark (lib/logstore.py): outside the log folder, so that cutting or losing
@@ -29,8 +27,7 @@ def open_store(key, path=LOG_DIR, hw=LOG_HW, **options):
         eventlog.error("log", "log store unusable, events go to the console only: %r" % e)
     finally:
         # Opening needed these; appending does not (a Reader loads logread again).
-        for m in ("logopen", "logread", "cryptokit"):
-            sys.modules.pop(m, None)
+        core.unload(("logopen", "logread", "cryptokit"))
     return eventlog._store
 
 

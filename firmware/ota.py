@@ -13,78 +13,31 @@
 # security counter) or rolls it back. Every refusal raises OTAError(reason) and leaves the
 # running image as it was.
 #
-# Files: /state/ota.json (installed counter and version per kind, the anti-replay state),
-# ota.job (manifest and signature of the update being received), ota.pos (firmware: the
-# durable offset), ota.pending (installed, awaiting the self-test), ota.last (the outcome).
-# The sinks (ota_fw.py, ota_app.py) and the checks load only while needed. Import this
-# module only while an update is received, and unload it afterwards.
+# The state files and what the engine shares with its checks and sinks are in
+# firmware/ota_state.py. The sinks (ota_fw.py, ota_app.py, ota_keys.py) and the checks load
+# only while needed. Import this module only while an update is received; it is unloaded
+# with the rest of the OTA code (firmware/otacmd.py, TRANSFER).
 import json
-import os
-import sys
 from binascii import hexlify
 
-STATE = "/state/"
-INSTALLED = STATE + "ota.json"
-JOB = STATE + "ota.job"
-POS = STATE + "ota.pos"
-PENDING = STATE + "ota.pending"
-LAST = STATE + "ota.last"
+from firmware import core
+from firmware.core import replace as put
+from firmware.ota_state import PENDING, get, rm, running
 
-_swapped = False  # finish() swapped in this boot: nothing to judge or start until the reset
+JOB = "/state/ota.job"   # manifest and signature of the update being received
+POS = "/state/ota.pos"   # firmware: the durable offset (firmware/ota_fw.py)
 
 
 class OTAError(Exception):
     """An update refused or failed; args[0] is the reason (what the device reports)."""
 
+_swapped = False  # finish() swapped in this boot: nothing to judge or start until the reset
 
-def put(path, data):
-    """Replace `path` atomically (temporary file + rename) with `data` (str or bytes)."""
-    tmp = path + ".tmp"
-    mode = "w" if isinstance(data, str) else "wb"
-    try:
-        f = open(tmp, mode)
-    except OSError:
-        os.mkdir(path.rpartition("/")[0])  # first use: the folder does not exist yet
-        f = open(tmp, mode)
-    with f:
-        f.write(data)
-    os.rename(tmp, path)
-
-
-def get(path):
-    try:
-        with open(path) as f:
-            return json.loads(f.read())
-    except OSError:
-        return None
-
-
-def rm(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def _unload(name):
-    sys.modules.pop(name, None)
-    try:
-        delattr(sys.modules["firmware"], name.rpartition(".")[2])
-    except (KeyError, AttributeError):
-        pass
+_SINKS = ("firmware.ota_fw", "firmware.ota_app", "firmware.ota_keys")
 
 
 def _job_bytes(m, s):
     return bytes((len(m) >> 8, len(m) & 255, len(s) >> 8, len(s) & 255)) + m + s
-
-
-def running(kind):
-    """The slot `kind` runs from: an OTA partition label, or an app slot ("-": the factory app)."""
-    if kind == "firmware":
-        import esp32
-        return esp32.Partition(esp32.Partition.RUNNING).info()[4]
-    from firmware import slots
-    return slots.active()
 
 
 class Updater:
@@ -108,7 +61,7 @@ class Updater:
         try:
             f, n, e = ota_check.prepare(manifest, signature)
         finally:
-            _unload("firmware.ota_check")  # out of the heap for the signature check (the peak)
+            core.unload(("firmware.ota_check",))  # out of the heap for the signature check (the peak)
         import hashlib
         import rsapss
         try:
@@ -118,16 +71,16 @@ class Updater:
                            % (hexlify(f[1]).decode(), x.args[0][8:]))
         finally:
             n = None
-            sys.modules.pop("rsapss", None)
+            core.unload(("rsapss",))
         from firmware import ota_check
         try:
             ota_check.policy(f, self.target, kind)
         finally:
-            _unload("firmware.ota_check")
+            core.unload(("firmware.ota_check",))
         if get(PENDING):
             from firmware import ota_state
             p = ota_state.pending()  # one no longer running was rolled back: recorded, cleared
-            _unload("firmware.ota_state")
+            core.unload(("firmware.ota_state",))
             if p:
                 raise OTAError("%s %s is installed and awaiting its self-test: confirm or roll back first"
                                % (p["kind"], p["version"]))
@@ -144,7 +97,7 @@ class Updater:
         sink = Sink()
         cap = sink.capacity()
         if f[6] > cap:
-            self._unload_sink()
+            core.unload(_SINKS)
             raise OTAError("too large for the slot: %d bytes > %d" % (f[6], cap))
         h = hashlib.sha256()
         try:
@@ -208,7 +161,7 @@ class Updater:
             _swapped = True  # code changed: nothing more until the reset
         self._drop_files()
         self._m = self._sink = None
-        self._unload_sink()
+        core.unload(_SINKS)
         return p
 
     def abort(self, keep_files=False):
@@ -219,15 +172,9 @@ class Updater:
             except Exception:
                 pass
         self._m = self._sink = None
-        self._unload_sink()
+        core.unload(_SINKS)
         if not keep_files:
             self._drop_files()
-
-    @staticmethod
-    def _unload_sink():
-        _unload("firmware.ota_fw")
-        _unload("firmware.ota_app")
-        _unload("firmware.ota_keys")
 
     @staticmethod
     def _drop_files():

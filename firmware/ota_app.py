@@ -8,7 +8,8 @@ import struct
 from micropython import const
 
 from firmware import slots
-from firmware.ota import OTAError, rm
+from firmware.ota import OTAError
+from firmware.ota_state import rm
 
 STAGE = "/app/stage"
 APP_MAX = const(262144)  # a bundle larger than this is refused (free space is checked too)

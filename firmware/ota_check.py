@@ -3,13 +3,13 @@
 # signature with lib/rsapss.py, target, kind and security counter (policy).
 # Loaded by firmware/ota.py for begin() only, and unloaded during the signature check
 # (the heap peak of an update).
-import json
 import struct
 from binascii import hexlify
 
 from micropython import const
 
-from firmware.ota import INSTALLED, OTAError
+from firmware.ota import OTAError
+from firmware.ota_state import installed
 
 MANIFEST_MAX = const(512)
 _SIG = const(384)
@@ -62,19 +62,6 @@ def _key(kid):
     return d[18:], struct.unpack(">I", d[12:16])[0]
 
 
-def installed(kind):
-    """(counter, version) installed for `kind` ((0, None) before the first update)."""
-    try:
-        with open(INSTALLED) as f:
-            d = json.loads(f.read())
-    except OSError:
-        d = {}
-    except ValueError:
-        raise OTAError("security state %s is corrupt: updates refused (re-provision)" % INSTALLED)
-    c = d.get(kind) or (0, None)
-    return c[0], c[1]
-
-
 def prepare(m, sig):
     """Before the signature: (fields, modulus, e) of manifest `m`; OTAError at the first failure."""
     f = parse(m)
@@ -94,7 +81,10 @@ def policy(f, target, kind):
         raise OTAError("wrong kind: %r is not app, firmware or keys" % f[2])
     if kind is not None and f[2] != kind:
         raise OTAError("wrong kind: the update is %r, expected %r" % (f[2], kind))
-    have = installed(f[2])[0]
+    try:
+        have = installed(f[2])[0]
+    except ValueError as e:   # a corrupt anti-replay state: nothing is installed until re-provisioned
+        raise OTAError(e.args[0])
     if f[5] == have:
         raise OTAError("counter %d is not newer than the installed %d (replay)" % (f[5], have))
     if f[5] < have:

@@ -7,7 +7,9 @@ import esp32
 
 from micropython import const
 
-from firmware.ota import OTAError, POS, put, rm
+from firmware.core import replace as put
+from firmware.ota import POS, OTAError
+from firmware.ota_state import rm
 
 _BLOCK = const(4096)
 

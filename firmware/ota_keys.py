@@ -11,7 +11,9 @@ import os
 
 from micropython import const
 
-from firmware.ota import INSTALLED, LAST, PENDING, OTAError, get, put, rm
+from firmware.core import replace as put
+from firmware.ota import OTAError
+from firmware.ota_state import INSTALLED, LAST, PENDING, installed, rm
 
 STAGE = "/state/keys.stage"
 KEYS = "/keys"
@@ -72,7 +74,7 @@ class Sink:
                 os.remove(KEYS + "/" + name)
         rm(STAGE)
         # in force now: the counter (anti-replay) and the outcome, as a confirmed update's
-        d = get(INSTALLED) or {}
+        d = installed()   # (corrupt: refused before the swap, by ota_check; never read as empty)
         d["keys"] = [f[5], f[4]]
         put(INSTALLED, json.dumps(d))
         put(LAST, json.dumps({"kind": "keys", "version": f[4], "counter": f[5], "outcome": "confirmed",
@@ -84,6 +86,9 @@ class Sink:
 
 def status():
     """The key set in force: its counter and version, and the ids of the keys trusted."""
-    k = (get(INSTALLED) or {}).get("keys") or (0, None)
+    try:
+        k = installed("keys")
+    except ValueError:
+        k = (None, None)   # corrupt: updates are refused, and ota_state.status() says so
     return {"counter": k[0], "version": k[1],
             "trusted": sorted(n[:-3] for n in os.listdir(KEYS) if n.endswith(".pk"))}

@@ -9,17 +9,30 @@
 #                      the caller resets (hal.reset())
 # pending() names the update awaiting the self-test; an installed update that is no longer
 # running (reset before it confirmed itself) is recorded as rolled back there.
-# Small on purpose: it is loaded at every boot that has something to confirm.
+#
+# Also the one home of the OTA state files that the engine (firmware/ota.py), its checks
+# and sinks share with the after-reset code, and of reading them:
+#   /state/ota.json     installed [counter, version] per kind: the anti-replay state
+#   /state/ota.pending  installed, awaiting its self-test
+#   /state/ota.last     the last outcome
+# each replaced whole by firmware/core.py's replace() (the engine's own files, ota.job and
+# ota.pos, are firmware/ota.py's). Must not: read a corrupt ota.json as "nothing installed"
+# (that would let every old update in again).
+# Small on purpose: it is loaded at every boot, to learn what to confirm (every name it
+# holds is interned at boot for the device's life).
 import json
 import os
 import sys
+
+from firmware.core import replace
 
 INSTALLED = "/state/ota.json"
 PENDING = "/state/ota.pending"
 LAST = "/state/ota.last"
 
 
-def _get(path):
+def get(path):
+    """The JSON object in `path`; None if there is none or it does not parse."""
     try:
         with open(path) as f:
             return json.loads(f.read())
@@ -27,24 +40,28 @@ def _get(path):
         return None
 
 
-def _put(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj))
-    os.rename(tmp, path)
-
-
-def _rm(path):
+def rm(path):
     try:
         os.remove(path)
     except OSError:
         pass
 
 
-def _swapped():
-    """An update was installed in this boot (it has not run yet)."""
-    m = sys.modules.get("firmware.ota")
-    return bool(m and m._swapped)
+def installed(kind=None):
+    """(counter, version) installed for `kind` ((0, None) before its first update); with no
+    kind, the whole table {kind: [counter, version]}. ValueError if the file is corrupt: the
+    engine then refuses every update until the device is re-provisioned."""
+    try:
+        with open(INSTALLED) as f:
+            d = json.loads(f.read())
+    except OSError:
+        d = {}
+    except ValueError:
+        raise ValueError("security state %s is corrupt: updates refused (re-provision)" % INSTALLED)
+    if kind is None:
+        return d
+    c = d.get(kind) or (0, None)
+    return c[0], c[1]
 
 
 def running(kind):
@@ -56,31 +73,31 @@ def running(kind):
     return slots.active()
 
 
-def installed(kind):
-    """(counter, version) installed for `kind`; (0, None) before the first update."""
-    c = (_get(INSTALLED) or {}).get(kind) or (0, None)
-    return c[0], c[1]
+def _swapped():
+    """An update was installed in this boot (it has not run yet)."""
+    m = sys.modules.get("firmware.ota")
+    return bool(m and m._swapped)
 
 
 def last():
     """The last outcome: {kind, version, counter, outcome, reason} or None."""
-    return _get(LAST)
+    return get(LAST)
 
 
 def _outcome(p, outcome, reason=None):
-    _put(LAST, {"kind": p["kind"], "version": p["version"], "counter": p["counter"],
-                "outcome": outcome, "reason": reason})
+    replace(LAST, json.dumps({"kind": p["kind"], "version": p["version"], "counter": p["counter"],
+                              "outcome": outcome, "reason": reason}))
 
 
 def pending():
     """The installed update awaiting its self-test if it is the one running, else None."""
-    p = _get(PENDING)
+    p = get(PENDING)
     if not p or _swapped():
         return None
     if running(p["kind"]) == p["slot"]:
         return p
     _outcome(p, "rolled back", "the new %s was not confirmed before a reset" % p["kind"])
-    _rm(PENDING)
+    rm(PENDING)
     return None
 
 
@@ -99,11 +116,14 @@ def confirm():
     p = pending()
     if not p:
         return None
-    d = _get(INSTALLED) or {}
-    d[p["kind"]] = [p["counter"], p["version"]]
-    _put(INSTALLED, d)  # the anti-replay state first, then the report
+    try:
+        d = installed()
+        d[p["kind"]] = [p["counter"], p["version"]]
+        replace(INSTALLED, json.dumps(d))  # the anti-replay state first, then the report
+    except ValueError:
+        pass  # corrupt: left as it is (updates stay refused); rewriting it would forget the other kinds
     _outcome(p, "confirmed")
-    _rm(PENDING)
+    rm(PENDING)
     return p
 
 
@@ -114,7 +134,7 @@ def rollback(reason):
     if not p:
         return None
     _outcome(p, "rolled back", reason)
-    _rm(PENDING)
+    rm(PENDING)
     if p["kind"] == "app":
         from firmware import slots
         slots.rollback()
@@ -132,6 +152,10 @@ def status():
     last outcome (for `warden ota status`)."""
     out = {"pending": pending(), "last": last()}
     for k in ("app", "firmware"):
-        c, v = installed(k)
+        try:
+            c, v = installed(k)
+        except ValueError as e:
+            c, v = None, None
+            out["error"] = e.args[0]
         out[k] = {"counter": c, "version": v, "slot": running(k)}
     return out

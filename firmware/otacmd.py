@@ -18,14 +18,20 @@
 #   push resumes from the last durable offset.
 import json
 
-from firmware import eventlog, hal
-from firmware.app import unload
+from firmware import core, eventlog, hal
+from firmware.core import describe
+
+# The OTA conversation's modules (firmware/core.py, "Code lifetimes"), and with this one,
+# all of the OTA code.
+TRANSFER = ("firmware.otalink", "firmware.ota", "firmware.ota_check", "firmware.ota_fw",
+            "firmware.ota_app", "firmware.ota_keys", "firmware.ota_state", "firmware.slots", "rsapss")
+OTA = TRANSFER + ("firmware.otacmd",)
 
 
 def _done(dev):
-    # Nothing more for this module to do: drop it (and the state module) from the heap.
+    # Nothing more for this module to do: let the OTA code go (this module with it).
     if dev.ota is None and dev.report is None and dev.selftest is None:
-        unload(("firmware.otacmd", "firmware.ota_state"))
+        core.unload(OTA)
 
 
 def say(dev, d, retain=False):
@@ -55,9 +61,7 @@ def drop(dev, why=None):
     dev.ota = None
     if link is not None:
         link.stop(why)
-    unload(("firmware.otalink", "firmware.ota", "firmware.ota_check", "firmware.ota_fw", "firmware.ota_app",
-            "firmware.ota_keys",
-            "firmware.ota_state", "firmware.slots", "rsapss"))
+    core.unload(TRANSFER)
     _done(dev)
 
 
@@ -68,7 +72,6 @@ def report(dev):
             say(dev, dev.report, retain=True)
             dev.report = None
         except Exception as e:
-            from firmware.device import describe
             dev.lost(describe(e))
     _done(dev)
 

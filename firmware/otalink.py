@@ -20,11 +20,9 @@
 #   status {...}                             the answer to "S"
 # Stop-and-wait: the tool sends a chunk only for the offset the device asked for,
 # so a drop or a reboot resumes from the device's last durable offset.
-import json
 import struct
 
-from firmware import eventlog
-from firmware.app import unload
+from firmware import core, eventlog
 
 _HEAD_MAX = 8 + 512 + 384
 
@@ -72,7 +70,7 @@ class OtaLink:
             self.updater = None
             if why:
                 eventlog.warn("ota", "transfer stopped: %s" % why)
-        unload(("firmware.ota",))
+        core.unload(("firmware.ota",))
 
     def begin(self, msg):
         from firmware.ota import OTAError, Updater
@@ -140,10 +138,10 @@ class OtaLink:
     def status(self):
         from firmware import ota_state
         st = ota_state.status()
-        unload(("firmware.ota_state",))
+        core.unload(("firmware.ota_state",))
         from firmware import ota_keys
         st["keys"] = ota_keys.status()
-        unload(("firmware.ota_keys",))
+        core.unload(("firmware.ota_keys",))
         u = self.updater
         st["receiving"] = u.job() if u is not None else None
         if u is not None and self.holder:

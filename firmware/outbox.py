@@ -18,10 +18,12 @@
 #   of heap on top of the session).
 # - If the store's quota forces it to drop its oldest segment, readings in it
 #   are lost and the store logs the drop (a DROP record, shown by warden logs).
-import os
 import time
 
 from micropython import const
+
+from firmware import core
+from firmware.core import replace
 
 READING = const(2)  # logstore.READING
 CURSOR_EVERY = const(100)
@@ -35,17 +37,15 @@ class Outbox:
         self._reader = None
         self.sent = 0
         # waiting: readings may wait (unknown after a boot unless the state says empty)
-        self._cursor, empty = self._load()
-        self.waiting = not empty
-        self._saved = (self._cursor, empty)
-
-    def _load(self):
         try:
-            with open(self._path) as f:
+            with open(path) as f:
                 v = f.read().split()
-            return int(v[0]), v[1:] == ["e"]
+            c, empty = int(v[0]), v[1:] == ["e"]
         except (OSError, ValueError, IndexError):
-            return 0, False
+            c, empty = 0, False
+        self._cursor = c
+        self.waiting = not empty
+        self._saved = (c, empty)
 
     def save(self):
         """Persist the cursor and whether the backlog is empty (temporary file + atomic
@@ -53,10 +53,7 @@ class Outbox:
         st = (self._cursor, not self.waiting)
         if st == self._saved:
             return
-        tmp = self._path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("%d e" % st[0] if st[1] else str(st[0]))
-        os.rename(tmp, self._path)
+        replace(self._path, "%d e" % st[0] if st[1] else str(st[0]))
         self._saved = st
 
     def add(self, seq, ts, values):
@@ -111,5 +108,4 @@ class Outbox:
         """Drop the reader and its module once the backlog is empty (~4.7 KB of heap); the next
         drain makes a new one."""
         self._reader = None
-        import sys
-        sys.modules.pop("logread", None)
+        core.unload(("logread",))  # what reading the backlog loaded

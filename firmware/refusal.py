@@ -52,5 +52,5 @@ def flush():
                 eventlog.log(c[0], c[1], "%s (%d more times)" % (msg, c[2]))
     except MemoryError:
         return  # counted on; logged at a later reading
-    from firmware.app import unload
-    unload(("firmware.refusal",))
+    from firmware import core
+    core.unload(("firmware.refusal",))  # loaded again by the next refusal

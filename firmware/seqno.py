@@ -5,42 +5,28 @@
 # it persists the block's end (temporary file + atomic rename). After a reset
 # numbering resumes from the persisted end, so a number is never reused; a
 # reset costs at most one block of unused numbers (a visible gap, never a repeat).
-import os
-
 from micropython import const
+
+from firmware.core import replace
 
 BLOCK = const(100)
 
 
 class SequenceNumbers:
+    # (Two methods only: each function a module keeps costs heap for the device's life.)
     def __init__(self, path="/state/seq"):
         self._path = path
-        self._next = self._load()
-        self._limit = self._next
-
-    def _load(self):
         try:
-            with open(self._path) as f:
-                return int(f.read())
+            with open(path) as f:
+                n = int(f.read())
         except (OSError, ValueError):
-            return 1
-
-    def _reserve(self):
-        limit = self._next + BLOCK
-        tmp = self._path + ".tmp"
-        try:
-            f = open(tmp, "w")
-        except OSError:
-            os.mkdir(self._path.rpartition("/")[0])  # first boot: the folder does not exist yet
-            f = open(tmp, "w")
-        with f:
-            f.write(str(limit))
-        os.rename(tmp, self._path)
-        self._limit = limit
+            n = 1   # the first boot (or a lost file: numbers restart, and the host sees it)
+        self._next = self._limit = n
 
     def next(self):
-        if self._next >= self._limit:
-            self._reserve()
         n = self._next
-        self._next += 1
+        if n >= self._limit:
+            replace(self._path, str(n + BLOCK))  # before the block's first number is used (raises: not used)
+            self._limit = n + BLOCK
+        self._next = n + 1
         return n

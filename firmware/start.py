@@ -10,11 +10,18 @@
 import time
 
 from firmware import eventlog, hal
+from firmware.core import VERSION
 
 _IDLE_RETRY_MS = 60000
 
+# The boot phase's modules, this one among them: firmware/app.py unloads them once boot()
+# returned (firmware/core.py, "Code lifetimes").
+_BOOT_ONLY = ("firmware.start", "firmware.logboot", "firmware.config", "firmware.identity", "der",
+              "firmware.ota_state", "firmware.slots", "firmware.hal.unixboot", "firmware.hal.esp32boot",
+              "firmware.topics", "firmware.topiccheck", "logopen", "logread", "cryptokit")
 
-def boot(version):
+
+def boot():
     """(config, TLS context, sensor sources, topics (thing, telemetry, status, ota, command
     prefix), update awaiting its self-test or None, last OTA outcome or None)."""
     # The TLS context embeds mbedTLS's structures (~3 KB in one block): made first, while
@@ -27,7 +34,7 @@ def boot(version):
     from firmware import logboot
     logboot.open_store(hb.log_key(), quota=_log_quota())
     eventlog.info("boot", "warden %s on %s, reset cause %s" % (
-        version, hal.PLATFORM, hb.RESET_NAMES.get(hb.reset_cause(), "?")))
+        VERSION, hal.PLATFORM, hb.RESET_NAMES.get(hb.reset_cause(), "?")))
     cfg = _checks(ctx, hb)
     sources = hb.sensor_sources(cfg)
     from firmware.topics import Topics

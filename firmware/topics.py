@@ -12,7 +12,7 @@
 # The checks themselves (firmware/topiccheck.py) run when the topics are built, at
 # boot, and for a topic other than the three built ones: they are loaded for that
 # and dropped again, so they cost no heap while the device runs.
-import sys
+from firmware import core
 
 
 class TopicError(ValueError):
@@ -25,11 +25,7 @@ def _checks():
 
 
 def _drop():
-    sys.modules.pop("firmware.topiccheck", None)
-    try:
-        delattr(sys.modules["firmware"], "topiccheck")
-    except (KeyError, AttributeError):
-        pass
+    core.unload(("firmware.topiccheck",))
 
 
 class Topics:

@@ -108,21 +108,20 @@ class MQTTConnectError(MQTTError):
     (1..5), .reason its name; the socket is closed."""
 
 
-def _call(mod, name, *args, **kw):
-    # `name` of lib/mqttconn.py (setup), lib/mqttsub.py (subscriptions) or lib/mqttmsg.py
-    # (error texts), the cold parts: loaded for the call and dropped again
-    m = __import__(mod)
-    try:
-        return getattr(m, name)(*args, **kw)
-    finally:
-        sys.modules.pop(mod, None)
+def _cold(m):
+    # m: a cold part (lib/mqttconn.py: setup; mqttsub.py: subscriptions; mqttmsg.py: error
+    # texts), just imported by the caller for one call. Forgotten at once, so its code is
+    # reclaimed once that call returns or raises: `_cold(mqttconn).connect(...)`.
+    sys.modules.pop(m.__name__, None)
+    return m
 
 
 def _err(i, *a):
     # message i of lib/mqttmsg.py (an exception, or a packet type's name); with no heap left
     # to load the words, an MQTTError carrying the number
     try:
-        return _call("mqttmsg", "err", i, *a)
+        import mqttmsg
+        return _cold(mqttmsg).err(i, *a)
     except MemoryError:
         return MQTTError(i)
 
@@ -174,7 +173,8 @@ class MQTTClient:
     def __init__(self, *args, **kw):
         # MQTTClient(client_id, server, port=0, user=None, password=None, keepalive=0,
         #            ssl=None, *, server_hostname=None, timeout=10, retries=2, max_packet=16384)
-        _call("mqttconn", "init", self, *args, **kw)
+        import mqttconn
+        _cold(mqttconn).init(self, *args, **kw)
 
     # ---- configuration (umqtt.simple surface) ----
 
@@ -184,7 +184,8 @@ class MQTTClient:
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
         """Register the will sent with the next connect(); ValueError on bad qos/topic."""
-        _call("mqttconn", "will", self, topic, msg, retain, qos)
+        import mqttconn
+        _cold(mqttconn).will(self, topic, msg, retain, qos)
 
     def isconnected(self):
         return self.sock is not None
@@ -205,7 +206,8 @@ class MQTTClient:
         MQTTConnectError (broker refused: .code), MQTTProtocolError (anything
         but a valid CONNACK). On any failure the socket is closed.
         """
-        return _call("mqttconn", "connect", self, clean_session, timeout)
+        import mqttconn
+        return _cold(mqttconn).connect(self, clean_session, timeout)
 
     def disconnect(self):
         """Send DISCONNECT (best effort: errors ignored) and close the socket.
@@ -297,20 +299,23 @@ class MQTTClient:
         for resubscribe(). A SUBACK failure (0x80) raises MQTTError and the
         connection stays open; no SUBACK within timeout raises MQTTTimeoutError.
         """
-        return _call("mqttsub", "subscribe", self, topic, qos)
+        import mqttsub
+        return _cold(mqttsub).subscribe(self, topic, qos)
 
     def unsubscribe(self, topic):
         """Unsubscribe from one filter, wait for UNSUBACK, forget the filter.
 
         Incoming PUBLISHes are delivered meanwhile; no UNSUBACK within timeout
         raises MQTTTimeoutError (connection closed)."""
-        _call("mqttsub", "unsubscribe", self, topic)
+        import mqttsub
+        _cold(mqttsub).unsubscribe(self, topic)
 
     def resubscribe(self):
         """Subscribe again to every remembered filter (call after a reconnect).
 
         Stops at the first failure and raises it, as subscribe() does."""
-        _call("mqttsub", "resubscribe", self)
+        import mqttsub
+        _cold(mqttsub).resubscribe(self)
 
     def ping(self):
         """Send PINGREQ. check_msg()/wait_msg() consume the PINGRESP and raise

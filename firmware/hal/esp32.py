@@ -91,8 +91,9 @@ def _boot():
 
 
 def _unload():
-    import sys
-    sys.modules.pop("firmware.hal.esp32boot", None)
+    # (from the package too: `from firmware.hal import esp32boot` bound it there)
+    from firmware import core
+    core.unload(("firmware.hal.esp32boot",))
 
 
 def connect_network(config, log):

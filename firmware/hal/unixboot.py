@@ -2,7 +2,6 @@
 # unloads it once booted): the log key, the reset cause, network and clock (nothing
 # to do on the host), and the simulated sensors read from the config.
 import os
-import sys
 
 from firmware.hal.unix import simulated
 
@@ -24,8 +23,8 @@ def log_key():
         return None
     finally:
         # The twin's NVS and esp32.Partition code is C on a board: no heap for it.
-        sys.modules.pop("nvs", None)
-        sys.modules.pop("esp32api", None)
+        from firmware import core
+        core.unload(("nvs", "esp32api"))
 
 
 def reset_cause():

@@ -101,7 +101,7 @@ def test_unknown_simulated_sensor_kind_is_a_clear_error():
 
 
 def test_backoff_grows_caps_and_jitters():
-    from firmware.device import backoff_delay
+    from firmware.core import backoff_delay
     for n, ceiling in enumerate([100, 200, 400, 800, 1000, 1000, 1000, 1000, 1000]):
         delays = [backoff_delay(n if n < 8 else 40, 100, 1000) for _ in range(200)]
         assert 0 <= min(delays) and max(delays) <= ceiling, (n, ceiling, min(delays), max(delays))

@@ -3,12 +3,12 @@
 # held in blocks of all sizes as a running app holds it.
 # devtest: needs=ota_vectors
 import gc
-import sys
 
 import otadev
 
 otadev.boot_flash()
 import bootloader  # noqa: E402,F401  the twin's set_boot emulation: C in a board's ROM, not app heap
+from firmware import core  # noqa: E402  resident on the device: not the update's heap
 # Measured: begin() peaks during the RSA-3072 check (firmware/ota.py, rsapss and pow()'s
 # 770-byte temporaries in a fragmented heap); streaming needs far less (bench/ota_bench.py).
 # 28 KiB sat at the edge: the test's temporary paths (qstrs, never freed) grow with pytest's
@@ -40,9 +40,8 @@ def run(name, kind):
     u = ota.Updater(otadev.TARGET)
     p = otadev.install(u, name, kind)
     del u, ota, filler
-    for m in ("firmware.ota", "firmware.ota_check", "firmware.ota_fw", "firmware.ota_app", "firmware.slots", "rsapss"):
-        sys.modules.pop(m, None)
-    gc.collect()
+    core.unload(("firmware.ota", "firmware.ota_state", "firmware.ota_check", "firmware.ota_fw", "firmware.ota_app",
+                 "firmware.slots", "rsapss"))   # (otacmd.TRANSFER: importing it here would count it)
     print("%s update: %d bytes left allocated after unloading" % (kind, gc.mem_alloc() - base))
     return p
 
