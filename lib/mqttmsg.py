@@ -8,7 +8,8 @@ from mqtt import MQTTConnectError, MQTTError, MQTTProtocolError, MQTTTimeoutErro
 # naming the class raised (V ValueError, P MQTTProtocolError, T MQTTTimeoutError, E
 # MQTTError, C MQTTConnectError). Then the CONNACK refusal names (by return code) and
 # the packet type names (by type number), only to word an error. mqtt.py and
-# mqttconn.py raise by these numbers (their _V_*, _P_*, _T_* constants): keep them in step.
+# mqttconn.py raise by these numbers (their _V_*, _P_*, _T_* constants, inlined by
+# MicroPython, so each module has its own): tests/host/test_mqtt_errors.py keeps them in step.
 _MSGS = """Vkeepalive must be 0..65535 s
 Va password needs a user name
 Vssl must be an SSLContext (ssl=True is not supported)
