@@ -45,7 +45,7 @@ def test_every_error_constant_names_its_line_of_the_one_table():
     lines, names = table()
     assert problems(constants(), lines, names) == []
     # the CONNACK refusal names follow the messages, then the 16 packet type names
-    assert lines[names] == "-reserved(0)" and lines[names + 3] == "-PUBACK" and len(lines) == names + 16
+    assert lines[names] == "-reserved(0)" and lines[names + 4] == "-PUBACK" and len(lines) == names + 16
     assert lines[34].startswith("C") and lines[35:40] == ["-unacceptable protocol version", "-identifier rejected",
                                                         "-server unavailable", "-bad user name or password",
                                                         "-not authorized"]
