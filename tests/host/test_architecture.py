@@ -110,3 +110,18 @@ def test_every_module_starts_by_saying_what_it_is_for():
         if not (text.startswith("#") or ast.get_docstring(tree)) and text:
             silent.append(name)
     assert silent == []
+
+
+def test_the_log_format_constants_agree_wherever_they_are_inlined():
+    # MicroPython inlines `_NAME = const(n)`, so the log store's writer and its cold parts (and
+    # the host's decoder) each keep their own copy of the record layout: one meaning, checked here.
+    import re
+    from warden.logs import format as host
+    want = {"HLEN": host.HLEN, "SEGHDR": host.SEGHDR, "RH": host.RH, "OVER": host.OVER, "SKIP": host.SKIP}
+    found = []
+    for f in ("logstore.py", "logopen.py", "logread.py"):
+        for name, n in re.findall(r"^_?([A-Z]+) = const\((\d+)\)", (ROOT / "lib" / f).read_text(), re.M):
+            if name in want:
+                found.append((f, name))
+                assert int(n) == want[name], (f, name, n, want[name])
+    assert len(found) >= 10, found    # the table above reads the real files
