@@ -31,8 +31,8 @@ def _twin(state, broker, thing):
     """Start `thing`'s twin (provisioned at the first call) at the smallest heap the device runs in."""
     import subprocess
 
-    from warden.fleet import devices
     from warden.board import twin as twinlib
+    from warden.fleet import devices
 
     path = twinlib.flash_path(state, thing)
     if not path.exists():

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 from cryptography.hazmat.primitives import serialization
 
-from warden.fleet import pki
 from warden.broker.server import Broker
+from warden.fleet import pki
 from warden.state import State
 
 

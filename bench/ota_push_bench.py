@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from warden.fleet import devices
 from warden.board import espimage, twin as twinlib
+from warden.fleet import devices
 from warden.ota import image, keys, push as otapush
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -15,8 +15,8 @@ import threading
 import time
 
 from warden.board import flashimage, twin as twinlib
-from warden.logs.format import READING, SegmentWriter
 from warden.broker.server import Broker
+from warden.logs.format import READING, SegmentWriter
 
 READINGS = 10_000
 HEAP = "192k"

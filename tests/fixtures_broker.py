@@ -30,8 +30,8 @@ import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from warden.fleet import pki
 from warden.broker.server import Broker
+from warden.fleet import pki
 from warden.state import State
 
 TIMEOUT = 5.0

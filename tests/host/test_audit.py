@@ -11,12 +11,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from warden.fleet import audit, devices, pki
-from warden.policy import aws as awspolicy
 from warden.board import flashimage
-from warden.policy import model as pol
 from warden.broker.server import Broker
+from warden.fleet import audit, devices, pki
 from warden.fleet.registry import Registry
+from warden.policy import aws as awspolicy
+from warden.policy import model as pol
 from warden.state import State, write_file, write_private
 
 NOW = dt.datetime.now(dt.timezone.utc)

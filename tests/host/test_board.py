@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from warden.board import deploy, espimage, flash, flashimage
-from warden.fleet import devices
 from warden.cli import main
+from warden.fleet import devices
 
 ROOT = flash.flashimage.__file__ and __import__("pathlib").Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from warden.policy import aws as awspolicy
 from warden.fleet import pki
+from warden.policy import aws as awspolicy
 from warden.policy.model import default_policy_data, load_policy, save_policy
 from warden.policy.mosquitto import render_mosquitto_acl
 from warden.state import State

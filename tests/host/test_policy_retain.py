@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from warden.policy import aws
 from warden.fleet import pki
-from warden.policy.model import default_policy
+from warden.policy import aws
 from warden.policy import proof as policyproof
 from warden.policy.acleval import MosquittoAcl
+from warden.policy.model import default_policy
 from warden.policy.mosquitto import render_mosquitto_acl
 from warden.state import State
 

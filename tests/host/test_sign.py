@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 
 import otakit as kit
 from warden.board import espimage
-from warden.ota import image, keys
 from warden.cli import main
+from warden.ota import image, keys
 from warden.ota.image import UpdateError
 from warden.state import State
 

@@ -4,8 +4,8 @@ import socket
 import pytest
 
 from fixtures_broker import Probe, Refused, client_files
-from warden.fleet import pki
 from warden.broker.server import Broker, BrokerError, free_port
+from warden.fleet import pki
 
 
 def connect(broker, state, identity, client_id=""):

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from twinproc import Twin
-from warden.fleet import devices
 from warden.board import twin as twinlib
+from warden.fleet import devices
 from warden.logs.format import DROP, EVENT, read_log
 from warden.logs.pull import device_key, read_flash
 

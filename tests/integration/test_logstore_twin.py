@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from twinproc import Twin
+from warden.board import twin as twinlib
+from warden.cli import main as cli
 from warden.fleet import devices
 from warden.logs.format import SKIP
 from warden.logs.pull import read_flash, show
-from warden.board import twin as twinlib
-from warden.cli import main as cli
 
 # The whole app with the OTA work no longer fits -X heapsize=64k at connect even without a log
 # store (reported to the lead); these tests run the twin at 96k and measure the store's own cost

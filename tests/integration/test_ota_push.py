@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from twinproc import Twin
-from warden.fleet import devices
 from warden.board import espimage, twin as twinlib
-from warden.ota import image, keys, push as otapush
 from warden.cli import main
+from warden.fleet import devices
 from warden.fleet.registry import Registry
+from warden.ota import image, keys, push as otapush
 
 HEAP = twinlib.DEFAULT_HEAP
 
@@ -256,9 +256,9 @@ def test_signing_keys_rotate_and_a_revoked_key_is_refused(tmp_path):
     key signs is refused; and an old key update cannot be replayed."""
     from cryptography.hazmat.primitives import serialization
 
-    from warden.fleet import pki
     from warden import state as statelib
     from warden.broker.server import Broker
+    from warden.fleet import pki
 
     s = statelib.State(tmp_path / ".warden")
     pki.init_pki(s)

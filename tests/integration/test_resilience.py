@@ -311,9 +311,9 @@ def test_power_cut_while_offline_loses_no_kept_reading(pki_state, broker, twin_v
     """Readings taken while the broker is unreachable are kept durably in the encrypted outbox; a kill -9
     (power cut) then a restart with the broker back delivers every one of them."""
     import struct as _struct
+    from warden.broker.server import free_port
     from warden.logs.format import READING, read_log
     from warden.logs.pull import read_flash
-    from warden.broker.server import free_port
     dead = free_port()  # nothing listens here: the broker is unreachable
     key = os.urandom(32)
     t = twin_via("twin-pc", dead, interval_ms=20, backoff_ms=300, backoff_max_ms=300, heap=HEAP, log_key=key)

@@ -12,10 +12,10 @@ from cryptography import x509
 
 from devrun import Background
 from fixtures_broker import Probe, Refused, write_identity
-from warden.fleet import audit, devices, pki
 from warden.board import flashimage
 from warden.board import twin as twinlib
 from warden.broker.server import Broker
+from warden.fleet import audit, devices, pki
 from warden.fleet.registry import Registry
 from warden.state import State
 

@@ -12,12 +12,12 @@ from cryptography import x509
 from devrun import Background
 from fixtures_broker import Probe, Refused, write_identity
 from test_revocation import MP_DEVICE, register
-from warden.fleet import audit, devices, pki, principals
+from warden.board.watch import Observer
 from warden.broker import control as brokerctl
 from warden.broker.server import Broker, BrokerError, find_mosquitto, free_port
+from warden.fleet import audit, devices, pki, principals
 from warden.fleet.registry import Registry
 from warden.state import State
-from warden.board.watch import Observer
 
 HOST = "127.0.0.2"
 DEADLINE = 15

@@ -12,9 +12,9 @@ import pytest
 
 from devrun import run_mp
 from twinproc import Twin
-from warden.fleet import pki
 from warden.board import twin as twinlib
 from warden.broker.server import Broker
+from warden.fleet import pki
 from warden.state import State
 
 

@@ -1,5 +1,8 @@
 """The project state folder: PKI, device registry, policy, broker files, per-device files.
 
+It knows paths, settings and how to write a file safely: it must not read or interpret what
+the other modules keep in the folder (the PKI, the registry, the policy are theirs).
+
 Everything the host tools keep lives under one folder (default `.warden/` in the current
 directory; the `WARDEN_STATE` environment variable or the CLI's `--state` option choose
 another). The folder and every folder inside it are created with mode 0700; private keys are

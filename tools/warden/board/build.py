@@ -1,5 +1,8 @@
 """Compile the device code (firmware/, lib/, boot.py, main.py) into an app tree of .mpy files.
 
+It only compiles into a build folder: it must not pack bundles (warden.ota.image does) or
+write to a twin or a board (twin.py, deploy.py).
+
 The device runs `.mpy` compiled by mpy-cross of the same MicroPython version as
 the target; boot.py and main.py stay source because the port runs them as files.
 """

@@ -1,5 +1,8 @@
 """`make run` / `warden demo`: a local broker, one device twin, and the operator's live view.
 
+It only starts and stops what exists elsewhere: it must not leave the broker or the twin
+running when it returns, however it returns.
+
 Idempotent: the PKI and the device are made only when missing, so running it
 again reuses them. On Ctrl-C (or SIGTERM) the twin is stopped first (it publishes
 `offline`), then the broker; nothing is left running.
@@ -8,9 +11,8 @@ import signal
 import subprocess
 import sys
 
-from ..fleet import devices, pki
 from ..broker.server import Broker
-from ..fleet.registry import RegistryError
+from ..fleet import devices, pki
 
 
 def ensure_fleet(state, thing, say=print):

@@ -1,5 +1,8 @@
 """Put a provisioned device's files on a real ESP32: over mpremote, or as a littlefs image.
 
+It must not replace an identity already on a board unless asked (`force_identity`), nor
+overwrite a board's log segments without saving them first.
+
 What a board gets is what its twin gets (tools/warden/board/twin.py), byte for byte:
 
     /boot.py /main.py /firmware/... /lib/...     the compiled app (build.build_app())
@@ -35,10 +38,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import build, flashimage
-from .flash import DEFAULT_BAUD, esptool_argv
 from ..errors import WardenError
 from ..state import ensure_dir, write_private
+from . import build, flashimage
+from .flash import DEFAULT_BAUD, esptool_argv
 
 VFS = flashimage.VFS
 IDENTITY_FILES = ("/identity/cert.der", "/identity/key.der", "/identity/ca.der")

@@ -1,6 +1,8 @@
 """ESP32 app images (the format of a MicroPython firmware `.bin`): check one, describe it,
 and build stand-in images for the twin and the tests.
 
+Bytes in, bytes out: it must not read files or run esptool (warden.board.flash does).
+
 The layout (ESP-IDF "App Image Format"): a 24-byte header (magic 0xE9, segment count,
 flash mode/size, entry point, then the extended header with chip id, chip revision
 range and the hash_appended flag), the segments (8-byte header: load address and

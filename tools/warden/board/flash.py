@@ -1,5 +1,8 @@
 """Put MicroPython on an ESP32 with esptool, after checking the image offline.
 
+It must not touch a board before the image passed the offline check, nor erase one unless
+the caller asked for it (the CLI asks first).
+
 Two kinds of `.bin` come out of a MicroPython build (and the downloads page):
 
 - the combined **firmware.bin** (`ESP32_GENERIC-OTA-<date>-v1.xx.bin` on the downloads page,
@@ -27,8 +30,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import flashimage
 from ..errors import WardenError
+from . import flashimage
 
 # Where the second-stage bootloader lives in flash, by chip (esptool --chip names).
 BOOTLOADER_OFFSET = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0, "esp32c6": 0x0}

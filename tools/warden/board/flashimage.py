@@ -1,5 +1,8 @@
 """The ESP32 4 MiB OTA flash layout, and the twin's flash file built to it.
 
+Layout and bytes only: it must not know about devices, keys or the registry, nor run a
+twin (twin.py builds a device's flash with it).
+
 A twin's flash is one file laid out like a real board's flash (docs/design.md, "The twin"):
 a partition table at 0x8000 in the ESP-IDF binary format, nvs, otadata, phy, two
 1.5 MiB app slots and a littlefs2 `vfs` region. The twin's `esp32.Partition`

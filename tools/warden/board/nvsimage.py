@@ -1,5 +1,7 @@
 """The twin's NVS region: encode and decode the format twin/nvs.py (the twin's esp32.NVS) uses.
 
+The twin's format only: it must not be taken for, or used to write, a real board's NVS.
+
 The nvs partition (0x9000, 16 KiB) holds two 4 KiB slots; each is
 ``"WNVS" gen:u32 length:u32 0xFFFFFFFF sha256(first 16 bytes + entries)[:16] entries`` with
 entries ``ns_len:u8 ns key_len:u8 key type:u8 value_len:u16 value`` (type 1 = i32 little-endian,

@@ -1,6 +1,9 @@
 """Type-check the device code against the MicroPython ESP32 stubs: our proof, without a board,
 that the board code calls APIs that exist on the board with arguments they accept.
 
+It only checks: it must not change the device code, and it downloads nothing (the stubs
+and pyright come pinned from requirements.txt).
+
 The stubs are PyPI `micropython-esp32-stubs` (pinned in requirements.txt, with the
 `micropython-stdlib-stubs` it depends on). They install loose `.pyi` files into site-packages;
 `prepare_stubs()` copies exactly the files of those two distributions into `build/stubs`, a

@@ -1,5 +1,8 @@
 """The device twin: a device's flash file, and running the device code on it under `micropython`.
 
+It must not hand the device code anything a board would not give it: the app, identity and
+config come from the flash file, only the ROM stand-ins (twin/) from the host.
+
 A twin's flash (devices/<thing>/flash.bin in the project state) is built like a
 board's: partition table, app slots, and a littlefs vfs holding boot.py, main.py,
 the compiled app, /identity/ (certificate, key, fleet CA) and /config.json.
@@ -13,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import build, flashimage
 from ..errors import WardenError
+from . import build, flashimage
 
 ROOT = build.ROOT
 RESET_EXIT = 75          # firmware/hal/unix.py: machine.reset() on the twin

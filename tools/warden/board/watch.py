@@ -1,5 +1,7 @@
 """`warden watch`: an operator's live view of the fleet's readings.
 
+It subscribes and reads: it must not publish anything.
+
 Connects to the broker as an operator principal (default operator.default), with a session
 certificate of its own (warden.fleet.principals: any number of watches run at once), mutual TLS with
 the broker name checked; subscribes to the telemetry and status topics, and hands each reading

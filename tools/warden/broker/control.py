@@ -1,5 +1,8 @@
 """Carrying the fleet's revocations and ACL to every broker warden configured, wherever it runs.
 
+It must not reach a broker by any other way than the broker's own TLS listener, as an admin
+principal, and it must not start or stop brokers (server.py runs the local one).
+
 Each broker loads the guard plugin (warden.broker.guard), which listens on `$CONTROL/warden/v1`. An
 admin principal connects over the broker's own TLS listener (mutual TLS, broker name checked:
 never an unauthenticated channel) and sends, one command per message, answered on
@@ -27,12 +30,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import guard
 from ..fleet import pki
-from .server import BANS_FILE, CONTROL_TOPIC, Broker, BrokerError, BrokerFiles, fleet_acl, fleet_bans, render_config
 from ..fleet.principals import ensure_default_principals, session_context
 from ..fleet.registry import BrokerEntry, Registry
 from ..state import State, ensure_dir, write_file, write_private
+from . import guard
+from .server import BANS_FILE, CONTROL_TOPIC, Broker, BrokerError, BrokerFiles, fleet_acl, fleet_bans, render_config
 
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
 TIMEOUT = 5.0

@@ -1,6 +1,9 @@
 """The fleet's mosquitto brokers: their config (TLS 1.2+ with AEAD suites, client certificates,
 the policy's ACL, the guard plugin), and the one `warden broker run` runs on loopback.
 
+It must not signal a broker it did not start (`reload` is for the one it runs), nor carry
+revocations to brokers: warden.broker.control reaches every broker, this one included.
+
 `render_config` writes one TLS listener: client certificates are required and verified against
 the fleet CA and its CRL, the certificate CN becomes the username and the client id (so a device
 can neither pose as another nor kick it off with its client id), anonymous clients are refused,
@@ -11,8 +14,6 @@ same config for any address.
 
 `Broker` runs one mosquitto process for a state (a context manager), holding its run folder's
 lock for as long as mosquitto runs: a second broker on the same folder refuses to start.
-Revocations reach every broker, this one included, through warden.broker.control; this module never
-signals a broker it did not start (`reload` is for the broker it runs).
 """
 from __future__ import annotations
 
@@ -27,13 +28,13 @@ from pathlib import Path
 
 from dataclasses import dataclass
 
-from . import guard
+from ..errors import WardenError
 from ..fleet import pki
+from ..fleet.registry import Registry
 from ..policy.model import load_policy
 from ..policy.mosquitto import render_mosquitto_acl
-from ..fleet.registry import Registry
-from ..errors import WardenError
 from ..state import State, ensure_dir, write_file
+from . import guard
 
 CONF_FILE = "mosquitto.conf"
 ACL_FILE = "acl"

@@ -1,7 +1,7 @@
 """`warden build`, `twin`, `watch`, `demo`, `flash` and `deploy`: device code onto a twin or a board.
 
-A thin layer over warden.board (build, twin, watch, demo, flash, deploy): it parses options,
-prints, and leaves every step to the library.
+A thin layer over warden.board (build, twin, watch, demo, flash, deploy): it parses options
+and prints; it must not do any step itself.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`warden broker run|config|sync|list|forget`: the fleet's mosquitto brokers.
 
 A thin layer over warden.broker (server: the broker `run` starts; control: `config`, `sync`)
-and the registry's broker list.
+and the registry's broker list: it must not configure or reach a broker itself.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """`warden pki`, `warden device`, `warden principal` and `warden audit`: the fleet's identities.
 
 A thin layer over warden.fleet (pki, devices, principals, registry, audit) and, for the changes
-brokers must hear about, warden.broker.control. Only option parsing and printing: no command
-here decides anything a library function could.
+brokers must hear about, warden.broker.control. Only option parsing and printing: a command
+here must not decide anything a library function could.
 """
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """`warden audit`: the fleet checked for drift from least privilege, each finding with its fix.
 
+It only reads and reports: it must not change the state, the registry or a broker (each
+finding says what the user can run to fix it).
+
 `audit(state, days=30)` reads the project state (policy, AWS documents written by `warden policy
 render --format aws --out <state>/aws`, PKI, CRL, registry, device folders and twin flashes, the
 generated broker config and ACL, and the running broker if there is one) and returns a Report of
@@ -54,11 +57,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
+from ..errors import WardenError
 from ..policy import aws as awspolicy
 from ..policy.model import PolicyError, load_policy
-from ..errors import WardenError
 from ..state import State
 from . import pki
 from .names import parse_principal
@@ -645,8 +648,8 @@ def _check_issued(state: State, report: Report):
                    "no record of it: "
                    "whoever holds it can complete a TLS handshake with every broker",
                    "if nobody should hold it, add its serial to the CRL and sync: "
-                   f"python -c \"from warden import pki, state; pki.write_crl(state.State('{state.root}'), "
-                   f"add=[0x{serial}])\" && warden broker sync")
+                   f"python -c \"from warden import state; from warden.fleet import pki; "
+                   f"pki.write_crl(state.State('{state.root}'), add=[0x{serial}])\" && warden broker sync")
 
 
 def audit(state: State, days: int = 30, now: _dt.datetime | None = None) -> Report:

@@ -1,5 +1,7 @@
 """Device provisioning, revocation and certificate rotation.
 
+It must not talk to brokers itself: revocations reach them through warden.broker.control.sync.
+
 `add_device` is all-or-nothing: the registry insert is the commit point that makes a thing
 name ours (it is unique, so of two concurrent adds of one name only one wins, before it writes
 any file), and if anything after it fails the row and the device folder are removed again.
@@ -15,11 +17,11 @@ from pathlib import Path
 from cryptography import x509
 
 from ..board import flashimage
+from ..errors import WardenError
+from ..state import State, write_file, write_private
 from . import pki
 from .names import validate_thing
 from .registry import Device, Registry, RegistryError
-from ..errors import WardenError
-from ..state import State, write_file, write_private
 
 CERT_FILE = "cert.der"
 KEY_FILE = "key.der"

@@ -1,5 +1,7 @@
 """Names that end up in certificates, MQTT client ids, topics and file names.
 
+Pure validation: it must not import anything from warden but errors (warden.state uses it).
+
 Thing names follow the AWS IoT rules for a thing name and an MQTT client id, so a fleet can move
 to AWS IoT unchanged: 1 to 128 characters from ``[a-zA-Z0-9:_-]``. That excludes a leading
 ``$`` (reserved by MQTT brokers for system topics), the MQTT topic separator and wildcards

@@ -1,5 +1,8 @@
 """The fleet PKI: one CA, a broker server certificate, role principals and device certificates.
 
+It makes keys, certificates and the CRL: it must not decide who gets one (devices.py and
+principals.py do) nor talk to brokers (warden.broker.control carries the CRL to them).
+
 EC P-256 and ECDSA-SHA256 everywhere. On the host everything is PEM (in `state.pki_dir`):
 
     ca.crt.pem ca.key.pem ca.der      fleet CA (the device gets ca.der: its TLS parses DER only)
@@ -30,9 +33,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .names import principal_cn, validate_thing
 from ..errors import WardenError
 from ..state import State, ensure_dir, write_file, write_private
+from .names import principal_cn, validate_thing
 
 CA_CN = "Warden Fleet CA"
 ORG = "Warden"
@@ -270,7 +273,7 @@ def issue_principal(state: State, role: str, name: str = "default", *, days: int
     """Issue and write the client certificate of principal `<role>.<name>` (CN, OU = role).
 
     Returns (certificate path, key path). The policy decides what the principal may do: add
-    its CN to the role's "principals" for it to get anything (warden.principals does both)."""
+    its CN to the role's "principals" for it to get anything (warden.fleet.principals does both)."""
     cn = principal_cn(role, name)
     pair = issue(state, cn, role, "principal", days=days)
     cert_path, key_path = principal_paths(state, role, name)

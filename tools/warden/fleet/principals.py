@@ -19,11 +19,11 @@ from pathlib import Path
 
 from cryptography import x509
 
+from ..errors import WardenError
+from ..state import State, ensure_dir, write_file, write_private
 from . import pki
 from .names import InvalidName, parse_principal, principal_cn
 from .registry import Registry, RegistryError
-from ..errors import WardenError
-from ..state import State, ensure_dir, write_file, write_private
 
 ADMIN = "admin"
 PEOPLE_ROLES = ("operator", "technician")

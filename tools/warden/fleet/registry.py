@@ -1,5 +1,8 @@
 """The device registry: one SQLite file, schema versioned with PRAGMA user_version.
 
+Storage only: it must not issue certificates or decide anything; devices.py, principals.py
+and warden.broker decide what it records.
+
 Each device row: thing (unique), certificate fingerprint and serial, status ('active' or
 'revoked'), creation time, certificate expiry, role, firmware version, security counter and
 the device's log key (a secret: the file is created 0600, its folder is 0700), and, once
@@ -23,9 +26,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .names import validate_thing
 from ..errors import WardenError
 from ..state import ensure_dir
+from .names import validate_thing
 
 SCHEMA_VERSION = 4
 STATUSES = ("active", "revoked")

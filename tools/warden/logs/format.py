@@ -1,5 +1,8 @@
 """The device log store's format, read (and, for tests, written) on the host: lib/logstore.py's bytes.
 
+This module works on bytes it is given: it must not read the project state, a twin's flash or
+a board (warden.logs.pull gets the segments and the device's key).
+
 A store is a folder of segment files ``<segno:08x>.seg``. Integers are little-endian.
 
 Segment header (52 bytes)::
@@ -19,9 +22,6 @@ id and the key id: a record moved to another segment or store, or from another d
 
 `read_log` verifies and decrypts everything it can and lists every integrity problem; it never
 raises on damaged input, only on a key that matches none of the segments (`LogKeyError`).
-
-This module works on bytes it is given: it must not read the project state, a twin's flash or
-a board (warden.logs.pull gets the segments and the device's key).
 """
 from __future__ import annotations
 

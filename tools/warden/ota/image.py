@@ -1,5 +1,8 @@
 """Signed updates: the manifest, the update file, app bundles; signing and checking them.
 
+The formats and their checks: it must not keep keys (warden.ota.keys does) nor send an
+update anywhere (warden.ota.push does).
+
 Update file (what `warden sign` writes and `warden ota push` serves)::
 
     offset      size  field

@@ -1,5 +1,9 @@
 """The fleet's OTA signing key (RSA-3072) and the trusted-key files devices carry.
 
+Private keys stay in the state folder's keys/ (mode 0600): this module must not write one
+anywhere else, and it must not frame or sign updates itself (a key update goes through
+warden.ota.image.sign).
+
 `warden keys init` makes one RSA-3072 key (e = 65537) in the state folder:
 
     <state>/keys/ota-signing.key.der   private key, PKCS#8 DER, mode 0600; encrypted with a

@@ -1,5 +1,8 @@
 """`warden ota push` / `warden ota status`: the technician's side of an OTA update.
 
+It must not send anything before the local check passed, and a push that fails with
+OtaPushError must leave the device as it was.
+
 The update travels over the device's own MQTT session (firmware/otalink.py): the
 tool connects as the technician (mutual TLS; the policy lets it publish only
 cmd/<app>/+/ota and read dt/<app>/+/ota), sends the update's head, then each
@@ -28,8 +31,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from . import image, keys
 from ..errors import WardenError
+from . import image, keys
 
 CHUNK = 2048          # payload bytes per request: small enough for a fragmented 64 KiB device heap
 INSTALLED, REJECTED, ROLLED_BACK = "installed", "rejected", "rolled back"

@@ -1,5 +1,8 @@
 """The fleet policy as AWS IoT Core policy documents, and an evaluator for the grammar we emit.
 
+It must not guess: a document outside the grammar it knows is an AwsPolicyError, never an
+answer. It must not read the policy file or write documents (the CLI does).
+
 `render_aws(policy, app, region, account)` gives one policy document per role:
 
 - iot:Connect on `client/${iot:Connection.Thing.ThingName}` for the thing role, with the
@@ -33,8 +36,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from ..fleet.names import validate_app
 from ..errors import WardenError
+from ..fleet.names import validate_app
 from .model import Policy, PolicyError, default_policy
 from .topics import filter_contains
 

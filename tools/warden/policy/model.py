@@ -1,5 +1,8 @@
 """The fleet policy as data: roles and their topic rules, read, validated and saved.
 
+This module only models the policy: it must not render it for a broker or a cloud (mosquitto.py,
+aws.py), evaluate a rendering (acleval.py, aws.py, proof.py) or talk to a broker (warden.broker).
+
 The policy file (`state.policy_path`, JSON, documented in docs/security.md, 'Roles and the policy file') declares roles. Each role
 has either `"principal": "thing"` (every device: its own thing name is its identity) or a list of
 `"principals"` (certificate CNs `<role>.<name>`, such as `operator.default`), and `allow` rules:
@@ -17,9 +20,6 @@ Certificates carry their role: OU = the role name, and CN = the thing name for d
 `<role>.<name>` for principals. A dot is never allowed in a thing name, so no device can be
 named (and so authenticate) like a principal; the principal's role is its CN prefix, which
 is what the broker sees as the username.
-
-This module only models the policy: it must not render it for a broker or a cloud (mosquitto.py,
-aws.py), evaluate a rendering (acleval.py, aws.py, proof.py) or talk to a broker (warden.broker).
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from ..fleet.names import parse_principal
 from ..errors import WardenError
+from ..fleet.names import parse_principal
 from ..state import State, write_file
 from .topics import MAX_SLASHES
 

@@ -1,9 +1,11 @@
 """Proof that the mosquitto ACL and the AWS IoT documents rendered from one policy agree on every topic.
 
+It only compares the two renderings: it must not change either of them.
+
 For each principal (a representative thing name for the thing role, every principal CN of the
 other roles) and each action, both renderings define a set of topic strings:
 
-- mosquitto: the first-match rules of `policy.MosquittoAcl` over the client's own entries
+- mosquitto: the first-match rules of `acleval.MosquittoAcl` over the client's own entries
   and the patterns (deny entries first), with MQTT filter matching;
 - AWS: an explicit Deny wins, else any Allow, over the documents' resource patterns with '*'
   (any characters, '/' included) and '?' (one character), for `arn:...:topic/<topic>` (and

@@ -1,5 +1,7 @@
 """The broker guard: warden's mosquitto plugin (warden_guard.c), built here on first use.
 
+It only builds and finds the plugin: it must not configure or start a broker (server.py).
+
 Every broker warden configures loads it: it enforces the identity rules the ACL file cannot
 express (a name outside the policy gets nothing; a session of a principal gets its principal's
 rules) and takes revocations at run time over `$CONTROL/warden/v1` (warden.broker.control). The C
