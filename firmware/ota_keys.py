@@ -13,7 +13,7 @@ from micropython import const
 
 from firmware.core import replace as put
 from firmware.ota import OTAError
-from firmware.ota_state import INSTALLED, LAST, PENDING, installed, rm
+from firmware.ota_state import INSTALLED, LAST, PENDING, counters, installed, rm
 
 STAGE = "/state/keys.stage"
 KEYS = "/keys"
@@ -74,7 +74,7 @@ class Sink:
                 os.remove(KEYS + "/" + name)
         rm(STAGE)
         # in force now: the counter (anti-replay) and the outcome, as a confirmed update's
-        d = installed()   # (corrupt: refused before the swap, by ota_check; never read as empty)
+        d = counters()   # (corrupt: refused before the swap, by ota_check; never read as empty)
         d["keys"] = [f[5], f[4]]
         put(INSTALLED, json.dumps(d))
         put(LAST, json.dumps({"kind": "keys", "version": f[4], "counter": f[5], "outcome": "confirmed",

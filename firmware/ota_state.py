@@ -47,20 +47,21 @@ def rm(path):
         pass
 
 
-def installed(kind=None):
-    """(counter, version) installed for `kind` ((0, None) before its first update); with no
-    kind, the whole table {kind: [counter, version]}. ValueError if the file is corrupt: the
-    engine then refuses every update until the device is re-provisioned."""
+def counters():
+    """{kind: [counter, version]} installed ({} before the first update). ValueError if the file
+    is corrupt: the engine then refuses every update until the device is re-provisioned."""
     try:
         with open(INSTALLED) as f:
-            d = json.loads(f.read())
+            return json.loads(f.read())
     except OSError:
-        d = {}
+        return {}
     except ValueError:
         raise ValueError("security state %s is corrupt: updates refused (re-provision)" % INSTALLED)
-    if kind is None:
-        return d
-    c = d.get(kind) or (0, None)
+
+
+def installed(kind):
+    """(counter, version) installed for `kind`; (0, None) before its first update."""
+    c = counters().get(kind) or (0, None)
     return c[0], c[1]
 
 
@@ -117,7 +118,7 @@ def confirm():
     if not p:
         return None
     try:
-        d = installed()
+        d = counters()
         d[p["kind"]] = [p["counter"], p["version"]]
         replace(INSTALLED, json.dumps(d))  # the anti-replay state first, then the report
     except ValueError:

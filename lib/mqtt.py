@@ -117,8 +117,8 @@ def _cold(m):
 
 
 def _err(i, *a):
-    # message i of lib/mqttmsg.py (an exception, or a packet type's name); with no heap left
-    # to load the words, an MQTTError carrying the number
+    # the exception worded by message i of lib/mqttmsg.py; with no heap left to load the
+    # words, an MQTTError carrying the number
     try:
         import mqttmsg
         return _cold(mqttmsg).err(i, *a)
@@ -127,7 +127,13 @@ def _err(i, *a):
 
 
 def _kind(op):
-    return _err(40 + (op >> 4))  # the packet type names follow the 40 messages (lib/mqttmsg.py)
+    # the name of packet type op >> 4 (lib/mqttmsg.py: the names follow the 40 messages); with
+    # no heap left to load the words, the type's number (allocates nothing)
+    try:
+        import mqttmsg
+        return _cold(mqttmsg).name(40 + (op >> 4))
+    except MemoryError:
+        return op >> 4
 
 
 def _b(s):

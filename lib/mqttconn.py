@@ -11,9 +11,8 @@ from micropython import const
 import select
 import socket
 import struct
-from time import ticks_diff, ticks_ms
 
-from mqtt import _b, _enc_len, _err
+from mqtt import _b, _cold, _enc_len, _err
 
 _V_KA = const(0)
 _V_PSWD = const(1)
@@ -140,7 +139,8 @@ def connect(c, clean_session, timeout):
     if rc > 5:
         raise c._fail(_P_CONNACK_RC, rc)
     if rc:
-        why = _err(_REFUSED + rc)
+        import mqttmsg
+        why = _cold(mqttmsg).name(_REFUSED + rc)
         raise c._fail(_err(_C_REFUSED, why, rc))  # (mqttmsg sets .code and .reason)
     if clean_session and flags:
         raise c._fail(_P_CONNACK_SP)

@@ -69,18 +69,25 @@ Cconnection refused by broker: %s (CONNACK return code %d)
 _NAMES = const(40)  # + packet type 0..15 (mqtt._kind counts on it)
 
 
-def err(i, *a):
-    """The exception worded by line i of _MSGS (% a); for a name line ("-"), the name."""
+def _line(i):
     m = _MSGS
     s = 0
     while i:
         s = m.index("\n", s) + 1
         i -= 1
     e = m.find("\n", s)
-    m = m[s:e] if e >= 0 else m[s:]
-    c = "VPTEC-".index(m[0])
-    if c > 4:
-        return m[1:]
+    return m[s:e] if e >= 0 else m[s:]
+
+
+def name(i):
+    """The name on line i of _MSGS (a "-" line: a CONNACK refusal or a packet type)."""
+    return _line(i)[1:]
+
+
+def err(i, *a):
+    """The exception worded by line i of _MSGS (% a)."""
+    m = _line(i)
+    c = "VPTEC".index(m[0])
     e = (ValueError, MQTTProtocolError, MQTTTimeoutError, MQTTError, MQTTConnectError)[c](m[1:] % a)
     if c == 4:  # MQTTConnectError: .reason (the return code's name) and .code
         setattr(e, "reason", a[0])
