@@ -43,7 +43,7 @@ def _du(path):
 
 
 def _path(p):
-    """The bundle path rules (as tools/warden/image.py): relative, under firmware/ or lib/."""
+    """The bundle path rules (as tools/warden/ota/image.py): relative, under firmware/ or lib/."""
     parts = p.split("/")
     if len(parts) < 2 or parts[0] not in ("firmware", "lib"):
         raise OTAError("malformed app bundle: %r is not under firmware/ or lib/" % p)
