@@ -196,8 +196,10 @@ def ota_inspect(state, file, target, as_json):
               help="The technician principal to act as (ROLE.NAME, or NAME for a technician).")
 @click.option("--takeover", is_flag=True,
               help="Replace a transfer another technician began (they are gone): theirs is abandoned.")
+@click.option("--window", type=click.IntRange(1, 20), default=16, show_default=True,
+              help="Chunks in flight (1: stop-and-wait); at most the broker's in-flight limit, 20.")
 @pass_state
-def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
+def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window):
     """Send a signed update to THING, show its progress, and report the outcome.
 
     Exit 0: installed and confirmed; 2: rejected by the device (its reason); 3: rolled back
@@ -220,7 +222,7 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover):
                 bar.update(task, description=f"{thing}: installing, then the self-test")
 
         out = otapush.push(state, thing, file, progress=progress, timeout=timeout,
-                           confirm_timeout=confirm_timeout, principal=cn, takeover=takeover)
+                           confirm_timeout=confirm_timeout, principal=cn, takeover=takeover, window=window)
     what = f"{out.kind} {out.version} (counter {out.counter})"
     if out.result == otapush.INSTALLED:
         extra = f", resumed at byte {out.resumed_from}" if out.resumed_from else ""

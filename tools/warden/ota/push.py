@@ -5,9 +5,20 @@ OtaPushError must leave the device as it was.
 
 The update travels over the device's own MQTT session (firmware/otalink.py): the
 tool connects as the technician (mutual TLS; the policy lets it publish only
-cmd/<app>/+/ota and read dt/<app>/+/ota), sends the update's head, then each
-chunk the device asks for (stop-and-wait), then "finish"; the device swaps and
-resets, runs its self-test and reports `confirmed` or `rolled back` (retained).
+cmd/<app>/+/ota and read dt/<app>/+/ota), sends the update's head, then the
+chunks, then "finish"; the device swaps and resets, runs its self-test and reports
+`confirmed` or `rolled back` (retained).
+
+The chunks travel in a window: up to `window` of them are in flight, so a transfer
+uses the link's bandwidth rather than waiting a round trip per chunk. The device
+takes only the chunk at its next offset and answers every chunk with that offset
+(firmware/otalink.py), so it never buffers more than the one it is writing; a chunk
+lost or overtaken shows as an answer that does not move, and the tool goes back to
+that offset (go-back-N); so does a silence of STALL seconds with chunks in flight (the
+device keeps one chunk at a time and lets a chunk go that comes while another waits).
+The window is bounded by the broker's in-flight limit per
+client (mosquitto: 20 QoS 1 messages) and sized for a link with a 100 ms round trip at
+a few Mbit/s; `window=1` is the old stop-and-wait.
 
 Before anything is sent the file is checked locally as the device will check it
 (signature by a trusted key, target, kind, counter against the registry), so a
@@ -34,7 +45,9 @@ import paho.mqtt.client as mqtt
 from ..errors import WardenError
 from . import image, keys
 
-CHUNK = 2048          # payload bytes per request: small enough for a fragmented 64 KiB device heap
+CHUNK = 2048          # payload bytes per chunk: small enough for a fragmented 64 KiB device heap
+WINDOW = 16           # chunks in flight: under mosquitto's 20 in-flight QoS 1 messages per client
+STALL = 1.5           # seconds without an answer while chunks are in flight: resend from the last offset
 INSTALLED, REJECTED, ROLLED_BACK = "installed", "rejected", "rolled back"
 EXIT_CODES = {INSTALLED: 0, REJECTED: 2, ROLLED_BACK: 3}
 
@@ -107,12 +120,15 @@ class Technician:
     def send(self, payload):
         self.client.publish(self.cmd, payload, qos=1)
 
-    def expect(self, steps, timeout, what):
-        """The next reply whose step is in `steps` (retained leftovers of earlier updates skipped)."""
+    def expect(self, steps, timeout, what, quiet=False):
+        """The next reply whose step is in `steps` (retained leftovers of earlier updates skipped);
+        quiet: None when none came within `timeout` (else OtaPushError)."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
+                if quiet:
+                    return None
                 raise OtaPushError(f"the device did not answer ({what}) within {timeout:g} s",
                                    hint="is it online? `warden watch --status` shows it; run the push "
                                         "again to resume")
@@ -151,11 +167,16 @@ def check_locally(state, thing, data):
 
 
 def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180.0, host=None, port=None,
-         local_check=True, principal="technician.default", takeover=False):
+         local_check=True, principal="technician.default", takeover=False, window=WINDOW, chunk=CHUNK,
+         _mangle=None):
     """Send the update at `path` to THING and follow it to its outcome; returns an Outcome.
 
     `local_check=False` skips the host-side checks (tests use it to show the device refuses
-    on its own what the tool would have refused)."""
+    on its own what the tool would have refused). `_mangle(offset)` (tests) may return "drop"
+    or "delay" for a chunk about to be sent: it is not sent, or sent after the next one."""
+    if not 1 <= window <= 20 or not 256 <= chunk <= 8192:
+        raise OtaPushError(f"window {window} or chunk {chunk} out of range",
+                           hint="window 1-20 chunks (the broker's in-flight limit), chunk 256-8192 bytes")
     data = Path(path).read_bytes()
     if local_check:
         m = check_locally(state, thing, data)
@@ -176,21 +197,14 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
                                     "push again with --takeover (their transfer is replaced)")
         if d["step"] == "rejected":
             return Outcome(REJECTED, d.get("reason"), m.version, m.counter, m.kind, time.monotonic() - t0, 0, 0)
-        off = resumed = d["offset"]
+        resumed = d["offset"]
         size = d["size"]
         if progress:
-            progress(off, size)
-        while off < size:
-            chunk = payload[off:off + CHUNK]
-            t.send(b"C" + struct.pack(">I", off) + chunk)
-            sent += len(chunk)
-            d = t.expect({"next", "rejected"}, timeout, "the next chunk request")
-            if d["step"] == "rejected":
-                return Outcome(REJECTED, d.get("reason"), m.version, m.counter, m.kind,
-                               time.monotonic() - t0, sent, resumed)
-            off = d["offset"]
-            if progress:
-                progress(off, size)
+            progress(resumed, size)
+        d, sent = _send_window(t, payload, resumed, size, window, chunk, timeout, progress, _mangle)
+        if d is not None:
+            return Outcome(REJECTED, d.get("reason"), m.version, m.counter, m.kind,
+                           time.monotonic() - t0, sent, resumed)
         t.send(b"F")
         d = t.expect({"installed", "rejected"}, timeout, "installed")
         if d["step"] == "rejected":
@@ -207,6 +221,62 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
                        time.monotonic() - t0, sent, resumed)
     finally:
         t.close()
+
+
+def _send_window(t, payload, base, size, window, chunk, timeout, progress, mangle):
+    """Send payload[base:] in chunks, up to `window` in flight; returns (the device's
+    rejection or None, bytes sent). `base` is the device's next offset: all before it is
+    written on the device. Every chunk the device gets is answered with its next offset."""
+    nxt = base          # the next offset to send
+    rewound = -1        # the offset last gone back to (its stale answers are not a new loss)
+    out = 0             # chunks sent and not answered yet
+    held = None         # a chunk mangle() delayed: sent after the next one
+    sent = 0
+    progressed = time.monotonic()
+    while base < size:
+        while nxt < size and nxt < base + window * chunk:
+            msg = b"C" + struct.pack(">I", nxt) + payload[nxt:nxt + chunk]
+            fate = mangle(nxt) if mangle else None
+            if fate == "delay" and held is None:
+                held = msg
+            elif fate != "drop":
+                t.send(msg)
+                out += 1
+                if held is not None:
+                    t.send(held)
+                    out += 1
+                    held = None
+            sent += min(chunk, size - nxt)
+            nxt += chunk
+        if held is not None:
+            t.send(held)
+            out += 1
+            held = None
+        d = t.expect({"next", "rejected"}, STALL, "the next chunk request", quiet=True)
+        if d is None:
+            if time.monotonic() - progressed > timeout:
+                raise OtaPushError(f"the device did not take a chunk within {timeout:g} s",
+                                   hint="is it online? `warden watch --status` shows it; run the push "
+                                        "again to resume")
+            nxt, rewound, out = base, base, 0     # silence: resend from where the device is
+            continue
+        if d["step"] == "rejected":
+            return d, sent
+        out = max(0, out - 1)
+        off = d["offset"]
+        if off > base:
+            base = off
+            nxt = max(nxt, base)
+            progressed = time.monotonic()
+        elif off == base and nxt > base and (rewound != base or out == 0):
+            # The device still waits for `base` though a later chunk reached it: that one was
+            # lost or overtaken. Go back to it; the answers to the chunks still in flight say
+            # the same and are not another loss, unless all are in and it is still missing.
+            nxt = base
+            rewound = base
+        if progress:
+            progress(base, size)
+    return None, sent
 
 
 def status(state, thing, *, timeout=10.0, host=None, port=None, principal="technician.default"):
