@@ -2,16 +2,12 @@
 broker -> the twin's own session -> verified engine -> set_boot -> reset -> self-test -> confirmed):
 install time and throughput, and the time from the reset to the confirmation."""
 import re
-import sys
 import time
-from pathlib import Path
 
+from tests.support.twinproc import Twin  # the tests' twin runner: restarts the twin on reset
 from warden.board import espimage, twin as twinlib
 from warden.fleet import devices
 from warden.ota import image, keys, push as otapush
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from twinproc import Twin  # noqa: E402  (the tests' twin runner: restarts the twin on reset)
 
 HEAP = "192k"
 SIZE = 1024 * 1024

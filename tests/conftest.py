@@ -1,13 +1,9 @@
-"""Shared test setup: tests/ on sys.path, the broker fixtures, and the compiled app."""
-import sys
-from pathlib import Path
-
+"""Shared test setup: the broker fixtures (tests/support/fixtures_broker.py), the compiled app and
+device identities. The helpers themselves live in tests/support/ (pyproject.toml puts tests/ on
+the path)."""
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
-
-pytest_plugins = ["fixtures_broker"] if (TESTS / "fixtures_broker.py").exists() else []
+pytest_plugins = ["support.fixtures_broker"]
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +31,7 @@ class _Ctx(dict):
 def identity_files(tmp_path):
     """DER identities for device tests: a good one and one of each defect, as file paths."""
     import datetime as dt
-    import certfactory as cf
+    from support import certfactory as cf
     d = tmp_path / "ids"
     d.mkdir()
     ca_key = cf.ec_key()

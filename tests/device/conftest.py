@@ -1,2 +1,2 @@
 """Fixtures device tests can ask for with `# devtest: needs=...` (besides tests/conftest.py's)."""
-from otavectors import ota_vectors  # noqa: F401  (signed OTA updates and a template twin flash)
+from support.otavectors import ota_vectors  # noqa: F401  (signed OTA updates and a template twin flash)

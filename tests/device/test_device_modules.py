@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devrun import micropython_binary
+from support.devrun import micropython_binary
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@
 """
 import ast
 
-from devrun import ROOT
+from support.devrun import ROOT
 
 # cold part -> the hot module that loads it for a call (and that it may import)
 COLD_PARTS = {

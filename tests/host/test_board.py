@@ -147,7 +147,7 @@ def test_identity_conflicts_only_for_different_files(pki_state, thing):
 
 
 def test_hash_script_is_micropython_that_hashes_files(tmp_path):
-    from devrun import run_mp
+    from support.devrun import run_mp
     (tmp_path / "a").write_bytes(b"x" * 3000)
     r = run_mp(deploy.hash_script([str(tmp_path / "a"), str(tmp_path / "missing")]))
     got = deploy.parse_hashes(r.stdout)
@@ -217,7 +217,7 @@ def test_package_json_files_name_existing_files_and_every_lib_module():
 def test_a_deploy_carries_the_registry_counters_and_never_lowers_the_boards(pki_state, tmp_path):
     """Anti-downgrade survives re-flashing: the image and the mpremote deploy carry the registry's
     counters per kind; merged on a board, the higher counter per kind wins."""
-    from devrun import run_mp
+    from support.devrun import run_mp
     from warden.fleet.registry import Registry
 
     devices.add_device(pki_state, "board-ctr")

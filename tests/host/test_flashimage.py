@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from devrun import ROOT, run_mp
+from support.devrun import ROOT, run_mp
 from warden.board import flashimage as fi
 
 

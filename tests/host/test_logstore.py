@@ -8,7 +8,7 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from devrun import ROOT, run_mp
+from support.devrun import ROOT, run_mp
 from warden.logs import format as ls
 from warden.logs.pull import read_dir
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from devrun import ROOT, run_mp
+from support.devrun import ROOT, run_mp
 from warden.board import flashimage, nvsimage
 
 NVS = flashimage.part("nvs")

@@ -4,7 +4,7 @@ lines they raise with `_<class>_<NAME> = const(n)`. MicroPython inlines those co
 module keeps its own; this test keeps them in step with the table."""
 import re
 
-from devrun import ROOT
+from support.devrun import ROOT
 
 FILES = ("mqtt.py", "mqttconn.py", "mqttsub.py")
 CONST = re.compile(r"^_([VPTEC])_([A-Z_]+) = const\((\d+)\)", re.M)

@@ -9,7 +9,7 @@ import struct
 import threading
 import time
 
-from devrun import run_mp
+from support.devrun import run_mp
 from test_mqtt_hostile import varint
 
 CASES = 2000

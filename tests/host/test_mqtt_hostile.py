@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from devrun import run_mp
+from support.devrun import run_mp
 
 TMO = 0.4  # the client's timeout in these tests, seconds
 
@@ -551,7 +551,7 @@ def tls_server(tmp_path_factory):
     """(server SSLContext for CN=localhost, path of the CA in DER) for a fake TLS broker."""
     import ssl
 
-    import certfactory as cf
+    from support import certfactory as cf
     from cryptography.hazmat.primitives import serialization
 
     d = tmp_path_factory.mktemp("tls")
@@ -620,7 +620,7 @@ def test_tls_close_between_packets_is_a_network_error(fake, tls_server):
 
 def test_tls_server_certificate_must_verify(fake, tls_server, tmp_path):
     """CERT_REQUIRED against a server whose certificate another CA signed: refused, socket closed."""
-    import certfactory as cf
+    from support import certfactory as cf
     other = tmp_path / "other-ca.der"
     other.write_bytes(cf.der(cf.make_cert("Other CA", cf.ec_key(), ca=True)))
     ctx, _ = tls_server

@@ -4,7 +4,7 @@ device log; the status message carries the certificate-expiry warning."""
 import json
 import re
 
-from devrun import run_mp
+from support.devrun import run_mp
 
 REFUSALS = """
 from firmware import topics

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from devrun import ROOT, run_mp
+from support.devrun import ROOT, run_mp
 
 MSG = b"warden manifest under test"
 

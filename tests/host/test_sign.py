@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-import otakit as kit
+from support import otakit as kit
 from warden.board import espimage
 from warden.cli import main
 from warden.ota import image, keys

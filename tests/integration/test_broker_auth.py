@@ -3,7 +3,7 @@ import datetime as dt
 
 import pytest
 
-from fixtures_broker import Refused
+from support.fixtures_broker import Refused
 from warden.fleet import pki
 
 

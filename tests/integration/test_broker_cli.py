@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fixtures_broker import Probe, client_files
+from support.fixtures_broker import Probe, client_files
 from warden.broker.server import free_port
 
 

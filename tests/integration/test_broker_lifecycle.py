@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from fixtures_broker import Probe, Refused, client_files
+from support.fixtures_broker import Probe, Refused, client_files
 from warden.broker.server import Broker, BrokerError, free_port
 from warden.fleet import pki
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from twinproc import Twin
+from support.twinproc import Twin
 from warden.board import twin as twinlib
 from warden.broker.server import free_port
 from warden.fleet import devices

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from twinproc import Twin
+from support.twinproc import Twin
 from warden.board import twin as twinlib
 from warden.fleet import devices
 from warden.logs.format import DROP, EVENT, read_log

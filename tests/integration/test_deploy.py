@@ -4,7 +4,7 @@
   the vfs offset and the twin boots from it: a reading reaches the broker. Same geometry, same
   bytes: the board's filesystem is proven bootable.
 - The mpremote path runs against the real MicroPython unix port on a pseudo-terminal
-  (tests/boardsim.py), whose raw REPL is a board's: files are copied, hashed back, an existing
+  (tests/support/boardsim.py), whose raw REPL is a board's: files are copied, hashed back, an existing
   identity is kept and a foreign one refused; the twin then boots from what mpremote wrote, and
   `warden logs pull --port` reads its log back over mpremote.
 - The esptool image path's logic (identity check, logs saved before overwriting, read-back
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from boardsim import BoardSim
-from twinproc import Twin
+from support.boardsim import BoardSim
+from support.twinproc import Twin
 from warden.board import deploy, flashimage, nvsimage
 from warden.fleet import devices
 from warden.state import State

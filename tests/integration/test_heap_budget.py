@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from twinproc import Twin
+from support.twinproc import Twin
 from warden.board import build, flashimage, twin as twinlib
 
 HEAP = "64k"

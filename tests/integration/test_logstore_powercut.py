@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from devrun import ROOT, micropython_binary
+from support.devrun import ROOT, micropython_binary
 from warden.board import flashimage
 from warden.logs.format import read_log
 from warden.logs.pull import read_flash

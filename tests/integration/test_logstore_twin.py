@@ -9,7 +9,7 @@ import struct
 import pytest
 from click.testing import CliRunner
 
-from twinproc import Twin
+from support.twinproc import Twin
 from warden.board import twin as twinlib
 from warden.cli import main as cli
 from warden.fleet import devices

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from devrun import Background, run_mp
+from support.devrun import Background, run_mp
 
 DEADLINE = 15  # seconds any one device run may take
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import otakit as kit
-from devrun import micropython_binary
-from otavectors import INSTALLED
+from support import otakit as kit
+from support.devrun import micropython_binary
+from support.otavectors import INSTALLED
 from warden.board import build
 from warden.ota import image
 

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from devrun import run_mp
+from support.devrun import run_mp
 from warden.board import build, espimage, flashimage as fi
 
 OTA0, OTA1, OTADATA = fi.part("ota_0"), fi.part("ota_1"), fi.part("otadata")

@@ -6,7 +6,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from twinproc import Twin
+from support.twinproc import Twin
 from warden.board import espimage, twin as twinlib
 from warden.cli import main
 from warden.fleet import devices

@@ -64,7 +64,7 @@ def may_read(who, topic):
 @pytest.fixture(scope="module")
 def clients(request, broker, pki_state, tmp_path_factory):
     """One connected paho client per principal, each subscribed to '#'."""
-    from fixtures_broker import Probe, client_files, write_identity
+    from support.fixtures_broker import Probe, client_files, write_identity
     from warden.fleet import pki
 
     probes = {}

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from netproxy import Proxy
-from twinproc import Twin
+from support.netproxy import Proxy
+from support.twinproc import Twin
 from warden.board import twin as twinlib
 
 HEAP = twinlib.DEFAULT_HEAP

@@ -10,8 +10,8 @@ import sys
 import pytest
 from cryptography import x509
 
-from devrun import Background
-from fixtures_broker import Probe, Refused, write_identity
+from support.devrun import Background
+from support.fixtures_broker import Probe, Refused, write_identity
 from warden.board import flashimage
 from warden.board import twin as twinlib
 from warden.broker.server import Broker

@@ -9,8 +9,8 @@ import sys
 import pytest
 from cryptography import x509
 
-from devrun import Background
-from fixtures_broker import Probe, Refused, write_identity
+from support.devrun import Background
+from support.fixtures_broker import Probe, Refused, write_identity
 from test_revocation import MP_DEVICE, register
 from warden.board.watch import Observer
 from warden.broker import control as brokerctl

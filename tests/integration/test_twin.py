@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from devrun import run_mp
-from twinproc import Twin
+from support.devrun import run_mp
+from support.twinproc import Twin
 from warden.board import twin as twinlib
 from warden.broker.server import Broker
 from warden.fleet import pki

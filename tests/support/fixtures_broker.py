@@ -1,6 +1,6 @@
 """pytest plugin: a fleet PKI, a real mosquitto per test module, device identities, MQTT probes.
 
-Register with `pytest_plugins = ["fixtures_broker"]` (tests/ on sys.path).
+Registered by tests/conftest.py: `pytest_plugins = ["support.fixtures_broker"]`.
 
 Fixtures:
     pki_state    (session)  a warden State in a temporary folder, with init_pki done

@@ -6,9 +6,10 @@ import struct
 
 import pytest
 
-import otakit as kit
 from warden.board import build
 from warden.ota import image
+
+from . import otakit as kit
 
 INSTALLED = {"app": [3, "1.0.0"], "firmware": [3, "1.0.0"]}
 APP_MAX = 262144  # firmware/ota.py
