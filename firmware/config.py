@@ -20,6 +20,7 @@ DEFAULTS = {
     "log_quota": 262144,      # bytes of flash for the encrypted log and outbox (/log)
     "watchdog_ms": 60000,     # hardware watchdog, fed by the main loop (0: off)
     "sleep_ms": 0,            # duty cycle: after a delivered reading, deep sleep this long (0: stay up)
+    "ota_idle_ms": 30000,     # an OTA conversation silent this long is dropped (a sleeper may sleep again)
     "sensors": {"temperature": {"kind": "sine", "base": 21.0, "amplitude": 2.0, "period": 60}},
 }
 
@@ -57,7 +58,7 @@ def validate(cfg):
             raise ConfigError("config: %s must be 0 (off) or positive" % k)
     if 0 < cfg["watchdog_ms"] < 2 * 1000 * cfg["timeout"] + 5000:
         raise ConfigError("config: watchdog_ms must exceed a connect (2 x timeout + 5 s) or be 0")
-    for k in ("backoff_ms", "backoff_max_ms", "stable_ms", "drain_ms", "selftest_ms"):
+    for k in ("backoff_ms", "backoff_max_ms", "stable_ms", "drain_ms", "selftest_ms", "ota_idle_ms"):
         if _check(cfg, k, int, "an integer (ms)") < 1:
             raise ConfigError("config: %s must be positive" % k)
     if _check(cfg, "interval_ms", int, "an integer (ms)") < 10:

@@ -117,7 +117,9 @@ class Device:
         gc.collect()
         t0 = time.ticks_ms()
         try:
-            c.connect()
+            # A duty-cycled device keeps its session at the broker while it sleeps, so that what a
+            # technician sends meanwhile (an update's begin) is queued and delivered at its wake.
+            c.connect(clean_session=not self.cfg["sleep_ms"])
             c.subscribe(self.commands + "#", qos=1)
             c.publish(self.status_topic, self._status("online"), retain=True, qos=1)
         except Exception:
@@ -293,9 +295,10 @@ class Device:
                     next_reading = time.ticks_add(now, interval)  # fell behind (a long connect): skip ahead
                 if max_readings and self.acked >= max_readings:
                     return
-                if self.cfg["sleep_ms"] and self.acked and self.selftest is None and (
-                        self.outbox is None or not self.outbox.waiting):
-                    # Duty cycle: delivered, nothing waiting: sleep until the next reading.
+                if self.cfg["sleep_ms"] and self.acked and self.selftest is None and self.ota is None and (
+                        not self.pending and (self.outbox is None or not self.outbox.waiting)):
+                    # Duty cycle: delivered, nothing waiting (no backlog, no OTA conversation: an
+                    # update queued while it slept keeps it awake): sleep until the next reading.
                     eventlog.info("app", "deep sleep for %d ms" % self.cfg["sleep_ms"])
                     self.close("sleep")
                     hal.deep_sleep(self.cfg["sleep_ms"])
@@ -310,6 +313,8 @@ class Device:
                         _ota().handle(self)
                 except Exception as e:
                     self.lost(describe(e))
+            if self.ota is not None:
+                _ota().idle(self)  # a conversation the technician left is dropped (a sleeper sleeps again)
             if self.selftest is not None and time.ticks_diff(time.ticks_ms(), self.selftest_until) >= 0:
                 _ota().failed(self, "self-test: no reading acknowledged within %d s"
                      % (self.cfg["selftest_ms"] // 1000))

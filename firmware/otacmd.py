@@ -17,6 +17,7 @@
 #   its files kept, the OTA code is unloaded so the reconnect finds the heap, and the next
 #   push resumes from the last durable offset.
 import json
+import time
 
 from firmware import core, eventlog, hal
 from firmware.core import describe
@@ -51,6 +52,14 @@ def handle(dev):
         hal.reset()
     if dev.ota.updater is None:
         drop(dev)  # no transfer under way (refused, aborted, a status answered): let its code go
+
+
+def idle(dev):
+    """Drop the OTA conversation if no request came for ota_idle_ms: its technician is gone.
+    The transfer's files stay, so a later push resumes it."""
+    ms = dev.cfg["ota_idle_ms"]
+    if time.ticks_diff(time.ticks_ms(), dev.ota.at) > ms:
+        drop(dev, "no OTA request for %d s" % (ms // 1000))
 
 
 def drop(dev, why=None):

@@ -21,6 +21,7 @@
 # Stop-and-wait: the tool sends a chunk only for the offset the device asked for,
 # so a drop or a reboot resumes from the device's last durable offset.
 import struct
+import time
 
 from firmware import core, eventlog
 
@@ -35,8 +36,10 @@ class OtaLink:
         self._pct = -1
         self.installed = None   # set by finish(): the app closes the session and resets
         self.holder = None      # who began the transfer under way (as the technician said)
+        self.at = 0             # ticks_ms of the last request handled (otacmd.idle)
 
     def handle(self, msg):
+        self.at = time.ticks_ms()
         op = msg[:1]
         from firmware.ota import OTAError
         try:

@@ -198,8 +198,10 @@ def ota_inspect(state, file, target, as_json):
               help="Replace a transfer another technician began (they are gone): theirs is abandoned.")
 @click.option("--window", type=click.IntRange(1, 20), default=16, show_default=True,
               help="Chunks in flight (1: stop-and-wait); at most the broker's in-flight limit, 20.")
+@click.option("--wait-wake", type=float, default=0, show_default=True,
+              help="Seconds to wait for a device that sleeps between readings to wake and take the update.")
 @pass_state
-def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window):
+def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window, wait_wake):
     """Send a signed update to THING, show its progress, and report the outcome.
 
     Exit 0: installed and confirmed; 2: rejected by the device (its reason); 3: rolled back
@@ -212,6 +214,9 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window
 
     cn = resolve(as_, None if "." in as_ else "technician")
     console.print(f"as {cn}", style="dim")
+    if wait_wake:
+        console.print(f"waiting for {thing} to wake (up to {wait_wake:g} s): it takes the update at its next "
+                      "reading and stays awake until it is installed")
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(f"{thing}: sending", total=None)
@@ -222,7 +227,8 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window
                 bar.update(task, description=f"{thing}: installing, then the self-test")
 
         out = otapush.push(state, thing, file, progress=progress, timeout=timeout,
-                           confirm_timeout=confirm_timeout, principal=cn, takeover=takeover, window=window)
+                           confirm_timeout=confirm_timeout, principal=cn, takeover=takeover, window=window,
+                           wake_timeout=wait_wake or None)
     what = f"{out.kind} {out.version} (counter {out.counter})"
     if out.result == otapush.INSTALLED:
         extra = f", resumed at byte {out.resumed_from}" if out.resumed_from else ""

@@ -168,11 +168,14 @@ def check_locally(state, thing, data):
 
 def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180.0, host=None, port=None,
          local_check=True, principal="technician.default", takeover=False, window=WINDOW, chunk=CHUNK,
-         _mangle=None):
+         wake_timeout=None, _mangle=None):
     """Send the update at `path` to THING and follow it to its outcome; returns an Outcome.
 
     `local_check=False` skips the host-side checks (tests use it to show the device refuses
-    on its own what the tool would have refused). `_mangle(offset)` (tests) may return "drop"
+    on its own what the tool would have refused). `wake_timeout`: how long to wait for the
+    device to take the update's head, for a duty-cycled device that sleeps between readings
+    (its session stays at the broker, which delivers the head when it wakes; the device then
+    stays awake until the update is installed, refused or abandoned); default `timeout`. `_mangle(offset)` (tests) may return "drop"
     or "delay" for a chunk about to be sent: it is not sent, or sent after the next one."""
     if not 1 <= window <= 20 or not 256 <= chunk <= 8192:
         raise OtaPushError(f"window {window} or chunk {chunk} out of range",
@@ -190,7 +193,14 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
     sent = 0
     try:
         t.send(head)
-        d = t.expect({"accepted", "rejected", "busy"}, timeout, "accepted or rejected")
+        try:
+            d = t.expect({"accepted", "rejected", "busy"}, wake_timeout or timeout,
+                         f"{thing} did not wake" if wake_timeout else "accepted or rejected")
+        except OtaPushError:
+            # The head stays queued for a device that sleeps: an abort queued after it ends
+            # the conversation as soon as the device has read both at its wake.
+            t.send(b"A")
+            raise
         if d["step"] == "busy":
             raise OtaPushError(f"{thing} is receiving an update from {d.get('holder')}; nothing was changed",
                                hint="wait for it to finish (`warden ota status`), or if that technician is gone, "
