@@ -86,8 +86,7 @@ def test_the_budget_check_fails_a_device_that_outgrew_it(twin64):
     says it no longer leaves the headroom (so a check that passes means something)."""
     t = twin64("heap-ballast", ballast=5 * 1024, max_readings=5).start()
     assert t.wait_exit(30) == 0, t.output
-    problem = headroom_problem(t)
-    assert problem and "less than %d bytes free" % HEADROOM in problem, t.output
+    assert headroom_problem(t), t.output   # too little free, or it ran short on the way
 
 
 # Not strict: at the edge of the budget the outcome depends on fragmentation, and since the broker

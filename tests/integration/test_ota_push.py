@@ -144,8 +144,13 @@ def test_an_update_that_does_not_fit_in_64k_leaves_the_device_publishing(fleet, 
     op = mqtt_client("operator")
     op.subscribe("dt/warden/ota-64k/telemetry")
     upd = signed(fleet, tmp_path, image.build_bundle(), version="2.0.0", counter=10)
-    with pytest.raises(otapush.OtaPushError):
-        otapush.push(fleet, "ota-64k", upd, timeout=3, port=broker.port)
+    # Either clean way of failing: the device refuses (it ran out of heap while checking the
+    # update: the 32-bit port), or stops answering mid-transfer and the push gives up (64-bit).
+    try:
+        out = otapush.push(fleet, "ota-64k", upd, timeout=3, port=broker.port)
+        assert out.result == otapush.REJECTED and "out of memory" in out.reason, out
+    except otapush.OtaPushError:
+        pass
     after = len(t.lines)
     seqs = set()
     while len(seqs) < 30:   # 3 s of readings (100 ms apart), live or kept meanwhile

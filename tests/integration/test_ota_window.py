@@ -1,0 +1,93 @@
+"""OTA transfers as links and devices really are: chunks lost and overtaken in a windowed
+transfer, and a device that sleeps between readings updated while it sleeps. Real twins, a
+real broker, the real push."""
+import random
+
+from support.twinproc import Twin
+from warden.board import espimage, twin as twinlib
+from warden.fleet import devices
+from warden.ota import image, keys, push as otapush
+
+
+def _fleet(pki_state):
+    if not keys.has_key(pki_state):
+        keys.init_keys(pki_state)
+    return pki_state
+
+
+def _twin(fleet, broker, thing, **cfg):
+    devices.add_device(fleet, thing)
+    path = twinlib.flash_path(fleet, thing)
+    twinlib.update_config(path, broker={"host": "localhost", "port": broker.port}, selftest_ms=10000, **cfg)
+    return Twin(path, heap=twinlib.DEFAULT_HEAP).start()
+
+
+def _signed(fleet, tmp_path, payload, kind, version, counter):
+    p = tmp_path / f"{kind}-{counter}.wup"
+    p.write_bytes(image.sign(payload, kind, version, counter, image.default_target(fleet),
+                             keys.load_private_key(fleet)))
+    return p
+
+
+def test_a_windowed_transfer_survives_lost_and_overtaken_chunks(pki_state, broker, tmp_path):
+    """1% of the chunks never sent and 3% sent after the next one: the device takes only the
+    chunk at its offset, the tool goes back to it, and the firmware installs and confirms (its
+    SHA-256 is checked against the signed manifest before the swap)."""
+    fleet = _fleet(pki_state)
+    t = _twin(fleet, broker, "win-lossy", interval_ms=100)
+    try:
+        t.wait_for(r"INFO telemetry: first reading", 15)
+        rnd = random.Random(7)
+        fates = []
+
+        def mangle(off):
+            r = rnd.random()
+            fate = "drop" if r < 0.01 else "delay" if r < 0.04 else None
+            fates.append(fate)
+            return fate
+        upd = _signed(fleet, tmp_path, espimage.build_image("1.40.0", 512 * 1024), "firmware", "1.40.0", 60)
+        out = otapush.push(fleet, "win-lossy", upd, port=broker.port, timeout=20, _mangle=mangle)
+        assert out.result == otapush.INSTALLED, out
+        assert fates.count("drop") >= 2 and fates.count("delay") >= 5, fates   # the faults happened
+        assert out.bytes_sent > 512 * 1024                                    # and were resent
+        t.wait_for(r"INFO ota: self-test passed: firmware 1.40.0 confirmed", 20)
+    finally:
+        t.stop()
+
+
+def test_a_sleeping_device_takes_an_update_at_its_wake_and_stays_awake_for_it(pki_state, broker, tmp_path):
+    fleet = _fleet(pki_state)
+    t = _twin(fleet, broker, "sleeper", interval_ms=200, sleep_ms=3000)
+    try:
+        t.wait_for(r"INFO app: deep sleep for 3000 ms", 20)      # asleep: the push meets no one
+        upd = _signed(fleet, tmp_path, image.build_bundle(), "app", "2.5.0", 70)
+        out = otapush.push(fleet, "sleeper", upd, port=broker.port, timeout=10, wake_timeout=30)
+        assert out.result == otapush.INSTALLED, out
+        t.wait_for(r"INFO ota: self-test passed: app 2.5.0 confirmed", 20)
+        t.wait_for(r"INFO app: deep sleep for 3000 ms", 20)      # and back to its duty cycle
+        log = t.output
+        accepted = log.index("INFO ota: accepted app 2.5.0")
+        assert log.rfind("deep sleep", 0, accepted) < log.rfind("INFO mqtt: connected", 0, accepted), log
+    finally:
+        t.stop()
+
+
+def test_a_sleeping_device_that_is_not_woken_in_time_is_not_kept_awake(pki_state, broker, tmp_path):
+    """The push gives up while the device sleeps: the begin stays queued at the broker, with an
+    abort after it, so at its wake the device answers both and goes back to sleep."""
+    fleet = _fleet(pki_state)
+    t = _twin(fleet, broker, "sleeper-2", interval_ms=200, sleep_ms=4000)
+    try:
+        t.wait_for(r"INFO app: deep sleep for 4000 ms", 20)
+        seen = len(t.lines)
+        upd = _signed(fleet, tmp_path, image.build_bundle(), "app", "2.6.0", 71)
+        try:
+            otapush.push(fleet, "sleeper-2", upd, port=broker.port, timeout=10, wake_timeout=1)
+            raise AssertionError("the push did not give up")
+        except otapush.OtaPushError as e:
+            assert "did not wake" in str(e)
+        t.wait_for(r"INFO ota: accepted app 2.6.0", 20)
+        t.wait_for(r"INFO app: deep sleep for 4000 ms", 20)       # aborted, asleep again
+        assert "transfer stopped" in "\n".join(t.lines[seen:]) or "aborted" in "\n".join(t.lines[seen:]), t.output
+    finally:
+        t.stop()
