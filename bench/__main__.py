@@ -25,15 +25,16 @@ def _twin(f):
                 note="ratio > 1: the twin is faster than a minimal paho script doing the same")
 
 
-def _optional(name, title):
+def _optional(name, title, fn="run"):
     def section(f):
         try:
             mod = importlib.import_module("bench." + name)
         except ImportError:
             print("\n## %s\n(skipped: bench/%s.py not present)" % (title, name))
             return
-        code = mod.run.__code__
-        rows = mod.run(f) if code.co_argcount and code.co_varnames[0] == "fleet" else mod.run()
+        run = getattr(mod, fn)
+        code = run.__code__
+        rows = run(f) if code.co_argcount and code.co_varnames[0] == "fleet" else run()
         cols = [c for c in getattr(mod, "COLS", None) or (list(rows[0].keys()) if rows else ["metric"])
                 if any(c in r for r in rows)]
         print_table(title, rows, cols, note=getattr(mod, "NOTE", None))
@@ -50,6 +51,8 @@ SECTIONS = [
     ("abuse", _optional("abuse_bench", "What a remote party can make a device do")),
     ("ota", _optional("ota_bench", "Signed OTA: verification and install engine")),
     ("ota-push", _optional("ota_push_bench", "Signed OTA over the MQTT chunk transport")),
+    ("ota-link", _optional("ota_push_bench", "Signed OTA over an emulated link (100 ms round trip, 2 Mbit/s)",
+                           "run_link")),
     ("resilience", _optional("resilience_bench", "Resilience: outbox drain, reconnect, QoS 1")),
 ]
 
