@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from support.devrun import ROOT, run_mp
+from support.devrun import MP, ROOT, run_mp
 from warden.board import flashimage as fi
 
 
@@ -35,18 +35,7 @@ def flash(tmp_path):
 
 
 def test_twin_partition_reads_the_table_and_mounts_the_vfs(flash):
-    code = """
-import os, esp32
-P = esp32.Partition
-vfs = P.find(P.TYPE_DATA, label='vfs')[0]
-print(vfs.info()[2], vfs.ioctl(4, 0), vfs.ioctl(5, 0))
-print(sorted(p.info()[4] for p in P.find(P.TYPE_APP)))
-os.mount(os.VfsLfs2(vfs), '/flash')
-print(open('/flash/hello.txt').read(), len(open('/flash/a/b/c.bin', 'rb').read()))
-with open('/flash/new.txt', 'w') as f:
-    f.write('from the twin')
-"""
-    r = run_mp(code, path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
+    r = run_mp(script=MP / "flash_partition_mount.py", path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.split("\n")
     assert lines[0] == "%d 240 4096" % 0x310000
@@ -57,26 +46,7 @@ with open('/flash/new.txt', 'w') as f:
 
 
 def test_partition_refuses_out_of_range_access_and_bad_labels(flash):
-    code = """
-import esp32
-try:
-    esp32.Partition('nope')
-except ValueError as e:
-    print('label', e)
-p = esp32.Partition('nvs')
-buf = bytearray(16)
-try:
-    p.readblocks(4, buf)
-except OSError as e:
-    print('range', e.errno)
-p.writeblocks(0, b'abc')
-p.readblocks(0, buf)
-print(bytes(buf[:4]))
-p.writeblocks(0, b'Z', 1)
-p.readblocks(0, buf)
-print(bytes(buf[:4]))
-"""
-    r = run_mp(code, path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
+    r = run_mp(script=MP / "flash_partition_errors.py", path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split("\n")[:4] == ["label partition not found", "range 22", "b'abc\\xff'", "b'aZc\\xff'"]
 

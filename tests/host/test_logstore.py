@@ -8,7 +8,7 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from support.devrun import ROOT, run_mp
+from support.devrun import MP, run_mp
 from warden.logs import format as ls
 from warden.logs.pull import read_dir
 
@@ -69,18 +69,6 @@ def test_keys_are_separate_and_a_bad_key_is_refused():
 
 
 # -- device and host agree -------------------------------------------------------------------------
-DEVICE_WRITE = r"""
-import logstore, sys
-n = [0]
-def rnd(k):
-    n[0] += 1
-    return bytes([(n[0] * 7 + i) & 255 for i in range(k)])
-st = logstore.Store(sys.argv[1], bytes(range(32)), clock=lambda: 1700000000, urandom=rnd)
-for kind, payload in RECORDS:
-    st.append(kind, payload)
-st.close()
-"""
-
 RECORDS = [(1, b"INFO boot: warden 0.1.0 on unix, reset cause power-on"),
            (2, b'{"seq":1,"ts":1700000000,"values":{"temperature":21.5}}'),
            (0, b""), (3, bytes(range(240))), (255, b"x" * 11), (1, "ERROR mqtt: caf\u00e9".encode())]
@@ -88,7 +76,9 @@ RECORDS = [(1, b"INFO boot: warden 0.1.0 on unix, reset cause power-on"),
 
 def test_device_writes_exactly_what_the_host_writes(tmp_path):
     out = tmp_path / "log"
-    r = run_mp(DEVICE_WRITE.replace("RECORDS", repr(RECORDS)), args=[str(out)])
+    records = tmp_path / "records.txt"
+    records.write_text("".join("%d %s\n" % (kind, payload.hex()) for kind, payload in RECORDS))
+    r = run_mp(script=MP / "logstore_write.py", args=[out, records])
     assert r.returncode == 0, r.stdout + r.stderr
     dev = (out / "00000001.seg").read_bytes()
 
@@ -115,25 +105,9 @@ def test_device_writes_exactly_what_the_host_writes(tmp_path):
     assert [r.seq for r in report.records] == [1, 2, 3, 4, 5, 6]
 
 
-DEVICE_ALL_KINDS = r"""
-import logstore, os, sys
-d = sys.argv[1]
-st = logstore.Store(d, bytes(range(32)), quota=49152, segment=4096, clock=lambda: 1700000000)
-for i in range(400):     # rolls and drops: DROP records
-    st.append(logstore.READING if i % 2 else logstore.EVENT, b"record %d" % i)
-st.close()
-last = sorted(os.listdir(d))[-1]
-with open(d + "/" + last, "ab") as f:   # a torn record: CUT at the next open
-    f.write(b"Wr\x30\x00" + bytes(20))
-st = logstore.Store(d, bytes(range(32)), quota=49152, segment=4096, clock=lambda: 1700000000)
-st.append(logstore.EVENT, b"INFO after: reopened")
-st.close()
-"""
-
-
 def test_round_trip_of_every_kind_device_to_host(tmp_path):
     out = tmp_path / "log"
-    r = run_mp(DEVICE_ALL_KINDS, args=[str(out)])
+    r = run_mp(script=MP / "logstore_all_kinds.py", args=[out])
     assert r.returncode == 0, r.stdout + r.stderr
     report = ls.read_log(read_dir(out), KEY)
     assert report.ok, report.problems
@@ -345,31 +319,11 @@ def test_mark_reports_rollback_and_replacement():
 
 
 # -- heap on the device ---------------------------------------------------------------------------
-HEAP = r"""
-import gc, sys, time
-gc.collect()
-before = gc.mem_alloc()
-import logstore
-st = logstore.Store(sys.argv[1], bytes(range(32)), clock=time.time)
-sys.modules.pop("logopen", None)
-sys.modules.pop("cryptokit", None)
-sys.modules.pop("logread", None)
-gc.collect()
-resident = gc.mem_alloc() - before
-st.append(2, b"warm up", True)
-gc.collect()
-gc.disable()
-a = gc.mem_alloc()
-for i in range(20):
-    st.append(2, b'{"seq":1,"values":{"t":21.5}}', True)
-per = (gc.mem_alloc() - a) // 20
-gc.enable()
-print("RESULT", resident, per)
-"""
-
-
 def test_device_heap_resident_and_per_append(tmp_path, app_build):
-    r = run_mp(HEAP, args=[str(tmp_path / "log")], heap="64k", path=[app_build / "lib", app_build])
+    # Run from its text (-c), not as a script: a script's own path, interned as its __file__,
+    # moves where MicroPython's string pools grow, and with it the resident figure.
+    r = run_mp((MP / "logstore_heap.py").read_text(), args=[tmp_path / "log"], heap="64k",
+               path=[app_build / "lib", app_build])
     assert r.returncode == 0, r.stdout + r.stderr
     resident, per = map(int, r.stdout.split("RESULT")[1].split())
     print("log store resident %d bytes, %d bytes allocated per durable append" % (resident, per))
@@ -387,14 +341,9 @@ def test_a_failed_sensor_reading_shows_as_null_not_a_traceback():
     json.dumps(rec.to_json())   # what `logs show --json` prints
 
 
-DEVICE_APPEND = r"""
-import logstore, sys
-st = logstore.Store(sys.argv[1], bytes(range(32)), clock=lambda: 1700000000,
-                    hw=sys.argv[4] if len(sys.argv) > 4 else None)
-for i in range(int(sys.argv[2])):
-    st.append(logstore.EVENT, b"INFO %s: %d" % (sys.argv[3].encode(), i), True)
-st.close()
-"""
+def device_append(log, count, word, hw=None):
+    """`count` durable records appended by the device writer (tests/support/mp/logstore_append.py)."""
+    return run_mp(script=MP / "logstore_append.py", args=[log, count, word] + ([hw] if hw else []))
 
 
 def test_a_cut_tail_is_reported_even_after_the_device_wrote_past_it(tmp_path):
@@ -402,7 +351,7 @@ def test_a_cut_tail_is_reported_even_after_the_device_wrote_past_it(tmp_path):
     MAC. Cut the log's tail, let the device write on past that number (it numbers on from the last
     surviving record), and the next pull still reports the cut; an untouched log does not."""
     out = tmp_path / "log"
-    assert run_mp(DEVICE_APPEND, args=[str(out), "20", "first"]).returncode == 0
+    assert device_append(out, 20, "first").returncode == 0
     first = ls.read_log(read_dir(out), KEY)
     last = first.records[-1]
     mark = {"store_id": first.store_id.hex(), "seq": last.seq, "tag": last.tag.hex()}
@@ -411,13 +360,13 @@ def test_a_cut_tail_is_reported_even_after_the_device_wrote_past_it(tmp_path):
     clean_dir.mkdir()
     for n, d in read_dir(out).items():
         (clean_dir / n).write_bytes(d)
-    assert run_mp(DEVICE_APPEND, args=[str(clean_dir), "30", "more"]).returncode == 0
+    assert device_append(clean_dir, 30, "more").returncode == 0
     assert ls.read_log(read_dir(clean_dir), KEY, mark).ok
     # the tail cut at record 11, then 30 more records: numbers 12.. are used again
     name = sorted(read_dir(out))[-1]
     cut_at = [r for r in first.records if r.seq == 12][0].offset
     (out / name).write_bytes((out / name).read_bytes()[:cut_at])
-    assert run_mp(DEVICE_APPEND, args=[str(out), "30", "after-cut"]).returncode == 0
+    assert device_append(out, 30, "after-cut").returncode == 0
     report = ls.read_log(read_dir(out), KEY, mark)
     assert max(r.seq for r in report.records) > mark["seq"]        # written past the mark
     assert [p.kind for p in report.problems] == ["cut-tail"], report.problems
@@ -429,14 +378,14 @@ def test_with_a_high_water_mark_a_cut_is_never_numbered_over_and_a_big_one_shows
     number it used, and says so in a SKIP record. Within one block that is what every restart
     looks like (the mark then catches the cut); past a block it is reported on its own."""
     out, hw = tmp_path / "log", str(tmp_path / "log.hw")
-    assert run_mp(DEVICE_APPEND, args=[str(out), "20", "first", hw]).returncode == 0
+    assert device_append(out, 20, "first", hw).returncode == 0
     first = ls.read_log(read_dir(out), KEY)
     last = first.records[-1]
     mark = {"store_id": first.store_id.hex(), "seq": last.seq, "tag": last.tag.hex()}
     name = sorted(read_dir(out))[-1]
     cut_at = [r for r in first.records if r.seq == 12][0].offset
     (out / name).write_bytes((out / name).read_bytes()[:cut_at])
-    assert run_mp(DEVICE_APPEND, args=[str(out), "30", "after-cut", hw]).returncode == 0
+    assert device_append(out, 30, "after-cut", hw).returncode == 0
     report = ls.read_log(read_dir(out), KEY)
     seqs = [r.seq for r in report.records]
     assert not set(range(12, 21)) & set(seqs) and seqs == sorted(seqs), seqs    # 12..20 never again
@@ -449,13 +398,13 @@ def test_with_a_high_water_mark_a_cut_is_never_numbered_over_and_a_big_one_shows
     assert "record 20, which an earlier pull saw, is gone" in with_mark.problems[0].detail
     # cut 100 records back to 10: more than a block lost, reported without any mark
     big = tmp_path / "big"
-    assert run_mp(DEVICE_APPEND, args=[str(big), "100", "many", hw + "2"]).returncode == 0
+    assert device_append(big, 100, "many", hw + "2").returncode == 0
     recs = ls.read_log(read_dir(big), KEY).records
     name = sorted(read_dir(big))[-1]
     at = [r for r in recs if r.seq == 11][0]
     assert at.segment == int(name[:8], 16)
     (big / name).write_bytes((big / name).read_bytes()[:at.offset])
-    assert run_mp(DEVICE_APPEND, args=[str(big), "1", "after", hw + "2"]).returncode == 0
+    assert device_append(big, 1, "after", hw + "2").returncode == 0
     report = ls.read_log(read_dir(big), KEY)
     assert [p.kind for p in report.problems] == ["lost-before-restart"], report.problems
     assert report.problems[0].seqs == (11, 65)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from support.devrun import ROOT, run_mp
+from support.devrun import MP, ROOT, run_mp
 from warden.board import flashimage, nvsimage
 
 NVS = flashimage.part("nvs")
@@ -23,80 +23,38 @@ def nvs_region(path):
     return path.read_bytes()[NVS.offset:NVS.offset + NVS.size]
 
 
-def on_twin(flash, code):
-    """Run `code` under micropython with the twin's esp32 module on WARDEN_FLASH=flash; its printed JSON."""
-    r = run_mp(code, path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
+def on_twin(flash, case):
+    """Run one case of tests/support/mp/nvs_cases.py under micropython with the twin's esp32 module
+    on WARDEN_FLASH=flash; the JSON it prints."""
+    r = run_mp(script=MP / "nvs_cases.py", args=[case], path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-PRELUDE = """
-import esp32, json
-def err(fn, *a):
-    try:
-        fn(*a)
-    except OSError as e:
-        return e.args[0]
-    except Exception as e:
-        return type(e).__name__
-    return None
-"""
 
 
 def test_host_image_is_read_by_the_twin(tmp_path):
     key = bytes(range(32))
     flash = flash_with(tmp_path, {"warden": {"log_key": key, "counter": -7}, "other": {"log_key": b"x"}})
-    out = on_twin(flash, PRELUDE + """
-n = esp32.NVS("warden")
-buf = bytearray(40)
-k = n.get_blob("log_key", buf)
-small = bytearray(8)
-print(json.dumps([k, bytes(buf[:k]).hex(), n.get_i32("counter"), err(n.get_blob, "log_key", small),
-                  err(n.get_i32, "log_key"), err(n.get_blob, "missing", buf), err(n.get_i32, "a" * 16),
-                  esp32.NVS("other").get_blob("log_key", buf), err(esp32.NVS, "x" * 16)]))
-""")
+    out = on_twin(flash, "host_image")
     assert out == [32, key.hex(), -7, -4364, -4354, -4354, -4361, 1, -4361]
 
 
 def test_changes_are_lost_without_commit_and_kept_with_it(tmp_path):
     flash = flash_with(tmp_path)      # erased NVS: nothing stored yet
-    out = on_twin(flash, PRELUDE + """
-a = esp32.NVS("warden")
-missing = err(a.get_i32, "boots")
-a.set_i32("boots", 1)
-a.set_blob("blob", b"\\x01\\x02")
-mine = a.get_i32("boots")                       # this handle sees its own change
-other = err(esp32.NVS("warden").get_i32, "boots")  # nobody else does before commit()
-a.commit()
-after = esp32.NVS("warden").get_i32("boots")
-b = esp32.NVS("warden")
-b.set_i32("boots", 2)                            # never committed: lost
-print(json.dumps([missing, mine, other, after, err(a.erase_key, "nope"), err(a.set_i32, "big", 2**31)]))
-""")
+    out = on_twin(flash, "commit")
     assert out == [-4354, 1, -4354, 1, -4354, "OverflowError"]
     assert nvsimage.decode(nvs_region(flash)) == {"warden": {"blob": b"\x01\x02", "boots": 1}}
 
 
 def test_erase_key_then_commit(tmp_path):
     flash = flash_with(tmp_path, {"warden": {"a": 1, "b": b"2"}})
-    out = on_twin(flash, PRELUDE + """
-n = esp32.NVS("warden")
-n.erase_key("a")
-n.commit()
-print(json.dumps([err(esp32.NVS("warden").get_i32, "a"), err(n.erase_key, "a")]))
-""")
+    out = on_twin(flash, "erase_key")
     assert out == [-4354, -4354]
     assert nvsimage.decode(nvs_region(flash)) == {"warden": {"b": b"2"}}
 
 
 def test_a_commit_cut_by_power_loss_keeps_the_previous_state(tmp_path):
     flash = flash_with(tmp_path, {"warden": {"n": 1}})
-    on_twin(flash, PRELUDE + """
-n = esp32.NVS("warden")
-n.set_i32("n", 2)
-n.commit()                # goes to the other slot with the next generation
-print(json.dumps(n.get_i32("n")))
-""")
+    on_twin(flash, "set_n")
     region = bytearray(nvs_region(flash))
     assert nvsimage.decode(region) == {"warden": {"n": 2}}
     # the power failed during that commit: its slot is half written
@@ -106,27 +64,17 @@ print(json.dumps(n.get_i32("n")))
         img[slot + cut:slot + 4096] = b"\xff" * (4096 - cut)
         damaged = tmp_path / ("cut%d.bin" % cut)
         damaged.write_bytes(img)
-        assert on_twin(damaged, PRELUDE + 'print(json.dumps(esp32.NVS("warden").get_i32("n")))') == 1
+        assert on_twin(damaged, "get_n") == 1
     # and a flipped bit in the newest slot also falls back to the older one
     img = bytearray(flash.read_bytes())
     img[NVS.offset + 4096 + 40] ^= 1
     (tmp_path / "flip.bin").write_bytes(img)
-    assert on_twin(tmp_path / "flip.bin", PRELUDE + 'print(json.dumps(esp32.NVS("warden").get_i32("n")))') == 1
+    assert on_twin(tmp_path / "flip.bin", "get_n") == 1
 
 
 def test_encoder_is_byte_for_byte_the_twins(tmp_path):
     flash = flash_with(tmp_path)
-    on_twin(flash, PRELUDE + """
-n = esp32.NVS("warden")
-n.set_blob("log_key", bytes(range(32)))
-n.set_i32("z", 5)
-n.commit()
-esp32.NVS("aaa").set_i32("k", -1)
-m = esp32.NVS("aaa")
-m.set_i32("k", -1)
-m.commit()
-print(1)
-""")
+    on_twin(flash, "two_namespaces")
     values = {"warden": {"log_key": bytes(range(32)), "z": 5}, "aaa": {"k": -1}}
     # the twin's second commit went to slot 1 with generation 1
     region = nvs_region(flash)

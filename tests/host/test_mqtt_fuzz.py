@@ -9,7 +9,7 @@ import struct
 import threading
 import time
 
-from support.devrun import run_mp
+from support.devrun import MP, run_mp
 from test_mqtt_hostile import varint
 
 CASES = 2000
@@ -90,45 +90,11 @@ class FuzzBroker:
         self.lsock.close()
 
 
-CLIENT = """
-import gc, time
-from mqtt import MQTTClient, MQTTError
-counts = {}
-worst = 0
-heaps = []
-for i in range(%(cases)d):
-    t0 = time.ticks_ms()
-    c = MQTTClient("fuzz", "127.0.0.1", %(port)d, timeout=%(tmo)r)
-    c.set_callback(lambda t, m: None)
-    try:
-        c.connect()
-        for _ in range(3):
-            c.wait_msg(0.05)
-        outcome = "ok"
-    except (OSError, MQTTError) as e:
-        outcome = type(e).__name__
-    except Exception as e:
-        outcome = "UNEXPECTED " + type(e).__name__ + " " + str(e)
-    try:
-        c.disconnect()
-    except Exception as e:
-        outcome = "UNEXPECTED in disconnect " + type(e).__name__
-    counts[outcome] = counts.get(outcome, 0) + 1
-    worst = max(worst, time.ticks_diff(time.ticks_ms(), t0))
-    if i %% 200 == 0 or i == %(cases)d - 1:
-        gc.collect()
-        heaps.append(gc.mem_alloc())
-print("COUNTS", counts)
-print("WORST", worst)
-print("HEAPS", heaps)
-"""
-
-
 def test_two_thousand_hostile_brokers(mpy_dir):
     broker = FuzzBroker(SEED)
     try:
         t0 = time.monotonic()
-        r = run_mp(CLIENT % dict(cases=CASES, port=broker.port, tmo=TMO), heap="64k", timeout=240,
+        r = run_mp(script=MP / "mqtt_fuzz_client.py", args=[CASES, broker.port, TMO], heap="64k", timeout=240,
                    path=[mpy_dir])
         took = time.monotonic() - t0
     finally:

@@ -5,6 +5,7 @@ scenario per test; the real MicroPython client runs in a `micropython -X heapsiz
 and prints its outcome, which the test checks: the exception class, a message naming the fault,
 a bounded run time, the socket closed (or kept, where the protocol allows), never a MemoryError.
 """
+import json
 import socket
 import struct
 import sys
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from support.devrun import run_mp
+from support.devrun import MP, run_mp
 
 TMO = 0.4  # the client's timeout in these tests, seconds
 
@@ -122,34 +123,16 @@ def _use_mpy(mpy_dir, monkeypatch):
 MPY_DIR = None
 
 
-def run_client(port, action, *, timeout=TMO, keepalive=0, extra="", limit=8.0, ssl=False, ca=None):
-    """Run `action` in MicroPython against 127.0.0.1:port; return (outcome line, seconds, stdout).
+def run_client(port, action, *, timeout=TMO, keepalive=0, client=None, limit=8.0, ssl=False, ca=None):
+    """Run `action` (statements with the client `c`; tests/support/mp/mqtt_hostile_client.py) in
+    MicroPython against 127.0.0.1:port; return (outcome line, seconds, stdout).
 
-    ssl=True: TLS; with `ca` (a DER file) the server must present a certificate for localhost."""
-    code = f"""
-from mqtt import *
-got = []
-ctx = None
-if {ssl!r}:
-    import ssl
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if {ca!r}:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cafile={ca!r})
-c = MQTTClient("hostile-test", "127.0.0.1", {port}, keepalive={keepalive}, timeout={timeout}, ssl=ctx,
-               server_hostname="localhost"{extra})
-c.set_callback(lambda t, m: len(got) < 5 and got.append((t, m)))
-try:
-{chr(10).join('    ' + line for line in action.strip().splitlines())}
-    print("OUTCOME OK")
-except Exception as e:
-    text = str(e.args[-1]).replace("\\n", " ").strip() if e.args else ""
-    print("OUTCOME", type(e).__name__, "|", text, "|", getattr(e, "code", None))
-print("CONNECTED", c.isconnected())
-print("GOT", got)
-"""
+    ssl=True: TLS; with `ca` (a DER file) the server must present a certificate for localhost.
+    `client`: more keyword arguments of MQTTClient."""
+    options = {"timeout": timeout, "keepalive": keepalive, "ssl": ssl, "ca": ca, "client": client or {}}
     t0 = time.monotonic()
-    r = run_mp(code, heap="64k", timeout=limit + 5, path=[MPY_DIR])
+    r = run_mp(script=MP / "mqtt_hostile_client.py", args=[port, json.dumps(options)],
+               env={"WARDEN_TEST_ACTION": action.strip()}, heap="64k", timeout=limit + 5, path=[MPY_DIR])
     dt = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert "MemoryError" not in r.stdout + r.stderr
@@ -281,7 +264,7 @@ def test_oversized_publishes_are_skipped_acknowledged_and_the_session_kept(fake)
     b = fake(script)
     out, _, stdout = run_client(b.port, "c.connect()\nfor _ in range(3): c.wait_msg(2)\n"
                                         "print('RETAINED', c.retained)",
-                                extra=", max_packet=512")
+                                client={"max_packet": 512})
     assert "OUTCOME OK" in out and "CONNECTED True" in stdout, stdout
     assert "RETAINED 0" in stdout, stdout
     assert "GOT [(None, None), (None, None), (b'cmd/small', b'ok')]" in stdout, stdout
@@ -351,7 +334,7 @@ def test_never_ending_publish_flood_does_not_starve_a_qos1_timeout(fake):
             time.sleep(0.001)
     b = fake(script)
     b.gave_up = False
-    out, dt, stdout = run_client(b.port, "c.connect()\nc.publish('t', 'm', qos=1)", extra=", retries=1")
+    out, dt, stdout = run_client(b.port, "c.connect()\nc.publish('t', 'm', qos=1)", client={"retries": 1})
     expect(out, "MQTTTimeoutError", "no PUBACK for packet id 1 after 2 transmissions")
     assert "b'flood'" in stdout  # the flood was processed meanwhile
     assert b.done.wait(10) and b.gave_up   # it gave up and closed while the flood went on
@@ -635,21 +618,7 @@ def test_tls_server_certificate_must_verify(fake, tls_server, tmp_path):
 def test_remaining_length_encoding_boundaries():
     """_enc_len against the spec's table (MQTT 3.1.1, 2.2.3), up to 268,435,455; beyond: ValueError."""
     values = [0, 127, 128, 16383, 16384, 2097151, 2097152, 268435455]
-    code = f"""
-import mqtt
-buf = bytearray(5)
-for n in {values!r}:
-    print("LEN", n, bytes(buf[:mqtt._enc_len(buf, 0, n) - 0]).hex())
-class Huge:
-    def __len__(self):
-        return 268435455
-c = mqtt.MQTTClient("x", "127.0.0.1", 1)
-try:
-    c.publish("t", Huge())
-except ValueError as e:
-    print("BIG", e)
-"""
-    r = run_mp(code, path=[MPY_DIR])
+    r = run_mp(script=MP / "mqtt_enc_len.py", args=values, path=[MPY_DIR])
     assert r.returncode == 0, r.stdout + r.stderr
     for n in values:
         assert f"LEN {n} {varint(n).hex()}" in r.stdout

@@ -4,30 +4,10 @@ device log; the status message carries the certificate-expiry warning."""
 import json
 import re
 
-from support.devrun import run_mp
-
-REFUSALS = """
-from firmware import topics
-t = topics.Topics('warden', 't-1')
-for bad in ('dt/warden/t-2/telemetry', 'dt/warden/t-1/#', 'dt/warden/+/telemetry', 'cmd/warden/t-1/x',
-            'dt/warden/t-1/' + 'a/' * 6, 'dt/warden/t-1/' + '\\u00e9' * 130):
-    try:
-        t.guard_publish(bad)
-        print('ALLOWED', bad)
-    except topics.TopicError as e:
-        print('RAISED', e)
-for name in ('a/b', 'x#', '$sys', ''):
-    try:
-        topics.Topics('warden', name)
-        print('ALLOWED', name)
-    except topics.TopicError as e:
-        print('RAISED', e)
-print('OK', t.guard_publish(t.telemetry), t.guard_publish('dt/warden/t-1/ota'))
-"""
-
+from support.devrun import MP, run_mp
 
 def test_topic_refusals_are_raised_and_logged():
-    r = run_mp(REFUSALS)
+    r = run_mp(script=MP / "topic_refusals.py")
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert "ALLOWED" not in out, out
@@ -47,15 +27,7 @@ def test_topic_refusals_are_raised_and_logged():
 
 
 def test_status_message_carries_the_expiry_warning():
-    r = run_mp("""
-from firmware import device
-class F: pass
-f = F()
-f.cfg = {'cert_days': 12}
-print(device.Device._status(f, 'online'))
-f.cfg = {}
-print(device.Device._status(f, 'online'))
-""", heap="256k")
+    r = run_mp(script=MP / "status_warning.py", heap="256k")
     assert r.returncode == 0, r.stdout + r.stderr
     warned, plain = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
     assert warned["state"] == "online" and warned["warning"] == "certificate expires in 12 days"

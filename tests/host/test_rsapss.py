@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from support.devrun import ROOT, run_mp
+from support.devrun import MP, ROOT, run_mp
 
 MSG = b"warden manifest under test"
 
@@ -139,29 +139,10 @@ def _vectors(keys):
     return v
 
 
-# One vector per line (name, modulus, signature, digest in hex): read as a stream, so the
-# run stays inside the device's 64 KB heap.
-_RUNNER = """
-import sys, gc, rsapss
-from binascii import unhexlify
-with open(sys.argv[1]) as f:
-    for line in f:
-        name, n, sig, digest = line.split(',')
-        try:
-            rsapss.verify(unhexlify(n), unhexlify(sig), unhexlify(digest.strip()))
-            print(name, 'OK')
-        except ValueError as e:
-            print(name, 'REFUSED', e)
-        gc.collect()
-"""
-
-
 def _run(tmp_path, vectors):
     vf = tmp_path / "vectors.csv"
     vf.write_text("".join("%s,%s,%s,%s\n" % (v["name"], v["n"], v["sig"], v["digest"]) for v in vectors))
-    script = tmp_path / "run.py"
-    script.write_text(_RUNNER)
-    r = run_mp(script=script, args=[str(vf)], path=[ROOT / "lib"])
+    r = run_mp(script=MP / "rsapss_vectors.py", args=[vf], path=[ROOT / "lib"])
     assert r.returncode == 0, r.stdout + r.stderr
     out = {}
     for line in r.stdout.splitlines():
@@ -198,17 +179,7 @@ def test_cryptography_agrees_on_the_crafted_vectors(keys):
 
 
 def test_refuses_bad_key_and_digest_shapes(tmp_path, keys):
-    code = """
-import rsapss
-n = bytes([0xc5]) + bytes(383)
-for args in ((bytes(1) + n[1:], bytes(384), bytes(32)), (n[:100], bytes(100), bytes(32)), (n, bytes(384), bytes(20))):
-    try:
-        rsapss.verify(*args)
-        print('accepted')
-    except ValueError as e:
-        print(e)
-"""
-    r = run_mp(code, path=[ROOT / "lib"])
+    r = run_mp(script=MP / "rsapss_shapes.py", path=[ROOT / "lib"])
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         "rsapss: modulus must be at least 1024 bits, big-endian without leading zeros",

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from support.devrun import ROOT, micropython_binary
+from support.devrun import MP, ROOT, mp_command
 from warden.board import flashimage
 from warden.logs.format import read_log
 from warden.logs.pull import read_flash
@@ -16,34 +16,6 @@ from warden.logs.pull import read_flash
 KEY = bytes(range(32))
 SEGMENT, QUOTA = 4096, 4096 * 14          # 6 segments: frequent rolls and drops
 RUNS = 130
-
-APPENDER = r"""
-import os, sys, esp32
-vfs = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
-try:
-    fs = os.VfsLfs2(vfs)
-except OSError:
-    os.VfsLfs2.mkfs(vfs)
-    fs = os.VfsLfs2(vfs)
-os.mount(fs, "/f")
-import logstore
-seed = int(sys.argv[1])
-st = logstore.Store("/f/log", bytes(range(32)), quota=%d, segment=%d, clock=lambda: seed)
-print("OPEN", st.next_seq)
-n = 0
-while True:
-    n += 1
-    payload = b"%%d-%%d:" %% (seed, n) + b"x" * ((n * 37 + seed) %% 150)
-    if n %% 3 == 0:
-        print("A", st.append(2, payload, True), n)
-    elif n %% 7 == 0:
-        seq = st.append(1, payload)
-        st.sync()
-        print("A", seq, n)
-    else:
-        st.append(2, payload)   # buffered: may be lost, never acknowledged
-""" % (QUOTA, SEGMENT)
-
 
 def payload(seed, n):
     return b"%d-%d:" % (seed, n) + b"x" * ((n * 37 + seed) % 150)
@@ -57,10 +29,11 @@ def flash(tmp_path):
 
 
 def start(flash, app_build, seed):
-    env = {"WARDEN_FLASH": str(flash),
-           "MICROPYPATH": ":".join([".frozen", str(ROOT / "twin"), str(app_build / "lib")])}
-    return subprocess.Popen([micropython_binary(), "-X", "heapsize=64k", "-c", APPENDER, str(seed)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    """tests/support/mp/logstore_appender.py appending on `flash` (bytes on stdout and stderr,
+    read by the test itself: it cuts the power between lines)."""
+    argv, env = mp_command(script=MP / "logstore_appender.py", args=[seed, QUOTA, SEGMENT], heap="64k", env={
+        "WARDEN_FLASH": str(flash), "MICROPYPATH": ":".join([".frozen", str(ROOT / "twin"), str(app_build / "lib")])})
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 def test_every_durable_record_survives_kill_9_at_random_points(flash, app_build):

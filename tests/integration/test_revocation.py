@@ -10,7 +10,7 @@ import sys
 import pytest
 from cryptography import x509
 
-from support.devrun import Background
+from support.devrun import MP, Background
 from support.fixtures_broker import Probe, Refused, write_identity
 from warden.board import flashimage
 from warden.board import twin as twinlib
@@ -77,42 +77,17 @@ def test_unknown_device_is_a_clear_error(pki_state, broker):
 
 
 # -- our MicroPython client under micropython ----------------------------------------------------
-MP_DEVICE = """
-import ssl, time
-from mqtt import MQTTClient
-def rd(p):
-    with open(p, 'rb') as f:
-        return f.read()
-def ctx():
-    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    c.verify_mode = ssl.CERT_REQUIRED
-    c.load_verify_locations(cadata=rd(%(ca)r))
-    c.load_cert_chain(rd(%(cert)r), rd(%(key)r))
-    return c
-c = MQTTClient(%(thing)r, 'localhost', %(port)d, keepalive=30, ssl=ctx(), timeout=5)
-c.connect()
-c.subscribe('cmd/warden/%(thing)s/#', 1)
-print('UP')
-try:
-    while True:
-        c.wait_msg(0.5)
-except Exception as e:
-    print('LOST', repr(e))
-for attempt in range(2):
-    c = MQTTClient(%(thing)r, 'localhost', %(port)d, keepalive=30, ssl=ctx(), timeout=5)
-    try:
-        c.connect()
-        print('RECONNECTED')
-    except Exception as e:
-        print('REFUSED', repr(e))
-"""
+def mp_device(ident, port, host="localhost", path=(), deadline=15):
+    """tests/support/mp/mqtt_revoked_device.py under micropython, in the background: a device on
+    lib/mqtt.py with `ident`'s files that prints UP, LOST, then RECONNECTED or REFUSED twice."""
+    return Background(script=MP / "mqtt_revoked_device.py", path=path, deadline=deadline,
+                      args=[ident.thing, host, port, ident.ca, ident.cert, ident.key])
 
 
 def test_revoked_micropython_device_is_cut_off_and_cannot_reconnect(broker, pki_state, provision, mpy_dir):
     dev = provision("rv-mp")
     register(pki_state, dev)
-    code = MP_DEVICE % dict(ca=str(dev.ca), cert=str(dev.cert), key=str(dev.key), thing=dev.thing, port=broker.port)
-    out = Background(code, [mpy_dir], DEADLINE)
+    out = mp_device(dev, broker.port, path=[mpy_dir], deadline=DEADLINE)
     try:
         out.expect("UP")
         r = devices.revoke_device(pki_state, "rv-mp", "decommissioned")

@@ -9,9 +9,8 @@ import sys
 import pytest
 from cryptography import x509
 
-from support.devrun import Background
 from support.fixtures_broker import Probe, Refused, write_identity
-from test_revocation import MP_DEVICE, register
+from test_revocation import mp_device, register
 from warden.board.watch import Observer
 from warden.broker import control as brokerctl
 from warden.broker.server import Broker, BrokerError, find_mosquitto, free_port
@@ -81,11 +80,9 @@ def test_hand_started_broker_obeys_device_revoke(hand_broker, tmp_path, mpy_dir)
     s, port, out = hand_broker
     dev = identity(s, "far-1", tmp_path / "far-1")
     register(s, dev)
-    code = MP_DEVICE.replace("'localhost'", repr(HOST)) % dict(
-        ca=str(dev.ca), cert=str(dev.cert), key=str(dev.key), thing=dev.thing, port=port)
     out_mp = None
     try:
-        out_mp = Background(code, [mpy_dir], DEADLINE)
+        out_mp = mp_device(dev, port, HOST, path=[mpy_dir], deadline=DEADLINE)
         out_mp.expect("UP")
         r = warden(s, "device", "revoke", "far-1", "--reason", "stolen")
         assert r.returncode == 0, r.stdout + r.stderr

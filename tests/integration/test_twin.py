@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from support.devrun import run_mp
+from support.devrun import MP, run_mp
 from support.twinproc import Twin
 from warden.board import twin as twinlib
 from warden.broker.server import Broker
@@ -120,30 +120,15 @@ def test_expired_certificate_refused_by_device_and_by_broker(make_twin, provisio
     t = make_twin("twin-old", ident=expired).start()
     t.wait_for(r"ERROR boot: identity: certificate expired", timeout=10)
     # and the broker refuses it too when a device skips its own check
-    r = run_mp(_MP_CONNECT % dict(cert=expired.cert, key=expired.key, ca=expired.ca, port=broker.port,
-                                  cid="twin-old", extra=""), heap="256k")
+    r = mp_connect(expired, broker.port, "twin-old")
     assert "CONNECT-FAILED" in r.stdout and "CONNECTED" not in r.stdout.replace("CONNECT-FAILED", ""), r.stdout + r.stderr
 
 
-_MP_CONNECT = """
-import ssl, time
-from mqtt import MQTTClient
-def rd(p):
-    with open(p, 'rb') as f:
-        return f.read()
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.verify_mode = ssl.CERT_REQUIRED
-ctx.load_verify_locations(cadata=rd('%(ca)s'))
-ctx.load_cert_chain(rd('%(cert)s'), rd('%(key)s'))
-c = MQTTClient('%(cid)s', 'localhost', %(port)d, keepalive=30, ssl=ctx, timeout=5)
-try:
-    c.connect()
-    print('CONNECTED')
-except Exception as e:
-    print('CONNECT-FAILED', repr(e))
-    raise SystemExit
-%(extra)s
-"""
+def mp_connect(ident, port, client_id, action=""):
+    """tests/support/mp/mqtt_tls_connect.py under micropython: connect with `ident`'s files (no
+    device checks), print CONNECTED or CONNECT-FAILED, then run `action` with the client `c`."""
+    return run_mp(script=MP / "mqtt_tls_connect.py", args=[client_id, port, ident.ca, ident.cert, ident.key],
+                  env={"WARDEN_TEST_ACTION": action}, heap="256k")
 
 
 def test_device_cannot_publish_to_another_devices_topic(broker, provision, mqtt_client):
@@ -159,8 +144,7 @@ c.publish('dt/warden/twin-evil/telemetry', b'sentinel', qos=1)
 print('PUBLISHED')
 c.disconnect()
 """
-    r = run_mp(_MP_CONNECT % dict(cert=evil.cert, key=evil.key, ca=evil.ca, port=broker.port, cid="twin-evil",
-                                  extra=extra), heap="256k")
+    r = mp_connect(evil, broker.port, "twin-evil", extra)
     assert "PUBLISHED" in r.stdout, r.stdout + r.stderr
     m = op.expect("dt/warden/twin-evil/telemetry")
     assert m.payload == b"sentinel"
@@ -178,8 +162,7 @@ c.publish('dt/warden/twin-thief/telemetry', b'x', qos=1)
 print('THIEF-SESSION-OK')
 c.disconnect()
 """
-    r = run_mp(_MP_CONNECT % dict(cert=thief.cert, key=thief.key, ca=thief.ca, port=broker.port,
-                                  cid="twin-owner", extra=extra), heap="256k")
+    r = mp_connect(thief, broker.port, "twin-owner", extra)
     assert "THIEF-SESSION-OK" in r.stdout, r.stdout + r.stderr
     # The owner keeps its session: its readings keep coming and it never lost the link.
     later = readings(op, "twin-owner", 5)

@@ -31,10 +31,15 @@ def mp_command(code=None, *, script=None, args=(), heap="64k", env=None, path=No
     """(argv, env) running `code` (a string) or `script` (a file) under micropython with `args`.
 
     `path` is a list of extra directories put first on MicroPython's sys.path; `env` is added
-    to this process's environment (after MICROPYPATH, so it may replace it)."""
+    to this process's environment (after MICROPYPATH, so it may replace it). An argument
+    longer than 255 characters would crash the unix port ("FATAL: uncaught NLR"): pass such
+    data in a file or the environment."""
+    args = [str(a) for a in args]
+    too_long = [a[:40] + "..." for a in args if len(a) > 255]
+    assert not too_long, "micropython arguments over 255 characters: %s" % too_long
     argv = [micropython_binary(), "-X", "heapsize=" + heap]
     argv += ["-c", code] if code is not None else [str(script)]
-    argv += [str(a) for a in args]
+    argv += args
     full_env = dict(os.environ)
     full_env["MICROPYPATH"] = device_path(*(path or ()))
     full_env.update(env or {})
