@@ -321,12 +321,17 @@ def _segment_files(d):
     return sorted(n for n in os.listdir(d) if n.endswith(".seg"))
 
 
-def test_torn_tail_is_cut_on_open_and_logged():
-    d = tmpdir("torn") + "/log"
-    st = logstore.Store(d, KEY)
-    for i in range(5):
+def _events(d, n, hw=None):
+    """A store at `d` with events 1..n ("event 0".."event n-1"), closed."""
+    st = logstore.Store(d, KEY, hw=hw)
+    for i in range(n):
         st.append(EVENT, b"event %d" % i)
     st.close()
+
+
+def test_torn_tail_is_cut_on_open_and_logged():
+    d = tmpdir("torn") + "/log"
+    _events(d, 5)
     name = d + "/" + _segment_files(d)[-1]
     good = devtest.read(name)
     # a record that starts but never finished (what a power cut inside a write leaves)
@@ -361,10 +366,7 @@ def test_high_water_mark_reserves_blocks_ahead_of_use():
 
 def test_a_restart_skips_the_rest_of_the_reserved_block_and_says_so():
     d, hw = _hw_store("hw-restart")
-    st = logstore.Store(d, KEY, hw=hw)
-    for i in range(10):
-        st.append(EVENT, b"event %d" % i)
-    st.close()
+    _events(d, 10, hw)
     st = logstore.Store(d, KEY, hw=hw)
     got, probs = records(st)
     seq, kind, _, payload = got[-1]
@@ -376,10 +378,7 @@ def test_a_restart_skips_the_rest_of_the_reserved_block_and_says_so():
 
 def test_numbers_are_never_reused_after_the_tail_is_cut():
     d, hw = _hw_store("hw-cut")
-    st = logstore.Store(d, KEY, hw=hw)
-    for i in range(10):
-        st.append(EVENT, b"event %d" % i)
-    st.close()
+    _events(d, 10, hw)
     # cut records 8-10 off the end (each record of "event N" is 56 bytes after the 52-byte header)
     name = d + "/" + _segment_files(d)[-1]
     devtest.write(name, devtest.read(name)[:52 + 7 * 56])
@@ -394,10 +393,7 @@ def test_numbers_are_never_reused_after_the_tail_is_cut():
 
 def test_losing_more_than_a_block_shows_in_the_skip_record():
     d, hw = _hw_store("hw-lost")
-    st = logstore.Store(d, KEY, hw=hw)
-    for i in range(BLOCK + 20):
-        st.append(EVENT, b"event %d" % i)
-    st.close()
+    _events(d, BLOCK + 20, hw)
     name = d + "/" + _segment_files(d)[-1]
     devtest.write(name, devtest.read(name)[:52 + 5 * 56])   # only records 1-5 are left
     st = logstore.Store(d, KEY, hw=hw)
@@ -408,10 +404,7 @@ def test_losing_more_than_a_block_shows_in_the_skip_record():
 
 def test_without_its_mark_file_the_store_numbers_on_from_its_own_records():
     d, hw = _hw_store("hw-gone")
-    st = logstore.Store(d, KEY, hw=hw)
-    for i in range(3):
-        st.append(EVENT, b"event %d" % i)
-    st.close()
+    _events(d, 3, hw)
     os.remove(hw)
     st = logstore.Store(d, KEY, hw=hw)
     assert st.append(EVENT, b"on") == 4 and devtest.read(hw) == b"%d" % (4 + BLOCK)

@@ -10,7 +10,7 @@ import threading
 import time
 
 from support.devrun import MP, run_mp
-from test_mqtt_hostile import varint
+from support.mqttwire import varint
 
 CASES = 2000
 SEED = 20261205

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from support.mqttwire import read_packet
 from support.netproxy import Proxy
 from support.twinproc import Twin
 from warden.board import twin as twinlib
@@ -139,24 +140,11 @@ import threading  # noqa: E402
 
 
 def _read_packet(s):
-    """One MQTT packet from socket `s`: (first byte, body)."""
-    first = s.recv(1)
-    if not first:
+    """One MQTT packet from socket `s`: (first byte, body); EOFError at the end."""
+    p = read_packet(s)
+    if p is None:
         raise EOFError
-    n, mul = 0, 1
-    while True:
-        b = s.recv(1)[0]
-        n += (b & 0x7F) * mul
-        mul *= 128
-        if not b & 0x80:
-            break
-    body = b""
-    while len(body) < n:
-        chunk = s.recv(n - len(body))
-        if not chunk:
-            raise EOFError
-        body += chunk
-    return first[0], body
+    return p
 
 
 def _serve_well(s, until=None):
