@@ -115,8 +115,8 @@ def run_link(fleet):
             row("stop-and-wait, a reading every 5 s", stop_and_wait)]
 
 
-NOTE_LINK = ("A reading's PUBACK wait reads the chunks that come meanwhile; the device keeps one, so the "
-             "rest are sent again (go-back-N): the more often it publishes, the more the window resends.")
+NOTE_LINK = ("A reading's PUBACK wait reads the chunks that come meanwhile; the device keeps one and asks "
+             "for the rest again (go-back-N): the more often it publishes, the more the window resends.")
 
 
 if __name__ == "__main__":

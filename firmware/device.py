@@ -155,7 +155,9 @@ class Device:
             if msg[0] == 0x43 and p and p[-1][0] == 0x43:
                 # A chunk while another waits (the tool keeps a window of them in flight, and a
                 # reading's PUBACK wait reads what came meanwhile): not kept, so the heap holds
-                # one chunk at a time. The next answer gives the offset to resend from.
+                # one chunk at a time. The next answer asks the tool to resend from its offset.
+                if self.ota is not None:
+                    self.ota.gap = 1
                 return
             p.append(msg)
             return

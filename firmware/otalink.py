@@ -37,6 +37,7 @@ class OtaLink:
         self.installed = None   # set by finish(): the app closes the session and resets
         self.holder = None      # who began the transfer under way (as the technician said)
         self.at = 0             # ticks_ms of the last request handled (otacmd.idle)
+        self.gap = 0            # chunks were let go since the last answer (firmware/device.py)
 
     def handle(self, msg):
         self.at = time.ticks_ms()
@@ -120,7 +121,12 @@ class OtaLink:
         if pct // 10 != self._pct // 10:
             eventlog.info("ota", "received %d of %d bytes (%d%%)" % (nxt, size, pct))
         self._pct = pct
-        self.say({"step": "next", "offset": nxt, "percent": pct})
+        if self.gap:
+            # chunks came that could not be kept: the tool sends again from here at once
+            self.gap = 0
+            self.say({"step": "next", "offset": nxt, "percent": pct, "resend": 1})
+        else:
+            self.say({"step": "next", "offset": nxt, "percent": pct})
 
     def finish(self):
         from firmware.ota import OTAError

@@ -14,7 +14,8 @@ uses the link's bandwidth rather than waiting a round trip per chunk. The device
 takes only the chunk at its next offset and answers every chunk with that offset
 (firmware/otalink.py), so it never buffers more than the one it is writing; a chunk
 lost or overtaken shows as an answer that does not move, and the tool goes back to
-that offset (go-back-N); so does a silence of STALL seconds with chunks in flight (the
+that offset (go-back-N) once three answers in a row show it missing (a chunk merely
+overtaken by the next costs one such answer, not a resend of the window); so does a silence of STALL seconds with chunks in flight (the
 device keeps one chunk at a time and lets a chunk go that comes while another waits).
 The window is bounded by the broker's in-flight limit per
 client (mosquitto: 20 QoS 1 messages) and sized for a link with a 100 ms round trip at
@@ -47,7 +48,8 @@ from . import image, keys
 
 CHUNK = 2048          # payload bytes per chunk: small enough for a fragmented 64 KiB device heap
 WINDOW = 16           # chunks in flight: under mosquitto's 20 in-flight QoS 1 messages per client
-STALL = 1.5           # seconds without an answer while chunks are in flight: resend from the last offset
+STALL = 0.5           # seconds without an answer while chunks are in flight: resend from the last offset
+DUPS = 3              # answers that do not move the device's offset before going back (as TCP's fast retransmit)
 INSTALLED, REJECTED, ROLLED_BACK = "installed", "rejected", "rolled back"
 EXIT_CODES = {INSTALLED: 0, REJECTED: 2, ROLLED_BACK: 3}
 
@@ -239,6 +241,7 @@ def _send_window(t, payload, base, size, window, chunk, timeout, progress, mangl
     written on the device. Every chunk the device gets is answered with its next offset."""
     nxt = base          # the next offset to send
     rewound = -1        # the offset last gone back to (its stale answers are not a new loss)
+    dups = 0            # answers in a row that did not move the device's offset
     out = 0             # chunks sent and not answered yet
     held = None         # a chunk mangle() delayed: sent after the next one
     sent = 0
@@ -274,16 +277,28 @@ def _send_window(t, payload, base, size, window, chunk, timeout, progress, mangl
             return d, sent
         out = max(0, out - 1)
         off = d["offset"]
+        if d.get("resend"):
+            # the device let chunks go that came while it was busy: they will not be answered
+            base = max(base, off)
+            nxt, rewound, out, dups = base, base, 0, 0
+            progressed = time.monotonic()
+            if progress:
+                progress(base, size)
+            continue
         if off > base:
             base = off
             nxt = max(nxt, base)
             progressed = time.monotonic()
-        elif off == base and nxt > base and (rewound != base or out == 0):
-            # The device still waits for `base` though a later chunk reached it: that one was
-            # lost or overtaken. Go back to it; the answers to the chunks still in flight say
-            # the same and are not another loss, unless all are in and it is still missing.
-            nxt = base
-            rewound = base
+            dups = 0
+        elif off == base and nxt > base:
+            dups += 1
+            if (dups >= DUPS and rewound != base) or out == 0:
+                # The device still waits for `base` though later chunks reached it: that one
+                # was lost (one overtaken by the next costs a single such answer, not DUPS).
+                # Go back to it; the answers to the chunks still in flight say the same and
+                # are not another loss, unless all are in and it is still missing.
+                nxt = base
+                rewound = base
         if progress:
             progress(base, size)
     return None, sent
