@@ -8,9 +8,9 @@ WARDEN := $(VENV)/bin/warden
 STATE  ?= .warden
 THING  ?= twin-001
 
-.PHONY: run test bench setup venv broker-bin build clean distclean
+.PHONY: run test bench setup venv broker-bin port32 build clean distclean
 
-setup: venv broker-bin
+setup: venv broker-bin port32
 
 # The venv is rebuilt only when requirements.txt or the package metadata change.
 venv: $(VENV)/.installed
@@ -22,6 +22,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 broker-bin:
 	@scripts/ensure-mosquitto.sh
+
+# The 32-bit MicroPython port, where one is present ($$MICROPYTHON32 or ../shared/tools/micropython32):
+# the heap tests measure the device on it too.
+port32:
+	@scripts/ensure-i386.sh
 
 build: venv
 	$(WARDEN) build app

@@ -18,7 +18,23 @@ ROOT = Path(__file__).resolve().parents[2]
 # MicroPython programs the tests run (tests/support/mp/*.py): run_mp(script=MP / "name.py", ...)
 MP = Path(__file__).resolve().parent / "mp"
 
-__all__ = ["ROOT", "MP", "micropython_binary", "device_path", "mp_command", "run_mp", "Background"]
+__all__ = ["ROOT", "MP", "micropython_binary", "micropython32", "device_path", "mp_command", "run_mp",
+           "Background"]
+
+
+def micropython32():
+    """The 32-bit unix port of the twin's MicroPython version (4-byte pointers, 16-byte GC blocks:
+    the heap as an ESP32 lays it out), or None: $MICROPYTHON32, else the development machine's
+    ../shared/tools/micropython32/micropython beside the checkout; it must run (libc6-i386,
+    which `make setup` installs where it can)."""
+    p = os.environ.get("MICROPYTHON32") or str(ROOT.parent / "shared" / "tools" / "micropython32" / "micropython")
+    if not os.access(p, os.X_OK):
+        return None
+    try:
+        ok = subprocess.run([p, "-c", "pass"], capture_output=True, timeout=10).returncode == 0
+    except OSError:
+        ok = False
+    return p if ok else None
 
 
 def device_path(*extra):

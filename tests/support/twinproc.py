@@ -10,10 +10,11 @@ from .process import Process
 class Twin(Process):
     name = "twin"
 
-    def __init__(self, flash, heap=twinlib.DEFAULT_HEAP, restart_on_reset=True):
+    def __init__(self, flash, heap=twinlib.DEFAULT_HEAP, restart_on_reset=True, binary=None):
         super().__init__()
         self.flash = flash
         self.heap = heap
+        self.binary = binary     # another unix port (support.devrun.micropython32()), or the twin's
         self.restart_on_reset = restart_on_reset
         self.resets = 0
         self._cause = twinlib.RESET_PWRON
@@ -23,7 +24,7 @@ class Twin(Process):
         return super().start()
 
     def command(self):
-        return twinlib.twin_command(self.flash, self.heap, self._cause)
+        return twinlib.twin_command(self.flash, self.heap, self._cause, self.binary)
 
     def _restart(self, code):
         if code != twinlib.RESET_EXIT or not self.restart_on_reset:

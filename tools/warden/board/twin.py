@@ -134,14 +134,15 @@ def micropython_binary():
     return str(exe)
 
 
-def twin_command(path, heap=DEFAULT_HEAP, reset_cause=RESET_PWRON):
-    """(argv, env) that boot the twin on flash file `path` once."""
+def twin_command(path, heap=DEFAULT_HEAP, reset_cause=RESET_PWRON, binary=None):
+    """(argv, env) that boot the twin on flash file `path` once (with `binary`, another unix port
+    of the same MicroPython version: a 32-bit one lays the heap out as an ESP32 does)."""
     env = dict(os.environ)
     env["WARDEN_FLASH"] = str(path)
     env["WARDEN_RESET_CAUSE"] = str(reset_cause)
     # Only the ROM's modules (precompiled) are on the host path; the rest comes from flash.
     env["MICROPYPATH"] = ".frozen:" + str(build.build_twin_rom())
-    return [micropython_binary(), "-X", "heapsize=" + heap, "-c", "import rom"], env
+    return [binary or micropython_binary(), "-X", "heapsize=" + heap, "-c", "import rom"], env
 
 
 def run_twin(path, heap=DEFAULT_HEAP, max_restarts=None, stdout=None, on_start=None):
