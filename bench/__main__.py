@@ -44,6 +44,7 @@ def _optional(name, title, fn="run"):
 SECTIONS = [
     ("mqtt", _mqtt),
     ("twin", _twin),
+    ("heap", _optional("heap_bench", "Device heap: 64-bit twin and 32-bit port")),
     ("logstore", _optional("logstore_bench", "Encrypted log store")),
     ("fleet", _optional("fleet_bench", "Fleet: provisioning and revocation")),
     ("tls", _optional("tls_bench", "Broker TLS: what each client negotiates")),

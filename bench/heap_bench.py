@@ -1,0 +1,75 @@
+"""The device's heap on the two builds of its MicroPython, side by side in one run: the twin's
+64-bit unix port and, where one is present, the 32-bit port (4-byte pointers and 16-byte GC blocks,
+as on an ESP32; $MICROPYTHON32 or the development machine's ../shared/tools/micropython32).
+
+For the factory app and for an app running from an update slot: the heap in use once connected at
+`-X heapsize=64k` (the device's own `heap in use` log line), and the smallest heap, in steps of
+2 KiB, at which a session (boot, connect, 5 readings acknowledged) completes three times in a row.
+
+    run(fleet) -> rows        python -m bench.heap_bench
+"""
+import re
+import subprocess
+
+from warden.board import build, flashimage, twin as twinlib
+from warden.fleet import devices
+
+COLS = ["metric", "64-bit twin", "32-bit port", "ratio"]
+NOTE = "ratio: 64-bit / 32-bit (the twin needs that much more heap than a board for the same code)"
+
+
+def _flash(fleet, thing, slot):
+    state = fleet.state
+    devices.add_device(state, thing)
+    path = twinlib.flash_path(state, thing)
+    twinlib.update_config(path, broker={"host": "localhost", "port": fleet.broker.port}, interval_ms=20,
+                          max_readings=5)
+    if slot:   # as after an app update: the app runs from slot a
+        ff = flashimage.FlashFile(path)
+        ff.write({"/app/a" + k: v for k, v in build.build_app().items() if not k.endswith(".py")})
+        ff.write({"/app/active": b"a valid -"})
+        ff.save()
+    return path
+
+
+def _session(path, heap, binary):
+    """The heap in use after connect, or None if the session did not complete."""
+    argv, env = twinlib.twin_command(path, heap, binary=binary)
+    try:
+        p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return None
+    m = re.search(r"heap in use (\d+) bytes", p.stdout)
+    if p.returncode != 0 or not m or "MemoryError" in p.stdout:
+        return None
+    return int(m.group(1))
+
+
+def _smallest(path, binary, lo=30, hi=96):
+    for k in range(lo, hi + 1, 2):
+        if all(_session(path, "%dk" % k, binary) for _ in range(3)):
+            return k
+    return None
+
+
+def run(fleet):
+    from tests.support.devrun import micropython32
+    port32 = micropython32()
+    rows = []
+    for slot in (False, True):
+        app = "app from an update slot" if slot else "factory app"
+        path = _flash(fleet, "bench-heap-%s" % ("slot" if slot else "factory"), slot)
+        heaps = [_session(path, "64k", None), _session(path, "64k", port32) if port32 else None]
+        least = [_smallest(path, None), _smallest(path, port32) if port32 else None]
+        for what, (a, b), unit in (("heap in use after connect at 64k, bytes", heaps, ""),
+                                   ("smallest heap for a session (3 runs in a row), KiB", least, "k")):
+            rows.append({"metric": "%s: %s" % (app, what), "64-bit twin": a if a else "fails",
+                         "32-bit port": b if b else ("(no 32-bit port)" if not port32 else "fails"),
+                         "ratio": round(a / b, 2) if a and b else None})
+    return rows
+
+
+if __name__ == "__main__":
+    from bench.common import fleet, print_table
+    with fleet() as f:
+        print_table("Device heap: 64-bit twin and 32-bit port", run(f), COLS, note=NOTE)
