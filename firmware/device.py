@@ -151,7 +151,7 @@ class Device:
         # firmware/refusal.py, loaded only then: it says why and counts (a flood writes few records).
         p = self.pending
         if (msg and not self.mqtt.retained and len(topic) == len(self.commands) + 3
-                and topic.endswith(b"/ota") and msg[0] in b"BCFSA" and len(p) < 3):  # 3: the queue's room
+                and topic.endswith(b"/ota") and msg[0] in b"BCFSAR" and len(p) < 3):  # 3: the queue's room
             if msg[0] == 0x43 and p and p[-1][0] == 0x43:
                 # A chunk while another waits (the tool keeps a window of them in flight, and a
                 # reading's PUBACK wait reads what came meanwhile): not kept, so the heap holds

@@ -22,7 +22,7 @@ from binascii import hexlify
 
 from firmware import core
 from firmware.core import replace as put
-from firmware.ota_state import PENDING, get, rm, running
+from firmware.ota_state import PENDING, SLOT, get, rm, running
 
 JOB = "/state/ota.job"   # manifest and signature of the update being received
 POS = "/state/ota.pos"   # firmware: the durable offset (firmware/ota_fw.py)
@@ -109,6 +109,7 @@ class Updater:
             pos = sink.resume(h, f[6])  # rehash what is already durable, carry on from there
         else:
             self._drop_files()
+            rm(SLOT % sink.slot)   # what it held is being overwritten: no rollback to it
             pos = sink.start()
             put(JOB, job)
         self._m, self._f, self._sink, self._h, self.pos, self.size = job, f, sink, h, pos, f[6]
@@ -152,6 +153,9 @@ class Updater:
             if self._h.digest() != f[7]:
                 raise OTAError("payload altered: its SHA-256 does not match the signed manifest")
             put(PENDING, json.dumps(p))
+            if sink.slot != "keys":   # what a signed rollback may come back to (firmware/ota_rollback.py)
+                put(SLOT % sink.slot, json.dumps({"kind": f[2], "version": f[4], "counter": f[5], "size": f[6],
+                                                  "sha": hexlify(f[7]).decode()}))
             sink.commit(f)  # a key set (slot "keys") is in force now: it records itself, clears PENDING
         except Exception as e:
             rm(PENDING)

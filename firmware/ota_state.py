@@ -15,6 +15,8 @@
 #   /state/ota.json     installed [counter, version] per kind: the anti-replay state
 #   /state/ota.pending  installed, awaiting its self-test
 #   /state/ota.last     the last outcome
+#   /state/slot.<slot>.json   what an update installed in that slot (kind, version, counter,
+#                       size, sha): what a signed rollback may go back to (firmware/ota_rollback.py)
 # each replaced whole by firmware/core.py's replace() (the engine's own files, ota.job and
 # ota.pos, are firmware/ota.py's). Must not: read a corrupt ota.json as "nothing installed"
 # (that would let every old update in again).
@@ -29,6 +31,7 @@ from firmware.core import replace
 INSTALLED = "/state/ota.json"
 PENDING = "/state/ota.pending"
 LAST = "/state/ota.last"
+SLOT = "/state/slot.%s.json"
 
 
 def get(path):
@@ -63,6 +66,11 @@ def installed(kind):
     """(counter, version) installed for `kind`; (0, None) before its first update."""
     c = counters().get(kind) or (0, None)
     return c[0], c[1]
+
+
+def record(slot):
+    """What an update installed in `slot` ({kind, version, counter, size, sha}), or None."""
+    return get(SLOT % slot)
 
 
 def running(kind):
@@ -151,7 +159,10 @@ def rollback(reason):
 def status():
     """Per kind the installed counter, version and running slot; the pending update and the
     last outcome (for `warden ota status`)."""
-    out = {"pending": pending(), "last": last()}
+    out = {"pending": pending(), "last": last(), "slots": {}}
+    for n in os.listdir("/state"):
+        if n.startswith("slot.") and n.endswith(".json"):
+            out["slots"][n[5:-5]] = get("/state/" + n)
     for k in ("app", "firmware"):
         try:
             c, v = installed(k)

@@ -25,7 +25,8 @@ from firmware.core import describe
 # The OTA conversation's modules (firmware/core.py, "Code lifetimes"), and with this one,
 # all of the OTA code.
 TRANSFER = ("firmware.otalink", "firmware.ota", "firmware.ota_check", "firmware.ota_fw",
-            "firmware.ota_app", "firmware.ota_keys", "firmware.ota_state", "firmware.slots", "rsapss")
+            "firmware.ota_app", "firmware.ota_keys", "firmware.ota_rollback", "firmware.ota_state", "firmware.slots",
+            "rsapss")
 OTA = TRANSFER + ("firmware.otacmd",)
 
 

@@ -52,6 +52,8 @@ class OtaLink:
                 self.finish()
             elif op == b"S":
                 self.status()
+            elif op == b"R":
+                self.rollback(msg)
             elif op == b"A":
                 self.stop("aborted by the technician")
                 self.say({"step": "aborted"})
@@ -142,6 +144,16 @@ class OtaLink:
             return
         eventlog.info("ota", "installed %s %s: resetting to run it" % (p["kind"], p["version"]))
         self.say(d)
+        self.installed = p
+
+    def rollback(self, msg):
+        from firmware.ota import OTAError
+        if self.updater is not None:
+            raise OTAError("a transfer is under way: abort it first")
+        from firmware import ota_rollback
+        p = ota_rollback.run(msg, self.target)
+        eventlog.info("ota", "rolling back to %s %s: resetting to run it" % (p["kind"], p["version"]))
+        self.say({"step": "installed", "kind": p["kind"], "version": p["version"], "counter": p["counter"]})
         self.installed = p
 
     def status(self):

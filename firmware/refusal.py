@@ -37,7 +37,7 @@ def command(dev, topic, msg):
         why = "retained (it would replay at every connect)"
     elif len(topic) != len(dev.commands) + 3 or not topic.endswith(b"/ota"):
         why = "no handler for its topic"
-    elif not msg or msg[0] not in b"BCFSA":
+    elif not msg or msg[0] not in b"BCFSAR":
         why = "not an OTA request"  # refused before any OTA code loads
     else:
         why = "busy, %d waiting" % len(dev.pending)

@@ -243,6 +243,38 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window
     raise click.exceptions.Exit(otapush.EXIT_CODES[out.result])
 
 
+@ota.command("rollback")
+@click.argument("thing")
+@click.option("--kind", type=click.Choice(["app", "firmware"]), default="app", show_default=True)
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for each answer from the device.")
+@click.option("--confirm-timeout", type=float, default=180.0, show_default=True,
+              help="Seconds to wait for the self-test after the device resets.")
+@click.option("--as", "as_", default="technician.default", show_default=True,
+              help="The technician principal to act as (ROLE.NAME, or NAME for a technician).")
+@pass_state
+def ota_rollback(state, thing, kind, timeout, confirm_timeout, as_):
+    """Roll THING back to the version in its other slot, with no download.
+
+    A rollback is signed with the project's signing key and carries a new counter, so the device
+    checks it as an update (and refuses it when its other slot holds no installed update, or
+    something other than what it recorded). Exit codes as `ota push`."""
+    from ..ota import push as otapush
+    from ..fleet.principals import resolve
+
+    cn = resolve(as_, None if "." in as_ else "technician")
+    console.print(f"as {cn}", style="dim")
+    out = otapush.rollback(state, thing, kind, timeout=timeout, confirm_timeout=confirm_timeout, principal=cn)
+    what = f"{out.kind} {out.version} (counter {out.counter})"
+    if out.result == otapush.INSTALLED:
+        console.print(f"[bold green]rolled back and confirmed[/]: {what} in {out.seconds:.1f} s")
+    elif out.result == otapush.REJECTED:
+        console.print(f"[bold red]refused[/] by {thing}: {out.reason}")
+    else:
+        console.print(f"[bold yellow]the rollback did not pass its self-test[/] on {thing}: {out.reason}")
+    raise click.exceptions.Exit(otapush.EXIT_CODES[out.result])
+
+
 @ota.command("status")
 @click.argument("thing")
 @click.option("--json", "as_json", is_flag=True)

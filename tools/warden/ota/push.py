@@ -304,6 +304,51 @@ def _send_window(t, payload, base, size, window, chunk, timeout, progress, mangl
     return None, sent
 
 
+def rollback(state, thing, kind="app", *, timeout=30.0, confirm_timeout=180.0, host=None, port=None,
+             principal="technician.default", local_check=True, counter=None, key_secret=None):
+    """Roll THING's `kind` back to the version in its other slot, without a download: a signed
+    rollback (the other slot's version, size and SHA-256 as the device recorded them, and a
+    counter newer than the installed one, signed with the project's signing key), checked by the
+    device as an update is; then the reset and the self-test. Returns an Outcome.
+
+    `local_check=False` sends it even when the device's status says there is nothing to go back
+    to, and `counter` overrides the new counter (tests: the device refuses on its own)."""
+    st = status(state, thing, timeout=timeout, host=host, port=port, principal=principal)
+    dev = st["device"]
+    now = (dev.get(kind) or {}).get("slot")
+    recs = {slot: r for slot, r in (dev.get("slots") or {}).items() if r and r.get("kind") == kind and slot != now}
+    if not recs and local_check:
+        raise OtaPushError(f"{thing} has no other {kind} to roll back to (its other slot holds no installed update)",
+                           hint="`warden ota status THING` shows its slots")
+    slot, r = sorted(recs.items())[0] if recs else (None, {"version": "0", "size": 0, "sha": "00" * 32})
+    installed = (dev.get(kind) or {}).get("counter") or 0
+    from ..fleet.devices import get_device
+    known = getattr(get_device(state, thing), f"{kind}_counter", 0) or 0
+    new = counter if counter is not None else max(installed, known) + 1
+    key = keys.load_private_key(state, key_secret)
+    m = image.Manifest(image.ALG, keys.key_id(key.public_key()), kind, image.default_target(state), r["version"],
+                       image.check_counter(new), r["size"], bytes.fromhex(r["sha"])).encode()
+    sig = image.sign_raw(m, key)
+    t = Technician(state, thing, host, port, principal=principal).connect()
+    t0 = time.monotonic()
+    try:
+        t.send(b"R" + image.assemble(m, sig, b""))
+        d = t.expect({"installed", "rejected", "busy"}, timeout, "installed or rejected")
+        if d["step"] != "installed":
+            return Outcome(REJECTED, d.get("reason") or f"busy: {d.get('holder')}", r["version"], new, kind,
+                           time.monotonic() - t0, 0, 0)
+        d = t.expect({"confirmed", "rolled back"}, confirm_timeout, "the self-test after the reset")
+        if d["step"] == "confirmed":
+            from ..fleet.registry import Registry
+            with Registry(state.registry_path) as reg:
+                reg.update(thing, version=r["version"], counter=new,
+                           **{f"{kind}_counter": new, f"{kind}_version": r["version"]})
+            return Outcome(INSTALLED, None, r["version"], new, kind, time.monotonic() - t0, 0, 0)
+        return Outcome(ROLLED_BACK, d.get("reason"), r["version"], new, kind, time.monotonic() - t0, 0, 0)
+    finally:
+        t.close()
+
+
 def status(state, thing, *, timeout=10.0, host=None, port=None, principal="technician.default"):
     """The device's own OTA report (versions, slots, pending update, last outcome) and the registry's."""
     from ..fleet.devices import get_device
