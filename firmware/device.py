@@ -173,10 +173,7 @@ class Device:
         eventlog.error("mqtt", "session lost: %s" % reason)
         _close(self.client)
         self.client = None
-        try:
-            self.room = bytearray(1024)  # for the reconnect (see __init__)
-        except MemoryError:
-            pass
+        self.pending = []   # the lost session's requests: their senders get no answer and try again
         self.next_connect = time.ticks_add(time.ticks_ms(), self.retry_in())
         if self.ota is not None:
             try:
@@ -185,6 +182,11 @@ class Device:
                 self.ota = None  # at least the link and its transfer state go
         if self.outbox is not None:
             self.outbox.save()
+        gc.collect()  # what the session (and an OTA conversation) held: then the room is one piece
+        try:
+            self.room = bytearray(1024)  # for the reconnect (see __init__)
+        except MemoryError:
+            pass
 
     def sample(self):
         """Take the next reading; publish it, or keep it in the outbox when that fails."""
