@@ -36,6 +36,33 @@ _swapped = False  # finish() swapped in this boot: nothing to judge or start unt
 _SINKS = ("firmware.ota_fw", "firmware.ota_app", "firmware.ota_keys")
 
 
+def check(manifest, signature, target, kind=None):
+    """The checks of firmware/ota_check.py on an update's (or a rollback's) head, in order: size
+    bound, trusted key, RSA-PSS signature, target, kind, a counter newer than the installed one.
+    Returns the manifest's fields; OTAError at the first failure."""
+    from firmware import ota_check
+    try:
+        f, n, e = ota_check.prepare(manifest, signature)
+    finally:
+        core.unload(("firmware.ota_check",))  # out of the heap for the signature check (the peak)
+    import hashlib
+    import rsapss
+    try:
+        rsapss.verify(n, signature, hashlib.sha256(manifest).digest(), e)
+    except ValueError as x:
+        raise OTAError("bad signature: the manifest was altered or not signed by key %s (%s)"
+                       % (hexlify(f[1]).decode(), x.args[0][8:]))
+    finally:
+        n = None
+        core.unload(("rsapss",))
+    from firmware import ota_check
+    try:
+        ota_check.policy(f, target, kind)
+    finally:
+        core.unload(("firmware.ota_check",))
+    return f
+
+
 def _job_bytes(m, s):
     return bytes((len(m) >> 8, len(m) & 255, len(s) >> 8, len(s) & 255)) + m + s
 
@@ -57,26 +84,7 @@ class Updater:
         """Check an update's manifest and signature; returns the payload offset to send from."""
         if _swapped:
             raise OTAError("an update was just installed: reset to run it first")
-        from firmware import ota_check
-        try:
-            f, n, e = ota_check.prepare(manifest, signature)
-        finally:
-            core.unload(("firmware.ota_check",))  # out of the heap for the signature check (the peak)
-        import hashlib
-        import rsapss
-        try:
-            rsapss.verify(n, signature, hashlib.sha256(manifest).digest(), e)
-        except ValueError as x:
-            raise OTAError("bad signature: the manifest was altered or not signed by key %s (%s)"
-                           % (hexlify(f[1]).decode(), x.args[0][8:]))
-        finally:
-            n = None
-            core.unload(("rsapss",))
-        from firmware import ota_check
-        try:
-            ota_check.policy(f, self.target, kind)
-        finally:
-            core.unload(("firmware.ota_check",))
+        f = check(manifest, signature, self.target, kind)
         if get(PENDING):
             from firmware import ota_state
             p = ota_state.pending()  # one no longer running was rolled back: recorded, cleared
@@ -99,6 +107,7 @@ class Updater:
         if f[6] > cap:
             core.unload(_SINKS)
             raise OTAError("too large for the slot: %d bytes > %d" % (f[6], cap))
+        import hashlib
         h = hashlib.sha256()
         try:
             with open(JOB, "rb") as jf:

@@ -54,27 +54,7 @@ def run(msg, target):
     if m > 512 or 9 + m + s > len(msg):
         raise OTAError("malformed rollback request (manifest %d, signature %d bytes)" % (m, s))
     mv = memoryview(msg)
-    manifest, sig = mv[9:9 + m], mv[9 + m:9 + m + s]
-    from firmware import ota_check
-    try:
-        f, n, e = ota_check.prepare(manifest, sig)
-    finally:
-        core.unload(("firmware.ota_check",))
-    import hashlib
-    import rsapss
-    try:
-        rsapss.verify(n, sig, hashlib.sha256(manifest).digest(), e)
-    except ValueError as x:
-        raise OTAError("bad signature: the rollback was altered or not signed by key %s (%s)"
-                       % (hexlify(f[1]).decode(), x.args[0][8:]))
-    finally:
-        n = None
-        core.unload(("rsapss",))
-    from firmware import ota_check
-    try:
-        ota_check.policy(f, target, None)   # target, kind, and a counter newer than the installed one
-    finally:
-        core.unload(("firmware.ota_check",))
+    f = ota.check(mv[9:9 + m], mv[9 + m:9 + m + s], target)   # as an update's head
     kind = f[2]
     if kind not in ("app", "firmware"):
         raise OTAError("a rollback is for app or firmware, not %s" % kind)
