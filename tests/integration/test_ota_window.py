@@ -94,3 +94,69 @@ def test_a_sleeping_device_that_is_not_woken_in_time_is_not_kept_awake(pki_state
         assert "transfer stopped" in "\n".join(t.lines[seen:]) or "aborted" in "\n".join(t.lines[seen:]), t.output
     finally:
         t.stop()
+
+
+def test_power_cuts_during_a_windowed_transfer_resume_and_install(pki_state, broker, tmp_path):
+    """kill -9 the twin at several points of a windowed firmware transfer (chunks in flight, some
+    half written): each time it boots, the next push resumes from its last durable offset, and the
+    last one installs an image whose SHA-256 the device checked against the signed manifest."""
+    fleet = _fleet(pki_state)
+    t = _twin(fleet, broker, "win-cut", interval_ms=200)
+    try:
+        t.wait_for(r"INFO telemetry: first reading", 15)
+        upd = _signed(fleet, tmp_path, espimage.build_image("1.41.0", 1024 * 1024), "firmware", "1.41.0", 61)
+        size = 1024 * 1024
+        resumed, cuts = [], []
+        for cut in (0.15, 0.3, 0.45, 0.6, 0.75, 0.9):
+            def power_cut(off, total, at=cut):
+                if off >= total * at:
+                    cuts.append(t.kill())            # the power cut, mid-window
+                    raise KeyboardInterrupt
+            try:
+                out = otapush.push(fleet, "win-cut", upd, port=broker.port, timeout=10, progress=power_cut)
+                raise AssertionError("the push was not cut: %s" % (out,))
+            except KeyboardInterrupt:
+                pass
+            t.start()
+            t.wait_for(r"INFO mqtt: connected", 15)
+            st = otapush.status(fleet, "win-cut", port=broker.port)["device"]
+            resumed.append(st["receiving"])
+        assert cuts == [-9] * 6, cuts                   # six power cuts (SIGKILL) happened
+        out = otapush.push(fleet, "win-cut", upd, port=broker.port, timeout=20)
+        assert out.result == otapush.INSTALLED and out.resumed_from > 0, out
+        # firmware keeps a durable offset every 64 KiB: each boot found the transfer, further on
+        offsets = [r["offset"] for r in resumed if r]
+        assert len(offsets) == 0 or offsets == sorted(offsets)
+        assert out.resumed_from >= size * 0.9 - 64 * 1024 - 2 * otapush.WINDOW * otapush.CHUNK, out
+        t.wait_for(r"INFO ota: self-test passed: firmware 1.41.0 confirmed", 20)
+    finally:
+        t.stop()
+
+
+def test_an_update_short_of_heap_leaves_the_device_publishing_and_resumes_with_more(pki_state, broker, tmp_path):
+    """At 64k an app update during a session runs short of heap (docs/heap.md): the device lets the
+    OTA code go and goes on publishing; the same device with more heap resumes the transfer where
+    its durable offset was and installs it."""
+    fleet = _fleet(pki_state)
+    t = _twin(fleet, broker, "win-short", interval_ms=100)
+    t.stop()
+    t = Twin(t.flash, heap="64k").start()
+    try:
+        t.wait_for(r"INFO telemetry: first reading", 15)
+        upd = _signed(fleet, tmp_path, image.build_bundle(), "app", "2.7.0", 72)
+        try:
+            out = otapush.push(fleet, "win-short", upd, port=broker.port, timeout=3)
+            assert out.result == otapush.REJECTED and "out of memory" in out.reason, out
+        except otapush.OtaPushError:
+            pass
+        seen = len(t.lines)
+        t.wait_for(r"INFO mqtt: connected|INFO telemetry", 15)   # publishing again (or still)
+        assert "Traceback" not in "\n".join(t.lines[seen:]), t.output
+        t.stop()
+        t = Twin(t.flash, heap=twinlib.DEFAULT_HEAP).start()
+        t.wait_for(r"INFO telemetry: first reading", 15)
+        out = otapush.push(fleet, "win-short", upd, port=broker.port, timeout=20)
+        assert out.result == otapush.INSTALLED, out
+        t.wait_for(r"INFO ota: self-test passed: app 2.7.0 confirmed", 20)
+    finally:
+        t.stop()
