@@ -5,6 +5,8 @@ as on an ESP32; $MICROPYTHON32 or the development machine's ../shared/tools/micr
 For the factory app and for an app running from an update slot: the heap in use once connected at
 `-X heapsize=64k` (the device's own `heap in use` log line), and the smallest heap, in steps of
 2 KiB, at which a session (boot, connect, 5 readings acknowledged) completes three times in a row.
+For the factory app, the smallest heap (steps of 4 KiB) at which an app update pushed during a
+session is installed and confirmed, twice in a row (the budget is 64 KiB on the 32-bit port).
 
     run(fleet) -> rows        python -m bench.heap_bench
 """
@@ -52,6 +54,50 @@ def _smallest(path, binary, lo=30, hi=96):
     return None
 
 
+def _update_fits(fleet, heap, binary, n):
+    """Does an app update during a session install and confirm at `heap`?"""
+    from tests.support.twinproc import Twin
+    from warden.ota import image, keys, push as otapush
+    state = fleet.state
+    if not keys.has_key(state):
+        keys.init_keys(state)
+    state.broker_port = fleet.broker.port
+    thing = "bench-upd-%d" % n
+    devices.add_device(state, thing)
+    path = twinlib.flash_path(state, thing)
+    twinlib.update_config(path, broker={"host": "localhost", "port": fleet.broker.port}, interval_ms=200,
+                          selftest_ms=20000)
+    t = Twin(path, heap=heap, binary=binary).start()
+    try:
+        t.wait_for(r"INFO telemetry: first reading", 20)
+        upd = fleet.tmp / ("%s.wup" % thing)
+        upd.write_bytes(image.sign(image.build_bundle(), "app", "9.0.0", 9, image.default_target(state),
+                                   keys.load_private_key(state)))
+        try:
+            out = otapush.push(state, thing, upd, timeout=5, confirm_timeout=30)
+        except otapush.OtaPushError:
+            return False
+        return out.result == otapush.INSTALLED
+    except AssertionError:      # it never came up at this heap
+        return False
+    finally:
+        t.stop()
+
+
+def _smallest_update(fleet, binary, lo, hi, tag):
+    n = 0
+    for k in range(lo, hi + 1, 4):
+        ok = True
+        for _ in range(2):
+            n += 1
+            if not _update_fits(fleet, "%dk" % k, binary, n + 1000 * tag):
+                ok = False
+                break
+        if ok:
+            return k
+    return None
+
+
 def run(fleet):
     from tests.support.devrun import micropython32
     port32 = micropython32()
@@ -66,6 +112,11 @@ def run(fleet):
             rows.append({"metric": "%s: %s" % (app, what), "64-bit twin": a if a else "fails",
                          "32-bit port": b if b else ("(no 32-bit port)" if not port32 else "fails"),
                          "ratio": round(a / b, 2) if a and b else None})
+    a = _smallest_update(fleet, None, 88, 128, 1)
+    b = _smallest_update(fleet, port32, 60, 96, 2) if port32 else None
+    rows.append({"metric": "factory app: smallest heap for an app update during a session (2 in a row), KiB",
+                 "64-bit twin": a or "fails", "32-bit port": b if b else ("(no 32-bit port)" if not port32 else "fails"),
+                 "ratio": round(a / b, 2) if a and b else None})
     return rows
 
 
