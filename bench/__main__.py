@@ -25,7 +25,7 @@ def _twin(f):
                 note="ratio > 1: the twin is faster than a minimal paho script doing the same")
 
 
-def _optional(name, title, fn="run"):
+def _optional(name, title, fn="run", note="NOTE"):
     def section(f):
         try:
             mod = importlib.import_module("bench." + name)
@@ -37,7 +37,7 @@ def _optional(name, title, fn="run"):
         rows = run(f) if code.co_argcount and code.co_varnames[0] == "fleet" else run()
         cols = [c for c in getattr(mod, "COLS", None) or (list(rows[0].keys()) if rows else ["metric"])
                 if any(c in r for r in rows)]
-        print_table(title, rows, cols, note=getattr(mod, "NOTE", None))
+        print_table(title, rows, cols, note=getattr(mod, note, None))
     return section
 
 
@@ -53,7 +53,7 @@ SECTIONS = [
     ("ota", _optional("ota_bench", "Signed OTA: verification and install engine")),
     ("ota-push", _optional("ota_push_bench", "Signed OTA over the MQTT chunk transport")),
     ("ota-link", _optional("ota_push_bench", "Signed OTA over an emulated link (100 ms round trip, 2 Mbit/s)",
-                           "run_link")),
+                           "run_link", "NOTE_LINK")),
     ("resilience", _optional("resilience_bench", "Resilience: outbox drain, reconnect, QoS 1")),
 ]
 
