@@ -112,8 +112,8 @@ def run(fleet):
             rows.append({"metric": "%s: %s" % (app, what), "64-bit twin": a if a else "fails",
                          "32-bit port": b if b else ("(no 32-bit port)" if not port32 else "fails"),
                          "ratio": round(a / b, 2) if a and b else None})
-    a = _smallest_update(fleet, None, 88, 128, 1)
-    b = _smallest_update(fleet, port32, 60, 96, 2) if port32 else None
+    a = _smallest_update(fleet, None, 60, 128, 1)
+    b = _smallest_update(fleet, port32, 44, 96, 2) if port32 else None
     rows.append({"metric": "factory app: smallest heap for an app update during a session (2 in a row), KiB",
                  "64-bit twin": a or "fails", "32-bit port": b if b else ("(no 32-bit port)" if not port32 else "fails"),
                  "ratio": round(a / b, 2) if a and b else None})

@@ -11,12 +11,23 @@
 # This module stays loaded (main() runs for the device's life), so it holds nothing but
 # main(): what the boot phase loaded is named by firmware/start.py itself.
 def main():
+    import os
+    try:
+        os.stat("/state/ota.mode")   # firmware/otamode.py: an update's head is waiting
+        update = True
+    except OSError:
+        update = False
+    del os
     from firmware import start
-    boot = start.boot()
+    boot = start.boot(log=not update)
     phase = start._BOOT_ONLY
     del start  # a local reference would keep the module (and its code) alive
     from firmware import core
     core.unload(phase)
     del phase, core
-    from firmware import device
-    device.run(*boot)
+    if update:
+        from firmware import otamode
+        otamode.run(*boot)
+    else:
+        from firmware import device
+        device.run(*boot)

@@ -156,6 +156,8 @@ class Updater:
         if self.pos < self.size:
             raise OTAError("payload short: %d of %d bytes" % (self.pos, self.size))
         sink = self._sink
+        import gc
+        gc.collect()   # the chunks' garbage: installing opens files (littlefs buffers in one piece each)
         p = {"kind": f[2], "version": f[4], "counter": f[5], "slot": sink.slot, "prev": running(f[2])}
         try:
             sink.close()

@@ -2,6 +2,7 @@
 # length is the durable offset), and unpacked into the inactive app slot only after
 # its SHA-256 matched; the swap is the slot pointer (firmware/slots.py).
 # Loaded by firmware/ota.py while such an update runs.
+import gc
 import os
 import struct
 
@@ -48,7 +49,11 @@ def _path(p):
     if len(parts) < 2 or parts[0] not in ("firmware", "lib"):
         raise OTAError("malformed app bundle: %r is not under firmware/ or lib/" % p)
     for c in parts:
-        if c in ("", ".", "..") or any(not (ch.isalpha() or ch.isdigit() or ch in "_.-") for ch in c):
+        bad = c in ("", ".", "..")
+        for ch in c:   # (a loop, not a generator: this runs where the heap is tightest, the install)
+            if not (ch.isalpha() or ch.isdigit() or ch in "_.-"):
+                bad = True
+        if bad:
             raise OTAError("malformed app bundle: path %r has a bad component %r" % (p, c))
 
 
@@ -147,6 +152,7 @@ def _unpack(dest):
                 except OSError:
                     pass
             left = struct.unpack(">I", size)[0]
+            gc.collect()   # the last file's 640-byte littlefs object, before the next one
             with open(dest + "/" + p, "wb") as out:
                 while left:
                     k = f.readinto(memoryview(buf)[:min(left, 512)])

@@ -44,9 +44,8 @@ def _firmware_hash(label, size):
     return h.digest()
 
 
-def run(msg, target):
-    """Check the rollback request `msg` and swap; returns what will run after the reset (as
-    Updater.finish does). OTAError(reason) if refused: nothing changed."""
+def head(msg):
+    """(manifest, signature) of a rollback request; OTAError if it is malformed."""
     import struct
     if len(msg) < 9 or msg[1:5] != b"WUP1":
         raise OTAError("malformed rollback request")
@@ -54,12 +53,15 @@ def run(msg, target):
     if m > 512 or 9 + m + s > len(msg):
         raise OTAError("malformed rollback request (manifest %d, signature %d bytes)" % (m, s))
     mv = memoryview(msg)
-    f = ota.check(mv[9:9 + m], mv[9 + m:9 + m + s], target)   # as an update's head
+    return mv[9:9 + m], mv[9 + m:9 + m + s]
+
+
+def target(f):
+    """(kind, the slot running, the slot to go back to) for manifest fields `f`, if the device
+    recorded there the version, size and SHA-256 the manifest names; OTAError otherwise."""
     kind = f[2]
     if kind not in ("app", "firmware"):
         raise OTAError("a rollback is for app or firmware, not %s" % kind)
-    if ota._swapped:
-        raise OTAError("an update was just installed: reset to run it first")
     now = running(kind)
     slot = _other(kind, now)
     r = record(slot)
@@ -68,6 +70,17 @@ def run(msg, target):
     if r["version"] != f[4] or r["size"] != f[6] or r["sha"] != hexlify(f[7]).decode():
         raise OTAError("the other %s slot (%s) holds %s, not the %s this rollback names" % (
             kind, slot, r["version"], f[4]))
+    return kind, now, slot
+
+
+def run(msg, tgt):
+    """Check the rollback request `msg` and swap; returns what will run after the reset (as
+    Updater.finish does). OTAError(reason) if refused: nothing changed."""
+    manifest, sig = head(msg)
+    f = ota.check(manifest, sig, tgt)   # as an update's head
+    if ota._swapped:
+        raise OTAError("an update was just installed: reset to run it first")
+    kind, now, slot = target(f)
     if kind == "app":
         try:
             os.stat("/app/%s/firmware" % slot)

@@ -24,7 +24,7 @@ from firmware.core import describe
 
 # The OTA conversation's modules (firmware/core.py, "Code lifetimes"), and with this one,
 # all of the OTA code.
-TRANSFER = ("firmware.otalink", "firmware.ota", "firmware.ota_check", "firmware.ota_fw",
+TRANSFER = ("firmware.otalink", "firmware.otamode", "firmware.ota", "firmware.ota_check", "firmware.ota_fw",
             "firmware.ota_app", "firmware.ota_keys", "firmware.ota_rollback", "firmware.ota_state", "firmware.slots",
             "rsapss")
 OTA = TRANSFER + ("firmware.otacmd",)
@@ -42,8 +42,48 @@ def say(dev, d, retain=False):
 
 
 def handle(dev):
-    """Handle the oldest OTA request waiting (dev.pending)."""
+    """Handle the oldest OTA request waiting (dev.pending). An update's or a rollback's head
+    sends the device to update mode (firmware/otamode.py): stored, answered `restarting`, reset."""
     msg = dev.pending.pop(0)
+    if msg[0] in b"BR" and dev.ota is None:
+        for m in dev.pending:
+            if m[0] == 0x41:   # A: the technician gave up on it already (queued while it slept)
+                dev.pending.remove(m)
+                eventlog.info("ota", "an update's head and its abort: nothing to do")
+                say(dev, {"step": "aborted"})
+                _done(dev)
+                return
+        if dev.selftest is not None:
+            # a reset now would roll back the update on trial: its verdict comes first
+            say(dev, {"step": "rejected", "reason": "an update is on trial: wait for its self-test verdict"})
+            _done(dev)
+            return
+        try:
+            from firmware import otamode
+            otamode.precheck(msg, "esp32/" + dev.cfg["app"])
+        except MemoryError:
+            pass    # update mode checks it all
+        except Exception as e:   # OTAError: refused here, no restart
+            core.unload(TRANSFER)
+            why = e.args[0] if e.args else repr(e)
+            say(dev, {"step": "rejected", "reason": why})
+            from firmware import refusal
+            refusal.note("ota", "update refused: %s" % why, "ERROR")
+            _done(dev)
+            return
+        # From here on it always ends in a reset: into update mode, or, if even storing the head
+        # failed for lack of heap, a plain one (a fresh heap; the technician's push times out and
+        # is run again). A session never goes on with the heap the OTA code left.
+        try:
+            core.replace("/state/ota.mode", bytes(msg))   # firmware/otamode.py MODE
+            eventlog.info("ota", "an update's head: restarting into update mode")
+            say(dev, {"step": "restarting"})
+        except Exception:
+            pass
+        try:
+            dev.close("ota-update-mode")
+        finally:
+            hal.reset()
     if dev.ota is None:
         from firmware.otalink import OtaLink
         dev.ota = OtaLink("esp32/" + dev.cfg["app"], lambda d: say(dev, d))

@@ -21,9 +21,10 @@ _BOOT_ONLY = ("firmware.start", "firmware.logboot", "firmware.config", "firmware
               "firmware.topics", "firmware.topiccheck", "logopen", "logread", "cryptokit")
 
 
-def boot():
+def boot(log=True):
     """(config, TLS context, sensor sources, topics (thing, telemetry, status, ota, command
-    prefix), update awaiting its self-test or None, last OTA outcome or None)."""
+    prefix), update awaiting its self-test or None, last OTA outcome or None). log=False (update
+    mode, firmware/otamode.py): the log store is not opened, events go to the console only."""
     # The TLS context embeds mbedTLS's structures (~3 KB in one block): made first, while
     # the heap is still in one piece.
     import tls
@@ -31,8 +32,9 @@ def boot():
     # The device log (and outbox) in /log (docs/log.md), opened once per
     # boot, before the config is checked so that even a config error is logged.
     hb = hal.boot()
-    from firmware import logboot
-    logboot.open_store(hb.log_key(), quota=_log_quota())
+    if log:
+        from firmware import logboot
+        logboot.open_store(hb.log_key(), quota=_log_quota())
     eventlog.info("boot", "warden %s on %s, reset cause %s" % (
         VERSION, hal.PLATFORM, hb.RESET_NAMES.get(hb.reset_cause(), "?")))
     cfg = _checks(ctx, hb)

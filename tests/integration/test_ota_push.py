@@ -1,7 +1,6 @@
 """Signed OTA end to end: `warden ota push` (the technician) -> broker -> the twin's own MQTT session ->
 firmware/otalink.py -> the verified engine -> swap -> reset -> self-test -> confirmed or rolled back."""
 import json
-import threading
 
 import pytest
 from click.testing import CliRunner
@@ -60,7 +59,7 @@ def test_app_update_installs_and_confirms(fleet, broker, device, tmp_path):
     assert out.result == otapush.INSTALLED, out
     assert seen[-1][0] == seen[-1][1] > 0
     t.wait_for(r"INFO ota: self-test passed: app 2.0.0 confirmed", 15)
-    assert t.resets == 1
+    assert t.resets == 2   # into update mode (firmware/otamode.py), then into the update
     with Registry(fleet.registry_path) as reg:
         d = reg.get("ota-app")
     assert (d.version, d.counter) == ("2.0.0", 10)
@@ -83,7 +82,10 @@ def test_forged_update_is_rejected_by_the_device(fleet, broker, device, tmp_path
     p.write_bytes(bytes(data))
     out = otapush.push(fleet, "ota-forged", p, port=broker.port, local_check=False)
     assert out.result == otapush.REJECTED and "signature" in out.reason, out
-    assert t.resets == 0 and t.proc.poll() is None
+    # the signature is checked in update mode: into it, then back to the app that runs
+    t.wait_for(r"ERROR ota: update refused: bad signature", 15)
+    t.wait_for(r"INFO mqtt: connected", 15)
+    assert t.resets == 2 and t.proc.poll() is None
     r = CliRunner().invoke(main, ["--state", str(fleet.root), "ota", "push", "ota-forged", str(p)])
     assert r.exit_code == 1 and "signature" in r.output  # the tool refuses before sending
     r = CliRunner().invoke(main, ["--state", str(fleet.root), "ota", "status", "ota-forged"])
@@ -104,7 +106,7 @@ def test_crashing_app_update_rolls_back(fleet, broker, device, tmp_path):
     assert out.result == otapush.ROLLED_BACK, out
     assert "crashed on trial" in out.reason and "this release is broken" in out.reason
     t.wait_for(r"INFO telemetry: first reading", 15)  # the previous app runs again
-    assert t.resets == 2  # into the update, then back
+    assert t.resets == 3  # into update mode, into the update, then back
     with Registry(fleet.registry_path) as reg:
         assert reg.get("ota-crash").counter != 30
 
@@ -137,18 +139,20 @@ def test_firmware_update_installs_and_confirms(fleet, broker, device, tmp_path):
 
 def test_an_update_that_does_not_fit_in_64k_leaves_the_device_publishing(fleet, broker, device, mqtt_client,
                                                                          tmp_path):
-    """An OTA during a session does not fit in 64k yet (docs/heap.md, 'What is left'). The push
-    fails; the device must not: it lets the OTA code go and goes on publishing (it used to keep
-    the OTA code loaded and fail every reconnect for lack of heap)."""
+    """At 64k: on the 64-bit twin an update does not fit (docs/heap.md); the push fails, the device
+    must not: it lets the OTA code go and goes on publishing (it used to keep the OTA code loaded
+    and fail every reconnect for lack of heap). On the 32-bit port it installs."""
     t = device("ota-64k", heap="64k")
     op = mqtt_client("operator")
     op.subscribe("dt/warden/ota-64k/telemetry")
     upd = signed(fleet, tmp_path, image.build_bundle(), version="2.0.0", counter=10)
-    # Either clean way of failing: the device refuses (it ran out of heap while checking the
-    # update: the 32-bit port), or stops answering mid-transfer and the push gives up (64-bit).
+    # On a board's heap layout (the 32-bit port) it installs in update mode (test_ota_budget.py);
+    # on the 64-bit twin at 64k it fails one of the clean ways: the device refuses for lack of
+    # heap, or restarts and the push gives up. Either way the device goes on publishing.
     try:
         out = otapush.push(fleet, "ota-64k", upd, timeout=3, port=broker.port)
-        assert out.result == otapush.REJECTED and "out of memory" in out.reason, out
+        assert out.result == otapush.INSTALLED or (out.result == otapush.REJECTED
+                                                   and "out of memory" in out.reason), out
     except otapush.OtaPushError:
         pass
     after = len(t.lines)

@@ -1,6 +1,8 @@
 """OTA transfers as links and devices really are: chunks lost and overtaken in a windowed
 transfer, and a device that sleeps between readings updated while it sleeps. Real twins, a
 real broker, the real push."""
+import pytest
+
 from support.netproxy import Proxy
 from support.twinproc import Twin
 from warden.board import espimage, twin as twinlib
@@ -89,9 +91,9 @@ def test_a_sleeping_device_that_is_not_woken_in_time_is_not_kept_awake(pki_state
             raise AssertionError("the push did not give up")
         except otapush.OtaPushError as e:
             assert "did not wake" in str(e)
-        t.wait_for(r"INFO ota: accepted app 2.6.0", 20)
-        t.wait_for(r"INFO app: deep sleep for 4000 ms", 20)       # aborted, asleep again
-        assert "transfer stopped" in "\n".join(t.lines[seen:]) or "aborted" in "\n".join(t.lines[seen:]), t.output
+        t.wait_for(r"INFO ota: an update's head and its abort: nothing to do", 20)
+        t.wait_for(r"INFO app: deep sleep for 4000 ms", 20)       # and asleep again
+        assert "update mode" not in "\n".join(t.lines[seen:]), t.output   # no restart for it
     finally:
         t.stop()
 
@@ -134,9 +136,12 @@ def test_power_cuts_during_a_windowed_transfer_resume_and_install(pki_state, bro
 
 
 def test_an_update_short_of_heap_leaves_the_device_publishing_and_resumes_with_more(pki_state, broker, tmp_path):
-    """At 64k an app update during a session runs short of heap (docs/heap.md): the device lets the
-    OTA code go and goes on publishing; the same device with more heap resumes the transfer where
-    its durable offset was and installs it."""
+    """At 64k on the 64-bit twin an app update runs short of heap (docs/heap.md): the device lets
+    the OTA code go and goes on publishing; the same device with more heap resumes the transfer
+    where its durable offset was and installs it. (On the 32-bit port it fits at 64k.)"""
+    from support.devrun import twin_is_32bit
+    if twin_is_32bit():
+        pytest.skip("on the 32-bit port an update fits at 64k (test_ota_budget.py)")
     fleet = _fleet(pki_state)
     t = _twin(fleet, broker, "win-short", interval_ms=100)
     t.stop()

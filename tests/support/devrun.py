@@ -18,8 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 # MicroPython programs the tests run (tests/support/mp/*.py): run_mp(script=MP / "name.py", ...)
 MP = Path(__file__).resolve().parent / "mp"
 
-__all__ = ["ROOT", "MP", "micropython_binary", "micropython32", "device_path", "mp_command", "run_mp",
-           "Background"]
+__all__ = ["ROOT", "MP", "micropython_binary", "micropython32", "twin_is_32bit", "device_path", "mp_command",
+           "run_mp", "Background"]
+
+
+def twin_is_32bit():
+    """Is the port the twins run on ($MICROPYTHON, else the venv's) a 32-bit one?"""
+    p = subprocess.run([micropython_binary(), "-c", "import sys; print(sys.maxsize < 2 ** 32)"],
+                       capture_output=True, text=True, timeout=10)
+    return p.stdout.strip() == "True"
 
 
 def micropython32():

@@ -5,9 +5,11 @@ OtaPushError must leave the device as it was.
 
 The update travels over the device's own MQTT session (firmware/otalink.py): the
 tool connects as the technician (mutual TLS; the policy lets it publish only
-cmd/<app>/+/ota and read dt/<app>/+/ota), sends the update's head, then the
-chunks, then "finish"; the device swaps and resets, runs its self-test and reports
-`confirmed` or `rolled back` (retained).
+cmd/<app>/+/ota and read dt/<app>/+/ota), sends the update's head; the device
+answers `restarting` and reboots into update mode (firmware/otamode.py: nothing
+loaded but the session and the OTA code, so an update fits a board's heap), checks
+the head and answers `accepted`; then the chunks, then "finish"; the device swaps and
+resets, runs its self-test and reports `confirmed` or `rolled back` (retained).
 
 The chunks travel in a window: up to `window` of them are in flight, so a transfer
 uses the link's bandwidth rather than waiting a round trip per chunk. The device
@@ -49,6 +51,7 @@ from . import image, keys
 CHUNK = 2048          # payload bytes per chunk: small enough for a fragmented 64 KiB device heap
 WINDOW = 16           # chunks in flight: under mosquitto's 20 in-flight QoS 1 messages per client
 STALL = 0.5           # seconds without an answer while chunks are in flight: resend from the last offset
+REBOOT = 30           # seconds a device may take to restart into update mode and reconnect
 DUPS = 3              # answers that do not move the device's offset before going back (as TCP's fast retransmit)
 INSTALLED, REJECTED, ROLLED_BACK = "installed", "rejected", "rolled back"
 EXIT_CODES = {INSTALLED: 0, REJECTED: 2, ROLLED_BACK: 3}
@@ -196,8 +199,12 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
     try:
         t.send(head)
         try:
-            d = t.expect({"accepted", "rejected", "busy"}, wake_timeout or timeout,
+            d = t.expect({"accepted", "rejected", "busy", "restarting"}, wake_timeout or timeout,
                          f"{thing} did not wake" if wake_timeout else "accepted or rejected")
+            if d["step"] == "restarting":
+                # into update mode (firmware/otamode.py): it checks the head after its reboot
+                d = t.expect({"accepted", "rejected", "busy"}, timeout + REBOOT, "accepted or rejected after "
+                             "its restart into update mode")
         except OtaPushError:
             # The head stays queued for a device that sleeps: an abort queued after it ends
             # the conversation as soon as the device has read both at its wake.
@@ -333,7 +340,9 @@ def rollback(state, thing, kind="app", *, timeout=30.0, confirm_timeout=180.0, h
     t0 = time.monotonic()
     try:
         t.send(b"R" + image.assemble(m, sig, b""))
-        d = t.expect({"installed", "rejected", "busy"}, timeout, "installed or rejected")
+        d = t.expect({"installed", "rejected", "busy", "restarting"}, timeout, "installed or rejected")
+        if d["step"] == "restarting":    # into update mode first (firmware/otamode.py)
+            d = t.expect({"installed", "rejected", "busy"}, timeout + REBOOT, "installed or rejected")
         if d["step"] != "installed":
             return Outcome(REJECTED, d.get("reason") or f"busy: {d.get('holder')}", r["version"], new, kind,
                            time.monotonic() - t0, 0, 0)
@@ -354,9 +363,16 @@ def status(state, thing, *, timeout=10.0, host=None, port=None, principal="techn
     from ..fleet.devices import get_device
     dev = get_device(state, thing)
     t = Technician(state, thing, host, port, principal=principal).connect()
+    deadline = time.monotonic() + timeout
     try:
-        t.send(b"S")
-        d = t.expect({"status"}, timeout, "status")
+        while True:
+            # asked again every 2 s: a request sent while the device restarts (into or out of
+            # update mode) is lost with the session it was sent to
+            t.send(b"S")
+            left = deadline - time.monotonic()
+            d = t.expect({"status"}, min(2.0, max(left, 0.1)), "status", quiet=left > 2.0)
+            if d is not None:
+                break
     finally:
         t.close()
     d.pop("_retained", None)
