@@ -142,7 +142,8 @@ class Updater:
         try:
             self._sink.write(mv)
         except Exception as e:
-            self.abort()
+            # Short of heap: what is durable stays, and a push run again resumes from it.
+            self.abort(keep_files=isinstance(e, MemoryError))
             raise e if isinstance(e, OTAError) else OTAError("flash write failed: %r" % e)
         self.pos = end
         return end
@@ -170,7 +171,7 @@ class Updater:
             sink.commit(f)  # a key set (slot "keys") is in force now: it records itself, clears PENDING
         except Exception as e:
             rm(PENDING)
-            self.abort()
+            self.abort(keep_files=isinstance(e, MemoryError))   # (as in write)
             raise e if isinstance(e, OTAError) else OTAError("install failed: %r" % e)
         if sink.slot != "keys":
             _swapped = True  # code changed: nothing more until the reset

@@ -87,6 +87,42 @@ def test_transport_drop_resumes_at_the_offset_begin_returns():
     assert u.finish()["slot"] == "ota_1"
 
 
+def _shortage_then_resume(name, kind, fail_at):
+    """A MemoryError while a chunk is written, at each of the points `fail_at` (the nth sink
+    write): refused with a reason, the running image as it was, and what was durable kept: a new
+    Updater (the next push) resumes from where it was; then the whole update installs."""
+    for n in fail_at:
+        before = snapshot()
+        u = ota.Updater(TARGET)
+        m, sig, off, size = update(name)
+        start = u.begin(m, sig, kind)
+        real, calls = u._sink.write, [0]
+
+        def short(mv, real=real, calls=calls, n=n):
+            calls[0] += 1
+            if calls[0] == n:
+                raise MemoryError("memory allocation failed, allocating 2054 bytes")
+            return real(mv)
+        u._sink.write = short     # this transfer's sink only
+        e = devtest.raises(ota.OTAError, stream, u, name, 1024, start)
+        assert "MemoryError" in e.args[0] and snapshot() == before, e.args
+        again = ota.Updater(TARGET).begin(m, sig, kind)
+        assert again >= start, (name, n, start, again)   # nothing durable was thrown away
+        assert again > 0 or n != fail_at[-1], (name, n)   # (by the last point, some of it was durable)
+    u = ota.Updater(TARGET)
+    m, sig, off, size = update(name)
+    assert stream(u, name, 1024, u.begin(m, sig, kind)) == size
+    assert u.finish()["kind"] == kind
+
+
+def test_a_heap_shortage_during_a_firmware_transfer_leaves_it_resumable():
+    _shortage_then_resume("firmware", "firmware", (3, 40, 90))
+
+
+def test_a_heap_shortage_during_an_app_transfer_leaves_it_resumable():
+    _shortage_then_resume("app", "app", (2, 30))
+
+
 def test_bad_signature():
     refused("bad_signature", "bad signature: the manifest was altered or not signed by key")
 

@@ -1,7 +1,8 @@
 """Updates within the device's heap budget: ten app updates and ten firmware updates in a row,
 each pushed during a session, installed in update mode (firmware/otamode.py), and confirmed by
 the self-test of the boot after it, on the 32-bit MicroPython port (a board's heap layout) at the
-board's 64 KiB; the first update runs from the factory app, the others from an update slot. And
+board's 64 KiB; the first app update runs from the factory app, the others from an update slot, and
+the firmware updates run under an app from an update slot. And
 the same, three of each, on the 64-bit twin at 96k, its budget (1.38 times a board's, with a
 margin: `make bench`, heap)."""
 import pytest
@@ -38,6 +39,13 @@ def test_updates_in_a_row_within_the_budget(fleet, broker, tmp_path, build, kind
     t = Twin(path, heap=heap, binary=PORT32 if name == "32-bit" else None).start()
     try:
         t.wait_for(r"INFO telemetry: first reading", 15)
+        if kind == "firmware":
+            # firmware updates for an app running from an update slot: put the app in one first
+            p = tmp_path / "app-first.wup"
+            p.write_bytes(image.sign(image.build_bundle(), "app", "2.9.0", 199, image.default_target(fleet),
+                                     keys.load_private_key(fleet)))
+            assert otapush.push(fleet, thing, p, timeout=10, confirm_timeout=40).result == otapush.INSTALLED
+            t.wait_for(r"INFO ota: self-test passed: app 2.9.0 confirmed", 20)
         for i in range(n):
             version = f"3.{i}.0"
             payload = image.build_bundle() if kind == "app" else espimage.build_image(version, 128 * 1024)
