@@ -7,6 +7,9 @@ For the factory app and for an app running from an update slot: the heap in use 
 2 KiB, at which a session (boot, connect, 5 readings acknowledged) completes three times in a row.
 For the factory app, the smallest heap (steps of 4 KiB) at which an app update pushed during a
 session is installed and confirmed, twice in a row (the budget is 64 KiB on the 32-bit port).
+Where the 32-bit port's GC-peak build is present (micropython-gcpeak beside it), the peak live heap
+(the largest heap in use right after any collection, collecting every 512 bytes) of each boot of
+an app update: the session it is pushed in, update mode, and the self-test boot after it.
 
     run(fleet) -> rows        python -m bench.heap_bench
 """
@@ -98,6 +101,31 @@ def _smallest_update(fleet, binary, lo, hi, tag):
     return None
 
 
+def _peaks(fleet, port32):
+    """Peak live heap of each boot (session, update mode, self-test boot) of an app update, on
+    the 32-bit GC-peak build; [] without it."""
+    import os
+    import tempfile
+    gcpeak = port32 and port32 + "-gcpeak"
+    if not gcpeak or not os.access(gcpeak, os.X_OK):
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = os.path.join(tmp, "peaks")
+        saved = {k: os.environ.get(k) for k in ("MP_GC_THRESHOLD", "MP_GC_PEAK_FILE")}
+        os.environ.update(MP_GC_THRESHOLD="512", MP_GC_PEAK_FILE=peak_file)
+        try:
+            ok = _update_fits(fleet, "64k", gcpeak, 9000)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        peaks = [int(x.split("=")[1]) for x in open(peak_file).read().split() if x.startswith("peak_live=")]
+    if not ok or len(peaks) < 3:
+        return [{"metric": "peak live heap of an app update's boots (32-bit, gcpeak)", "32-bit port": "failed"}]
+    names = ("the session it is pushed in", "update mode", "the self-test boot after it")
+    return [{"metric": "app update at 64k, peak live heap: %s, bytes" % n, "64-bit twin": "(no gcpeak build)",
+             "32-bit port": p} for n, p in zip(names, peaks)]
+
+
 def run(fleet):
     from tests.support.devrun import micropython32
     port32 = micropython32()
@@ -112,6 +140,7 @@ def run(fleet):
             rows.append({"metric": "%s: %s" % (app, what), "64-bit twin": a if a else "fails",
                          "32-bit port": b if b else ("(no 32-bit port)" if not port32 else "fails"),
                          "ratio": round(a / b, 2) if a and b else None})
+    rows += _peaks(fleet, port32)
     a = _smallest_update(fleet, None, 60, 128, 1)
     b = _smallest_update(fleet, port32, 44, 96, 2) if port32 else None
     rows.append({"metric": "factory app: smallest heap for an app update during a session (2 in a row), KiB",
