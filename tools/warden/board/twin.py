@@ -25,7 +25,7 @@ RESET_SOFT, RESET_PWRON = 5, 1
 # docs/design.md, "The heap budget", sets the device's budget at 64 KiB, on a board: the 32-bit
 # port meets it, updates included. This 64-bit port needs about 1.38 times the heap for the same
 # code (8-byte pointers, 32-byte GC blocks): an app update during a session installs from 88k,
-# ten in a row at 96k (docs/heap.md, "The budget"; `make bench`, heap). The default keeps a
+# three in a row at 96k (docs/heap.md, "The budget"; `make bench`, heap). The default keeps a
 # wider margin: at 96k a session that had just refused a rollback lost the next update's head.
 DEFAULT_HEAP = "128k"
 APP_DIRS = ("/firmware", "/lib")
