@@ -149,7 +149,6 @@ def reconnect_paho(fleet, runs=5):
     b = Broker(fleet.state, run_dir=fleet.tmp / "bench-rc-broker-paho")
     b.start()
     ident = fleet.identity("bench-rc-paho")
-    acked = threading.Event()
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=ident.thing, protocol=paho.MQTTv311)
     c.tls_set(ca_certs=str(ident.ca_pem), certfile=str(ident.cert_pem), keyfile=str(ident.key_pem))
     c.reconnect_delay_set(1, 60)  # paho's defaults

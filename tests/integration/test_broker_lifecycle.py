@@ -4,7 +4,7 @@ import socket
 import pytest
 
 from support.fixtures_broker import Probe, Refused, client_files
-from warden.broker.server import Broker, BrokerError, free_port
+from warden.broker.server import Broker, BrokerError
 from warden.fleet import pki
 
 

@@ -136,7 +136,6 @@ def test_blackholed_link_is_noticed_within_one_and_a_half_keepalives(broker, twi
 import socket  # noqa: E402
 import ssl  # noqa: E402
 import struct  # noqa: E402
-import threading  # noqa: E402
 
 
 def _read_packet(s):

@@ -1,7 +1,6 @@
 """Revocation and rotation on the real broker: a revoked device is cut off while connected and
 refused at its next handshake (paho and our MicroPython client under micropython), the CLI finds
 the running broker, rotation replaces the twin's identity in its flash and revokes the old one."""
-import datetime as dt
 import json
 import os
 import subprocess
