@@ -7,6 +7,9 @@
 #   dropped and retried with a capped backoff; readings taken meanwhile go to
 #   the encrypted outbox and are delivered, oldest first, after the reconnect;
 # - a store that fails: the reading is counted as missed and logged, sampling goes on;
+# - a reading that cannot be numbered (the counter's block could not be reserved on
+#   flash, e.g. short of heap): it is not taken, counted as missed, and the next
+#   interval tries again; numbers are never reused, so none is taken unreserved;
 # - an update on trial whose self-test fails: rolled back, the device resets
 #   (firmware/otacmd.py);
 # - Ctrl-C / shutdown: `offline` is published and the session closed cleanly.
@@ -193,7 +196,15 @@ class Device:
         r = sys.modules.get("firmware.refusal")  # loaded: refusals counted since the last reading
         if r:
             r.flush()
-        n = self.seq.next()
+        try:
+            n = self.seq.next()
+        except Exception as e:
+            self.missed += 1
+            try:
+                eventlog.error("telemetry", "reading not taken: %s" % describe(e))
+            except Exception:
+                pass  # as short of heap as the reservation was: the count says it
+            return
         ts = int(hal.unix_time())
         values = self.sensors.sample(n)
         if self.client is not None:
