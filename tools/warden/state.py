@@ -3,9 +3,13 @@
 It knows paths, settings and how to write a file safely: it must not read or interpret what
 the other modules keep in the folder (the PKI, the registry, the policy are theirs).
 
-Everything the host tools keep lives under one folder (default `.warden/` in the current
-directory; the `WARDEN_STATE` environment variable or the CLI's `--state` option choose
-another). The folder and every folder inside it are created with mode 0700; private keys are
+Everything the host tools keep lives under one folder. The CLI's `--state` option, then the
+`WARDEN_STATE` environment variable, choose it; otherwise it is found as git finds its
+repository: the first `.warden/` holding a Warden state, from the current directory upwards
+(`locate`), and `./.warden` when there is none (a first set-up). A command run from a
+sub-folder of a project so reaches that project's fleet, not an empty one of its own, and the
+commands that make fleet-wide secrets refuse to make a second fleet beside a found one
+(`refuse_second_fleet`) unless the folder was named explicitly. The folder and every folder inside it are created with mode 0700; private keys are
 written with mode 0600, atomically (temporary file + rename), so a crash never leaves a
 half-written key behind.
 
@@ -30,6 +34,17 @@ from .errors import WardenError
 
 DEFAULT_ROOT = ".warden"
 ENV_VAR = "WARDEN_STATE"
+
+# Files only a Warden state holds: a `.warden/` with none of them (someone's empty folder) is
+# passed over by the search.
+STATE_MARKERS = ("project.json", "pki", "registry.sqlite")
+
+# How a State's folder was chosen (State.origin): the two explicit ones win over the search.
+ORIGIN_OPTION = "--state"
+ORIGIN_ENV = "$" + ENV_VAR
+ORIGIN_FOUND = "found"
+ORIGIN_DEFAULT = "default"
+EXPLICIT = (ORIGIN_OPTION, ORIGIN_ENV)
 
 DEFAULT_SETTINGS = {"app": "warden", "broker": {"host": "localhost", "port": 8883}}
 
@@ -96,19 +111,57 @@ def write_private(path: Path, data: bytes | str) -> Path:
     return write_file(path, data, 0o600)
 
 
-class State:
-    """The project state folder rooted at `root` (it need not exist yet)."""
+def is_state(folder: Path) -> bool:
+    """Does `folder` hold a Warden state (not just exist)?"""
+    folder = Path(folder)
+    return any((folder / m).exists() for m in STATE_MARKERS)
 
-    def __init__(self, root: Path | str):
+
+def find_state(start: Path | str | None = None) -> Path | None:
+    """The first `.warden/` holding a Warden state in `start` (default: the current directory)
+    or one of its parents, or None."""
+    here = Path(start or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        candidate = folder / DEFAULT_ROOT
+        if candidate.is_dir() and is_state(candidate):
+            return candidate
+    return None
+
+
+class State:
+    """The project state folder rooted at `root` (it need not exist yet). `origin` says how the
+    folder was chosen (ORIGIN_*): a State made in code was chosen explicitly."""
+
+    def __init__(self, root: Path | str, origin: str = ORIGIN_OPTION):
         self.root = Path(root)
+        self.origin = origin
         self._settings = None
 
     @classmethod
     def default(cls, root: Path | str | None = None) -> "State":
-        """`root` if given, else $WARDEN_STATE, else `.warden` in the current directory."""
-        if root is None:
-            root = os.environ.get(ENV_VAR) or DEFAULT_ROOT
-        return cls(root)
+        """`root` if given, else $WARDEN_STATE, else the state found from the current directory
+        upwards, else `.warden` in the current directory."""
+        if root is not None:
+            return cls(root, ORIGIN_OPTION)
+        return cls.locate()
+
+    @classmethod
+    def locate(cls, start: Path | str | None = None) -> "State":
+        """$WARDEN_STATE if set, else the first state from `start` upwards, else `./.warden`."""
+        env = os.environ.get(ENV_VAR)
+        if env:
+            return cls(env, ORIGIN_ENV)
+        found = find_state(start)
+        if found is not None:
+            return cls(found, ORIGIN_FOUND)
+        return cls(Path(start or ".") / DEFAULT_ROOT, ORIGIN_DEFAULT)
+
+    def describe_origin(self) -> str:
+        """How the folder was chosen, in words (for `warden status` and error hints)."""
+        return {ORIGIN_OPTION: "given with --state", ORIGIN_ENV: f"from ${ENV_VAR}",
+                ORIGIN_FOUND: "found from the current directory upwards",
+                ORIGIN_DEFAULT: "the default: no state found from the current directory upwards",
+                }.get(self.origin, self.origin)
 
     def __repr__(self):
         return f"State({str(self.root)!r})"
@@ -146,6 +199,28 @@ class State:
 
     def exists(self) -> bool:
         return self.project_path.exists()
+
+    def refuse_second_fleet(self, what: str) -> None:
+        """Before making a fleet-wide secret (`what`: a CA, a signing key) in a folder that was
+        not named explicitly: refuse (StateError) when it would start a second fleet by accident,
+        that is when a Warden state exists in a parent directory, or when the folder holds no
+        state yet but `what` is not the start of a fleet (a signing key with no CA beside it:
+        a key no device trusts). `--state` / $WARDEN_STATE say "on purpose"."""
+        if self.origin in EXPLICIT:
+            return
+        root = self.root.absolute()
+        above = find_state(root.parent.parent)
+        if above is not None and above.resolve() != root.resolve():
+            raise StateError(
+                f"refusing to make {what} in {root}: the Warden state {above} is in a parent directory",
+                hint=f"commands run below {above.parent} use that fleet; to make a second fleet here on "
+                     f"purpose, name its folder: warden --state {root} ...")
+        if what != "a fleet CA" and not is_state(root):
+            raise StateError(
+                f"no Warden state in {root} or any parent directory: refusing to make {what} "
+                "that no device of your fleet would trust",
+                hint="run this where your fleet lives (the folder holding .warden/), or name it with "
+                     "--state DIR; a new fleet starts with `warden pki init`")
 
     def ensure(self) -> "State":
         """Create the folder (0700) and project.json with default settings if missing."""

@@ -15,19 +15,24 @@ from pathlib import Path
 
 import click
 
-from ..state import DEFAULT_ROOT, ENV_VAR, State
+from ..state import ENV_VAR, ORIGIN_ENV, ORIGIN_OPTION, State
 from . import board, broker, fleet, logs, ota, policy
 from .common import WardenGroup
 
 
 @click.group(cls=WardenGroup)
 @click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), envvar=ENV_VAR,
-              default=DEFAULT_ROOT, show_default=True, help=f"Project state folder (or ${ENV_VAR}).")
+              default=None, help=f"Project state folder (or ${ENV_VAR}; default: the first .warden/ "
+                                 "from here upwards, as git finds its repository, else ./.warden).")
 @click.version_option(package_name="warden-tools", prog_name="warden")
 @click.pass_context
 def main(ctx, state_dir):
     """Warden: provision, run, update and audit a fleet of ESP32 devices."""
-    ctx.obj = State(state_dir)
+    if state_dir is None:
+        ctx.obj = State.locate()
+    else:
+        source = ctx.get_parameter_source("state_dir")
+        ctx.obj = State(state_dir, ORIGIN_ENV if source == click.core.ParameterSource.ENVIRONMENT else ORIGIN_OPTION)
 
 
 cli = main

@@ -452,6 +452,7 @@ def init_pki(state: State, force: bool = False) -> PkiFiles:
             f"a fleet CA already exists in {state.pki_dir}",
             hint="replacing it invalidates every device certificate; use --force (force=True) to do so anyway",
         )
+    state.refuse_second_fleet("a fleet CA")
     state.ensure()
     ensure_dir(state.pki_dir)
     files = {}

@@ -111,6 +111,12 @@ def device_key_name(kid: bytes) -> str:
     return DEVICE_KEYS_DIR + kid.hex() + ".pk"
 
 
+def _no_key_hint(state) -> str:
+    # `keys init` in the wrong folder makes a key no device trusts: say which state this was.
+    return (f"the state is {state.root} ({state.describe_origin()}); if your fleet lives elsewhere, run "
+            "from there or pass --state DIR. If this is your fleet and it has no key yet: `warden keys init`")
+
+
 def has_key(state) -> bool:
     return private_path(state).exists()
 
@@ -131,6 +137,7 @@ def init_keys(state, passphrase: str | None = None) -> SigningKeyInfo:
         raise KeysError(f"a signing key already exists (key id {kid}) in {keys_dir(state)}",
                         hint="devices trust that key: keep it. Replacing it would strand every device "
                              "provisioned with it; move the folder away first if you really mean to.")
+    state.refuse_second_fleet("an OTA signing key")
     state.ensure()
     ensure_dir(keys_dir(state) / "device")
     key = rsa.generate_private_key(public_exponent=EXPONENT, key_size=KEY_BITS)
@@ -181,7 +188,7 @@ def load_private_key(state, secret: str | None = None):
     """The signing key, in memory only. An encrypted key takes `secret`, else passphrase()."""
     path = private_path(state)
     if not path.exists():
-        raise KeysError(f"no OTA signing key in {keys_dir(state)}", hint="create it with `warden keys init`")
+        raise KeysError(f"no OTA signing key in {keys_dir(state)}", hint=_no_key_hint(state))
     data = path.read_bytes()
     try:
         key = serialization.load_der_private_key(data, password=None)
@@ -213,7 +220,7 @@ def encrypt_key(state, secret: str, old: str | None = None) -> None:
 def info(state) -> SigningKeyInfo:
     """The key id and files (from the public key: no passphrase needed)."""
     if not public_path(state).exists():
-        raise KeysError(f"no OTA signing key in {keys_dir(state)}", hint="create it with `warden keys init`")
+        raise KeysError(f"no OTA signing key in {keys_dir(state)}", hint=_no_key_hint(state))
     kid = key_id(serialization.load_der_public_key(public_path(state).read_bytes()))
     return SigningKeyInfo(kid.hex(), private_path(state), public_path(state),
                           keys_dir(state) / "device" / (kid.hex() + ".pk"))
