@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from warden.board import deploy, espimage, flash, flashimage
+from warden.board import deploy, espimage, flash, flashimage, ports
 from warden.cli import main
 from warden.fleet import devices
 
@@ -127,7 +127,7 @@ def test_deploy_files_are_the_app_identity_log_key_and_a_board_config(pki_state,
 
 
 def test_budget_fits_two_app_slots_identity_config_and_the_log_quota(pki_state, thing):
-    files = deploy.deploy_files(pki_state, thing, deploy.board_config(pki_state, thing))
+    files = deploy.deploy_files(pki_state, thing, deploy.board_config(pki_state, thing, broker_host="10.0.0.5"))
     b = deploy.budget(files).check()
     assert b.total == 960 * 1024 and b.app_slots == 2 and b.log_quota == 256 * 1024
     assert b.need <= b.total and b.free > 0
@@ -139,7 +139,7 @@ def test_budget_fits_two_app_slots_identity_config_and_the_log_quota(pki_state, 
 
 
 def test_identity_conflicts_only_for_different_files(pki_state, thing):
-    files = deploy.deploy_files(pki_state, thing, deploy.board_config(pki_state, thing))
+    files = deploy.deploy_files(pki_state, thing, deploy.board_config(pki_state, thing, broker_host="10.0.0.5"))
     same = {p: deploy.sha256_hex(files[p]) for p in deploy.IDENTITY_FILES}
     assert deploy.identity_conflicts(same, files) == []
     assert deploy.identity_conflicts({p: None for p in deploy.IDENTITY_FILES}, files) == []
@@ -156,21 +156,162 @@ def test_hash_script_is_micropython_that_hashes_files(tmp_path):
         deploy.parse_hashes("Traceback ...")
 
 
-def test_deploy_image_only_cli_keeps_the_password_off_screen(pki_state, thing, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory):
+    """A state of its own with a broker for the LAN (`warden broker config`, certificate for
+    broker.lan and 192.168.1.10) and one device: the shared pki_state must not gain a broker that
+    revocations would then try to reach."""
+    from warden.fleet import pki
+    from warden.state import State
+
+    state = State(tmp_path_factory.mktemp("lan") / ".warden")
+    pki.init_pki(state)
+    r = CliRunner().invoke(main, ["--state", str(state.root), "broker", "config", str(state.root.parent / "lanbroker"),
+                                  "--listen", "0.0.0.0:8883", "--name", "broker.lan", "--name", "192.168.1.10"])
+    assert r.exit_code == 0, r.output
+    devices.add_device(state, "board-lan")
+    return state
+
+
+def _deploy(state, *args, env=None):
+    return CliRunner().invoke(main, ["--state", str(state.root), "deploy", "board-lan", *args], env=env)
+
+
+def test_deploy_image_only_cli_keeps_the_password_off_screen(lan, tmp_path, monkeypatch):
     out = tmp_path / "vfs.bin"
     monkeypatch.setenv("WARDEN_WIFI_PASSWORD", "s3cret-wifi")
-    r = CliRunner().invoke(main, ["--state", str(pki_state.root), "deploy", thing, "--image-only", str(out),
-                                  "--wifi-ssid", "lab"])
+    r = _deploy(lan, "--image-only", str(out), "--wifi-ssid", "lab", "--broker-host", "192.168.1.10")
     assert r.exit_code == 0, r.output
     assert "s3cret-wifi" not in r.output and out.stat().st_mode & 0o777 == 0o600
     files = deploy.files_in_image(out.read_bytes())
     assert json.loads(files["/config.json"])["wifi"]["password"] == "s3cret-wifi"
     monkeypatch.delenv("WARDEN_WIFI_PASSWORD")
-    r = CliRunner().invoke(main, ["--state", str(pki_state.root), "deploy", thing, "--image-only", str(out),
-                                  "--wifi-ssid", "lab"])
+    r = _deploy(lan, "--image-only", str(out), "--wifi-ssid", "lab", "--broker-host", "192.168.1.10")
     assert r.exit_code == 1 and "WARDEN_WIFI_PASSWORD" in r.output
-    r = CliRunner().invoke(main, ["--state", str(pki_state.root), "deploy", "nobody", "--image-only", str(out)])
+    r = CliRunner().invoke(main, ["--state", str(lan.root), "deploy", "nobody", "--image-only", str(out),
+                                  "--broker-host", "192.168.1.10"])
     assert r.exit_code == 1 and "no device" in r.output
+
+
+def test_deploy_needs_a_broker_address_that_its_certificate_names(lan, tmp_path):
+    out = tmp_path / "vfs.bin"
+    # no address: never the project's localhost, which on a board is the board itself
+    r = _deploy(lan, "--image-only", str(out))
+    assert r.exit_code == 1 and "--broker-host is missing" in r.output and "Traceback" not in r.output, r.output
+    for loopback in ("localhost", "127.0.0.1", "::1"):
+        r = _deploy(lan, "--image-only", str(out), "--broker-host", loopback)
+        assert r.exit_code == 1 and "the board itself" in r.output, (loopback, r.output)
+    # an address no broker certificate of this state names: the board's TLS would refuse the broker
+    r = _deploy(lan, "--image-only", str(out), "--broker-host", "10.9.9.9")
+    assert r.exit_code == 1 and "no broker certificate names '10.9.9.9'" in r.output, r.output
+    assert "broker.lan, 192.168.1.10" in r.output   # what the certificates do name
+    assert "warden broker config DIR --listen ADDR:8883 --name 10.9.9.9" in r.output
+    r = _deploy(lan, "--image-only", str(out), "--broker-host", "broker.lan.evil.example")
+    assert r.exit_code == 1 and "no broker certificate names" in r.output
+    assert not out.exists()   # nothing was built for any of them
+    # names the certificate carries: by IP, by name (any case), or the host's address with the name
+    for args in (["--broker-host", "192.168.1.10"], ["--broker-host", "Broker.LAN"],
+                 ["--broker-host", "10.9.9.9", "--broker-hostname", "broker.lan"]):
+        r = _deploy(lan, "--image-only", str(out), *args)
+        assert r.exit_code == 0, (args, r.output)
+        cfg = json.loads(deploy.files_in_image(out.read_bytes())["/config.json"])
+        assert cfg["broker"]["host"] == args[1]
+    assert cfg["broker"]["hostname"] == "broker.lan"
+
+
+def test_deploy_image_only_prints_the_whole_esptool_command(lan, tmp_path):
+    out = tmp_path / "vfs.bin"
+    r = _deploy(lan, "--image-only", str(out), "--broker-host", "192.168.1.10")
+    assert r.exit_code == 0, r.output
+    assert f"-m esptool --chip esp32 --port PORT --baud 460800 write-flash 0x310000 {out}" in r.output, r.output
+    r = _deploy(lan, "--image-only", str(out), "--broker-host", "192.168.1.10", "--port", "/dev/ttyUSB3",
+                "--chip", "esp32")
+    assert "--chip esp32 --port /dev/ttyUSB3 --baud 460800 write-flash 0x310000" in r.output, r.output
+
+
+def test_broker_names_match_as_the_board_checks_them():
+    m = deploy.name_matches
+    assert m("192.168.1.10", "192.168.1.10") and m("::1", "0:0:0:0:0:0:0:1") and not m("192.168.1.1", "192.168.1.10")
+    assert m("Broker.LAN", "broker.lan") and m("a.lan", "*.lan") and not m("a.b.lan", "*.lan")
+    assert not m("lan", "*.lan") and not m("broker.lan", "broker.lan.example") and not m("10.0.0.1", "*.0.0.1")
+
+
+# -- --port auto: the serial ports are faked at their one seam (this machine has no board) -------------
+ESP = ports.Port("/dev/ttyUSB0", "CP2102 USB to UART Bridge Controller", 0x10C4, 0xEA60)
+CH340 = ports.Port("/dev/ttyUSB1", "USB2.0-Serial", 0x1A86, 0x7523)
+UART = ports.Port("/dev/ttyS0", "ttyS0", None, None)   # a PC's own UART: never a board
+
+
+@pytest.fixture
+def attached(monkeypatch):
+    def put(*found):
+        monkeypatch.setattr(ports, "comports", lambda: list(found))
+    return put
+
+
+def test_port_auto_takes_the_one_board_and_refuses_to_guess(attached):
+    attached(UART)
+    with pytest.raises(ports.PortError, match="no board found") as e:
+        ports.resolve("auto")
+    assert "--port" in e.value.hint
+    attached(UART, CH340, ESP)
+    with pytest.raises(ports.PortError) as e:
+        ports.resolve(None)
+    msg = str(e.value)
+    assert "2 USB serial ports" in msg and "/dev/ttyS0" not in msg
+    assert "/dev/ttyUSB0 (CP2102 USB to UART Bridge Controller, 10c4:ea60)" in msg
+    assert "/dev/ttyUSB1 (USB2.0-Serial, 1a86:7523)" in msg
+    attached(UART, ESP)
+    assert ports.resolve("auto") == "/dev/ttyUSB0"
+    assert ports.resolve("/dev/ttyACM5") == "/dev/ttyACM5"   # a named port is taken as it is
+
+
+def test_the_real_port_list_is_pyserials():
+    from serial.tools import list_ports
+    assert [p.device for p in ports.comports()] == [p.device for p in list_ports.comports()]
+
+
+def test_flash_finds_the_board_and_prints_each_esptool_command(images, attached, monkeypatch):
+    ok = images("firmware.bin", combined(espimage.build_image("v1.29.0", 100 * 1024)))
+    ran = []
+    real = flash.run_steps
+
+    def esptool(argv):   # the board's side of esptool: every step succeeds
+        ran.append(argv)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(flash, "run_steps", lambda steps, runner=None, say=None: real(steps, esptool, say))
+    attached()
+    r = CliRunner().invoke(main, ["flash", "--firmware", str(ok), "--yes"])
+    assert r.exit_code == 1 and "error: no board found" in r.output and not ran, r.output
+    attached(ESP, CH340)
+    r = CliRunner().invoke(main, ["flash", "--firmware", str(ok), "--yes"])
+    assert r.exit_code == 1 and "10c4:ea60" in r.output and "1a86:7523" in r.output and not ran, r.output
+    r = CliRunner().invoke(main, ["flash", "--firmware", str(ok), "--check-only"])
+    assert r.exit_code == 0, r.output   # an offline check needs no board
+    attached(UART, ESP)
+    r = CliRunner().invoke(main, ["flash", "--firmware", str(ok), "--yes"])
+    assert r.exit_code == 0, r.output
+    assert [a[a.index("--port") + 1] for a in ran] == ["/dev/ttyUSB0"] * 2
+    out = " ".join(r.output.split())
+    assert "-m esptool --chip esp32 --port /dev/ttyUSB0 --baud 460800 erase-flash" in out, out
+    assert f"--chip esp32 --port /dev/ttyUSB0 --baud 460800 write-flash 0x1000 {ok}" in out, out
+
+
+def test_deploy_and_logs_pull_find_the_board(lan, attached):
+    attached(ESP, CH340)
+    for argv in (["deploy", "board-lan", "--broker-host", "192.168.1.10"],
+                 ["deploy", "board-lan", "--broker-host", "192.168.1.10", "--image"],
+                 ["logs", "pull", "board-lan", "--port", "auto"]):
+        r = CliRunner().invoke(main, ["--state", str(lan.root), *argv])
+        assert r.exit_code == 1 and "cannot choose" in r.output and "/dev/ttyUSB1 (USB2.0-Serial" in r.output, r.output
+    attached(UART)
+    r = CliRunner().invoke(main, ["--state", str(lan.root), "logs", "pull", "board-lan", "--port", "auto"])
+    assert r.exit_code == 1 and "no board found" in r.output
+    # one board: mpremote is run on it (real mpremote; the device node does not exist here)
+    attached(ports.Port("/dev/ttyWARDEN-test0", "Espressif USB JTAG/serial debug unit", 0x303A, 0x1001))
+    r = _deploy(lan, "--broker-host", "192.168.1.10")
+    assert r.exit_code == 1 and "/dev/ttyWARDEN-test0" in r.output and "Traceback" not in r.output, r.output
 
 
 # -- manifest.py and mip package.json ----------------------------------------------------------

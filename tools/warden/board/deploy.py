@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import ipaddress
 import json
 import subprocess
 import sys
@@ -61,10 +62,14 @@ class DeployError(WardenError):
 # -- what goes on the board -----------------------------------------------------------------
 def board_config(state, thing, *, wifi_ssid=None, wifi_password=None, broker_host=None, broker_port=None,
                  hostname=None, sensors=None, **overrides) -> dict:
-    """The device config for a board: the twin's defaults with a reachable broker, Wi-Fi and real sensors."""
+    """The device config for a board: the twin's defaults with a reachable broker (`broker_host`
+    is required: the project's default is the host's loopback), Wi-Fi and real sensors."""
     from .twin import device_config
 
-    broker = {"host": broker_host or state.broker_host, "port": broker_port or state.broker_port}
+    if not broker_host:   # the project's own (localhost) would be the board itself
+        raise DeployError("a board's config needs the broker's address",
+                          hint="pass --broker-host HOST_OR_IP (the address the board reaches the broker at)")
+    broker = {"host": broker_host, "port": broker_port or state.broker_port}
     if hostname:
         broker["hostname"] = hostname    # the name in the broker's certificate, if not the host
     cfg = device_config(state, thing, broker=broker, interval_ms=5000,
@@ -73,6 +78,97 @@ def board_config(state, thing, *, wifi_ssid=None, wifi_password=None, broker_hos
         cfg["wifi"] = {"ssid": wifi_ssid, "password": wifi_password or ""}
     cfg.update(overrides)
     return cfg
+
+
+# -- the broker a board reaches ------------------------------------------------------------------
+# A board's loopback is the board itself: a broker there is never right (the twin's is, and the
+# twin is made by `warden device add`, not by deploy).
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+def broker_certificates(state) -> list:
+    """[(which broker, PEM bytes)]: the server certificates of every broker this state made:
+    the local one (pki/) and each `warden broker config` folder still on this host."""
+    from ..fleet import pki
+    from ..fleet.registry import Registry
+
+    out = []
+    local = state.pki_dir / pki.BROKER_CERT
+    if local.exists():
+        out.append(("the local broker (warden broker run)", local.read_bytes()))
+    if state.registry_path.exists():
+        with Registry(state.registry_path) as reg:
+            rows = reg.brokers()
+        for b in rows:
+            cert = Path(b.folder) / "server.crt.pem"
+            if cert.exists():
+                out.append((f"broker {b.name} ({cert})", cert.read_bytes()))
+    return out
+
+
+def certificate_names(pem: bytes) -> list:
+    """The subjectAltName DNS names and IP addresses of a PEM certificate, as text."""
+    from cryptography import x509
+
+    try:
+        san = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [*san.value.get_values_for_type(x509.DNSName),
+            *(str(a) for a in san.value.get_values_for_type(x509.IPAddress))]
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Does the board's broker name `name` match a certificate name (IP by value, DNS without
+    case, a leading `*.` for exactly one label), as the board's TLS checks it?"""
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    if ip is not None:   # an address matches only an address (never a DNS name or a wildcard)
+        try:
+            return ip == ipaddress.ip_address(pattern)
+        except ValueError:
+            return False
+    name, pattern = name.lower().rstrip("."), pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return name == pattern
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower().rstrip(".") in LOOPBACK_NAMES
+
+
+def check_broker_address(state, host, hostname=None) -> str:
+    """Refuse a broker address a board cannot use: none, a loopback one, or a name (`hostname`,
+    else `host`) that no broker certificate of this state carries. Returns which broker's
+    certificate names it."""
+    if not host:
+        raise DeployError("a board needs the broker's address: --broker-host is missing",
+                          hint="pass --broker-host HOST_OR_IP, the address the board reaches the broker at on "
+                               "its network (see docs/board.md, step 3)")
+    if is_loopback(host):
+        raise DeployError(f"--broker-host {host} is the board itself, not the broker",
+                          hint="pass the broker's LAN or server address (warden broker run listens on 127.0.0.1 "
+                               "only: write a broker for the LAN with `warden broker config`)")
+    name = hostname or host
+    seen = []
+    for which, pem in broker_certificates(state):
+        names = certificate_names(pem)
+        if any(name_matches(name, n) for n in names):
+            return which
+        seen.append(f"{which}: {', '.join(names) or 'no names'}")
+    known = ("; ".join(seen)) or "none (no broker certificate in this state)"
+    raise DeployError(f"no broker certificate names {name!r}, so the board would refuse the broker's TLS "
+                      f"(certificates: {known})",
+                      hint=f"re-issue the broker certificate with that name: warden broker config DIR "
+                           f"--listen ADDR:8883 --name {name} (and run that broker from DIR), or pass "
+                           f"--broker-hostname NAME with a name its certificate carries")
 
 
 def identity(state, thing) -> dict:

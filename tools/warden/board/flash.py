@@ -23,6 +23,7 @@ an app that fits one slot. Anything else is refused with FlashError before a boa
 from __future__ import annotations
 
 import re
+import shlex
 import struct
 import subprocess
 import sys
@@ -72,6 +73,11 @@ class ImageInfo:
 def esptool_argv(*args) -> list:
     """argv running the venv's esptool (v5: hyphenated commands)."""
     return [sys.executable, "-m", "esptool", *map(str, args)]
+
+
+def command_line(argv) -> str:
+    """`argv` as one shell line a user can paste (what warden runs, so it names the same esptool)."""
+    return shlex.join(str(a) for a in argv)
 
 
 def image_info_argv(path) -> list:
@@ -217,7 +223,8 @@ def flash_plan(port: str, info: ImageInfo, erase: bool = True, baud: int = DEFAU
     variant); erasing everything would leave it without a bootloader, so erase=True is refused.
     """
     if not port:
-        raise FlashError("no serial port given", hint="pass --port, e.g. /dev/ttyUSB0 (Linux) or /dev/cu.usbserial-* (macOS)")
+        raise FlashError("no serial port given", hint="pass --port, e.g. /dev/ttyUSB0 (Linux) or /dev/cu.usbserial-* "
+                                                      "(macOS), or --port auto with one board attached")
     base = ("--chip", info.chip, "--port", port, "--baud", baud)
     steps = []
     if info.kind == "app" and erase:
@@ -237,8 +244,8 @@ def run_steps(steps, runner=None, say=None):
     """Run esptool steps in order; FlashError naming the step that failed."""
     runner = runner or (lambda argv: subprocess.run(argv))
     for s in steps:
-        if say:
-            say(s.what)
+        if say:   # the whole command, so that a user can run it again by hand
+            say(f"{s.what}: {command_line(s.argv)}")
         r = runner(s.argv)
         if r.returncode != 0:
             raise FlashError(f"esptool failed to {s.what} (exit {r.returncode})",

@@ -137,7 +137,8 @@ def demo(ctx, state, thing):
 
 
 @click.command("flash")
-@click.option("--port", required=True, help="Serial port of the board (/dev/ttyUSB0, /dev/cu.usbserial-*, COM3).")
+@click.option("--port", default="auto", show_default=True,
+              help="Serial port of the board (/dev/ttyUSB0, /dev/cu.usbserial-*, COM3); auto: the one board attached.")
 @click.option("--firmware", "firmware", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="MicroPython .bin, OTA variant: the combined firmware.bin, or micropython.bin (app only).")
 @click.option("--chip", default="esp32", show_default=True, help="esptool chip name.")
@@ -158,6 +159,9 @@ def flash_cmd(port, firmware, chip, erase, baud, check_only, yes):
         return
     if erase is None:
         erase = info.kind == "combined"
+    from ..board.ports import resolve
+
+    port = resolve(port)
     steps = lib.flash_plan(port, info, erase, baud)
     if erase:
         console.print("[yellow]erasing the whole flash:[/] the board's filesystem goes too: its identity, its "
@@ -170,20 +174,23 @@ def flash_cmd(port, firmware, chip, erase, baud, check_only, yes):
                 raise lib.FlashError("erasing needs a yes: this wipes the board's identity, log and counters",
                                      hint="pass --yes, or --no-erase to write the image only")
             click.confirm("erase the whole flash of the board?", abort=True)
-    lib.run_steps(steps, say=lambda s: console.print(f"esptool: {s}", style="dim"))
-    console.print(f"[bold green]flashed[/] {firmware} at 0x{info.offset:x}. Next: warden deploy THING --port {port}")
+    lib.run_steps(steps, say=lambda s: console.print(s, style="dim", markup=False))
+    console.print(f"[bold green]flashed[/] {firmware} at 0x{info.offset:x}. Next: warden deploy THING --port {port} "
+                  "--broker-host HOST")
 
 
 @click.command("deploy")
 @click.argument("thing")
-@click.option("--port", default=None, help="Serial port of the board (not needed with --image-only).")
+@click.option("--port", default="auto", show_default=True,
+              help="Serial port of the board; auto: the one board attached (with --image-only: only shown).")
 @click.option("--image", "use_image", is_flag=True, help="Write a littlefs image with esptool instead of mpremote.")
 @click.option("--image-only", "image_only", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Only build the filesystem image into this file (write it at 0x310000 yourself).")
 @click.option("--wifi-ssid", default=None, help="Wi-Fi network the board joins.")
 @click.option("--wifi-password-env", default="WARDEN_WIFI_PASSWORD", show_default=True,
               help="Environment variable holding the Wi-Fi password (never a command-line argument).")
-@click.option("--broker-host", default=None, help="Broker address the board connects to (default: the project's).")
+@click.option("--broker-host", default=None,
+              help="Broker address the board connects to (required; a name or IP its certificate carries).")
 @click.option("--broker-port", type=click.IntRange(1, 65535), default=None)
 @click.option("--broker-hostname", default=None, help="Name in the broker's certificate, if not --broker-host.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -197,6 +204,7 @@ def deploy_cmd(state, thing, port, use_image, image_only, wifi_ssid, wifi_passwo
     import json
 
     from ..board import deploy as lib
+    from ..board.flash import command_line
 
     extra = {}
     if config_file:
@@ -205,24 +213,31 @@ def deploy_cmd(state, thing, port, use_image, image_only, wifi_ssid, wifi_passwo
         except (OSError, ValueError) as e:
             raise lib.DeployError(f"cannot read {config_file}: {e}", hint="give a JSON object") from e
         if not isinstance(extra, dict):
-            raise lib.DeployError(f"{config_file} must hold a JSON object")
+            raise lib.DeployError(f"{config_file} must hold a JSON object",
+                                  hint='for example {"interval_ms": 10000, "sensors": {...}} (docs/device.md)')
     password = os.environ.get(wifi_password_env) if wifi_ssid else None
     if wifi_ssid and password is None:
         raise lib.DeployError(f"${wifi_password_env} is not set",
                               hint=f"export {wifi_password_env}=... (an empty value for an open network)")
     if not wifi_ssid and "wifi" not in extra:
         console.print("[yellow]warning:[/] no --wifi-ssid: the board will wait for a Wi-Fi config")
+    # before anything is built or touched: a board that cannot verify its broker is half deployed
+    which = lib.check_broker_address(state, broker_host, broker_hostname)
+    console.print(f"broker {broker_hostname or broker_host}: named by the certificate of {which}", style="dim")
     cfg = lib.board_config(state, thing, wifi_ssid=wifi_ssid, wifi_password=password, broker_host=broker_host,
                            broker_port=broker_port, hostname=broker_hostname, **extra)
     say = lambda s: console.print(s, style="dim")  # noqa: E731
     if image_only:
         out, files = lib.write_image_file(state, thing, cfg, image_only)
         b = lib.budget(files)
+        shown = port if port and port != "auto" else "PORT"   # no board needed to build an image
         console.print(f"[bold green]image written[/] {out}: {len(files)} files; vfs budget {b.need} of {b.total} "
-                      f"bytes (2 app slots, 256 KiB log quota). Write it: esptool write-flash 0x{lib.VFS.offset:x} {out}")
+                      f"bytes (2 app slots, 256 KiB log quota). Write it with:")
+        console.print("  " + command_line(lib.write_image_argv(shown, out, chip)), markup=False)
         return
-    if not port:
-        raise lib.DeployError("no serial port given", hint="pass --port (or --image-only FILE)")
+    from ..board.ports import resolve
+
+    port = resolve(port)
     if use_image:
         r = lib.deploy_image(state, thing, port, cfg, force_identity=force_identity, chip=chip, say=say)
     else:

@@ -28,7 +28,8 @@ def logs():
 @click.argument("thing")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the segments (default: the device's folder in the state, logs/).")
-@click.option("--port", default=None, help="Pull from a real board on this serial port (mpremote), not the twin.")
+@click.option("--port", default=None,
+              help="Pull from a real board on this serial port (mpremote), not the twin; auto: the one board attached.")
 @pass_state
 def logs_pull(state, thing, out, port):
     """Copy THING's log segments out of its twin flash (or a board: --port) into a folder, and verify them."""
@@ -36,7 +37,8 @@ def logs_pull(state, thing, out, port):
 
     if port:
         from ..board.deploy import pull_logs   # the board's /log over mpremote (tools/warden/board/deploy.py)
-        r = pull_logs(state, thing, port, out)
+        from ..board.ports import resolve
+        r = pull_logs(state, thing, resolve(port), out)
     else:
         r = pull(state, thing, out)
     size = sum(len(d) for d in r.files.values())
