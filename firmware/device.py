@@ -41,6 +41,12 @@ class Device:
     so one failing connect never stops the sampling clock.
     """
 
+    # The commands the loop handles, by the last level of their topic cmd/<app>/<thing>/<command>,
+    # with the first bytes a request may start with to be queued (b"": any; its handler answers
+    # a malformed one). A new command is a line here and a branch in handle(). A logs request is
+    # queued even retained (as None): firmware/logsend.py answers why it is refused.
+    COMMANDS = {b"ota": b"BCFSAR", b"logs": b""}
+
     def __init__(self, cfg, ssl_context, sources, topics):
         self.cfg = cfg
         # The topics, built and checked at boot by firmware/topics.py (not kept loaded for this):
@@ -69,7 +75,7 @@ class Device:
         self.acked = 0          # readings acknowledged since boot, live and kept
         self.first = True       # no live reading acknowledged yet (logged once)
         self.missed = 0
-        self.pending = []       # commands received, handled by the loop in order (bounded)
+        self.pending = []       # commands received, (name, msg), handled by the loop in order (bounded)
         self.ota = None         # firmware.otalink.OtaLink, made at the first OTA request
         self.selftest = None    # an update awaiting its self-test (firmware/ota_state.py)
         self.selftest_until = time.ticks_ms()
@@ -147,28 +153,43 @@ class Device:
         return d
 
     def on_command(self, topic, msg):
-        # Runs inside the MQTT client's receive path: only note it; the loop handles it in order.
-        # It always returns, so a QoS 1 command is acknowledged and never redelivered. Queued:
-        # a live (not retained) OTA request on <prefix>ota (the broker sends only
+        # Runs inside the MQTT client's receive path: only note it; the loop handles it in order
+        # (handle()). It always returns, so a QoS 1 command is acknowledged and never redelivered.
+        # Queued: a live (not retained) request of a command in COMMANDS (the broker sends only
         # cmd/<app>/<thing>/#), while the queue has room. The rest is refused by
         # firmware/refusal.py, loaded only then: it says why and counts (a flood writes few records).
         p = self.pending
-        if (msg and not self.mqtt.retained and len(topic) == len(self.commands) + 3
-                and topic.endswith(b"/ota") and msg[0] in b"BCFSAR" and len(p) < 3):  # 3: the queue's room
-            if msg[0] == 0x43 and p and p[-1][0] == 0x43:
-                # A chunk while another waits (the tool keeps a window of them in flight, and a
-                # reading's PUBACK wait reads what came meanwhile): not kept, so the heap holds
-                # one chunk at a time. The next answer asks the tool to resend from its offset.
-                if self.ota is not None:
-                    self.ota.gap = 1
+        name = bytes(topic[len(self.commands):]) if msg is not None else None  # hashable
+        ok = Device.COMMANDS.get(name)
+        if ok is not None and len(p) < 3:  # 3: the queue's room
+            if not ok:
+                p.append((name, None if self.mqtt.retained else msg))
                 return
-            p.append(msg)
-            return
+            if msg and not self.mqtt.retained and msg[0] in ok:
+                if msg[0] == 0x43 and p and p[-1][0] == name and p[-1][1][0] == 0x43:
+                    # A chunk while another waits (the tool keeps a window of them in flight, and a
+                    # reading's PUBACK wait reads what came meanwhile): not kept, so the heap holds
+                    # one chunk at a time. The next answer asks the tool to resend from its offset.
+                    if self.ota is not None:
+                        self.ota.gap = 1
+                    return
+                p.append((name, msg))
+                return
         try:
             from firmware import refusal
-            refusal.command(self, topic, msg)
+            refusal.command(self, topic, msg, ok is not None)
         except MemoryError:
             pass  # no heap to load the words: refused all the same (and acknowledged)
+
+    def handle(self):
+        """Handle the oldest command waiting (self.pending), by its name; each command's code is
+        loaded for the call and lets itself go."""
+        name, msg = self.pending.pop(0)
+        if name == b"ota":
+            _ota().handle(self, msg)
+        else:
+            from firmware import logsend  # unloads itself when done
+            logsend.handle(self, msg)
 
     def lost(self, reason):
         """Drop the session after a failure (the reason goes to the device log) and schedule the
@@ -325,7 +346,7 @@ class Device:
                 try:
                     self.client.check_msg()
                     if self.pending:
-                        _ota().handle(self)
+                        self.handle()
                 except Exception as e:
                     self.lost(describe(e))
             if self.ota is not None:
@@ -349,7 +370,7 @@ class Device:
                 # moment it arrives.
                 self.client.wait_msg(min(wait, 20) / 1000)
                 if self.pending:
-                    _ota().handle(self)
+                    self.handle()
             except Exception as e:
                 self.lost(describe(e))
 

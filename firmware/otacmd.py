@@ -41,13 +41,13 @@ def say(dev, d, retain=False):
     dev.client.publish(dev.ota_topic, json.dumps(d), retain=retain, qos=1 if retain else 0)
 
 
-def handle(dev):
-    """Handle the oldest OTA request waiting (dev.pending). An update's or a rollback's head
-    sends the device to update mode (firmware/otamode.py): stored, answered `restarting`, reset."""
-    msg = dev.pending.pop(0)
+def handle(dev, msg):
+    """Handle an OTA request (firmware/device.py took it off dev.pending). An update's or a
+    rollback's head sends the device to update mode (firmware/otamode.py): stored, answered
+    `restarting`, reset."""
     if msg[0] in b"BR" and dev.ota is None:
         for m in dev.pending:
-            if m[0] == 0x41:   # A: the technician gave up on it already (queued while it slept)
+            if m[0] == b"ota" and m[1][0] == 0x41:   # A: the technician gave up on it already (queued while it slept)
                 dev.pending.remove(m)
                 eventlog.info("ota", "an update's head and its abort: nothing to do")
                 say(dev, {"step": "aborted"})

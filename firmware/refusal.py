@@ -29,16 +29,16 @@ def note(kind, msg, level="WARN"):
     eventlog.log(level, kind, msg)
 
 
-def command(dev, topic, msg):
-    """Say why firmware/device.py did not queue a command."""
+def command(dev, topic, msg, known):
+    """Say why firmware/device.py did not queue a command (known: its topic names a command)."""
     if msg is None:
         why = "larger than max_packet (read and dropped)"
     elif dev.mqtt.retained:
         why = "retained (it would replay at every connect)"
-    elif len(topic) != len(dev.commands) + 3 or not topic.endswith(b"/ota"):
+    elif not known:
         why = "no handler for its topic"
-    elif not msg or msg[0] not in b"BCFSAR":
-        why = "not an OTA request"  # refused before any OTA code loads
+    elif len(dev.pending) < 3:
+        why = "not %s request" % ("an OTA" if topic.endswith(b"/ota") else "a")  # refused before its code loads
     else:
         why = "busy, %d waiting" % len(dev.pending)
     note("cmd", "command refused: " + why)

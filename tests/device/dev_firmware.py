@@ -143,7 +143,7 @@ def test_commands_queue_in_order_and_everything_else_is_refused_counted_and_retu
     on(d, None, None)                                # larger than the client's max_packet
     on(d, b"cmd/warden/t-1/ota", b"S")
     on(d, b"cmd/warden/t-1/ota", b"A")               # the queue is full
-    assert d.pending == [b"B1", b"C2", b"S"], d.pending
+    assert d.pending == [(b"ota", b"B1"), (b"ota", b"C2"), (b"ota", b"S")], d.pending
     assert "firmware.otalink" not in sys.modules and "firmware.ota" not in sys.modules
     counts = sys.modules["firmware.refusal"]._counts
     assert sorted(counts) == sorted(["command refused: no handler for its topic",
@@ -155,6 +155,32 @@ def test_commands_queue_in_order_and_everything_else_is_refused_counted_and_retu
     assert counts["command refused: not an OTA request"][2] == 1
     sys.modules["firmware.refusal"].flush()
     assert "firmware.refusal" not in sys.modules                      # unloaded until the next refusal
+
+
+def test_log_requests_are_queued_even_retained_or_malformed_for_their_handler_to_answer():
+    # firmware/logsend.py answers every log request it is given with a reason: the queue holds a
+    # retained one as None; a full queue still refuses (counted, firmware/refusal.py).
+    import sys
+    from firmware import device
+
+    class Client:
+        retained = 0
+
+    class Dev:
+        pass
+    d = Dev()
+    d.mqtt, d.pending, d.commands = Client(), [], "cmd/warden/t-1/"
+    on = device.Device.on_command
+    on(d, bytearray(b"cmd/warden/t-1/logs"), b"I\0\0\0\1")   # the topic as the client may give it
+    d.mqtt.retained = 1
+    on(d, b"cmd/warden/t-1/logs", b"I\0\0\0\2")
+    d.mqtt.retained = 0
+    on(d, b"cmd/warden/t-1/logs", b"")
+    on(d, b"cmd/warden/t-1/logs", b"I\0\0\0\3")                # the queue is full
+    assert d.pending == [(b"logs", b"I\0\0\0\1"), (b"logs", None), (b"logs", b"")], d.pending
+    assert "firmware.logsend" not in sys.modules
+    assert list(sys.modules["firmware.refusal"]._counts) == ["command refused: busy, 3 waiting"]
+    sys.modules["firmware.refusal"].flush()
 
 
 def test_a_reading_whose_number_cannot_be_reserved_is_skipped_not_a_crash():
