@@ -6,7 +6,8 @@
 - The mpremote path runs against the real MicroPython unix port on a pseudo-terminal
   (tests/support/boardsim.py), whose raw REPL is a board's: files are copied, hashed back, an existing
   identity is kept and a foreign one refused; the twin then boots from what mpremote wrote, and
-  `warden logs pull --port` reads its log back over mpremote.
+  `warden logs pull --port auto` finds it (the port list faked: no USB here) and reads its log back
+  over mpremote.
 - The esptool image path's logic (identity check, logs saved before overwriting, read-back
   compare) runs against a flash file standing in for the chip's flash.
 """
@@ -16,10 +17,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from support.boardsim import BoardSim
 from support.twinproc import Twin
-from warden.board import deploy, flashimage, nvsimage
+from warden.board import deploy, flashimage, nvsimage, ports
+from warden.cli import main
 from warden.fleet import devices
 from warden.state import State
 
@@ -103,7 +106,8 @@ def board(tmp_path):
         s.stop()
 
 
-def test_mpremote_deploy_verifies_keeps_identity_and_the_twin_boots_it(fleet, broker, mqtt_client, board, tmp_path):
+def test_mpremote_deploy_verifies_keeps_identity_and_the_twin_boots_it(fleet, broker, mqtt_client, board, tmp_path,
+                                                                       monkeypatch):
     thing = _add(fleet, "board-mp")
     sim = board()
     cfg = _cfg(fleet, thing, broker, max_readings=2)
@@ -149,20 +153,30 @@ def test_mpremote_deploy_verifies_keeps_identity_and_the_twin_boots_it(fleet, br
     finally:
         t.stop()
 
-    # warden logs pull THING --port: the log written by that run, over mpremote, verified
+    # warden logs pull THING --port auto: the one board attached (the simulated board's serial
+    # line, listed as a USB port), its log of that run over mpremote, verified
     sim.start()
-    pulled = deploy.pull_logs(fleet, thing, "PORT", tmp_path / "pulled", runner=sim.runner)
+    monkeypatch.setattr(ports, "comports", lambda: [ports.Port(sim.port, "CP2102 USB to UART", 0x10C4, 0xEA60)])
+    r = CliRunner().invoke(main, ["--state", str(fleet.root), "logs", "pull", thing, "--port", "auto",
+                                  "--out", str(tmp_path / "pulled")])
+    assert r.exit_code == 0 and "verified:" in r.output, r.output
+    pulled = deploy.pull_logs(fleet, thing, "PORT", tmp_path / "pulled2", runner=sim.runner)
     assert pulled.files and pulled.error is None, pulled.error
     assert pulled.report.ok, pulled.report.problems
     assert any("first reading" in r.fields()["message"] for r in pulled.report.records)
 
 
-def test_logs_pull_from_a_board_without_a_log_says_so(fleet, board):
+def test_logs_pull_from_a_board_without_a_log_says_so(fleet, board, monkeypatch):
     thing = _add(fleet, "board-nolog")
     sim = board()
     from warden.logs.format import LogError
     with pytest.raises(LogError, match="no log segments"):
         deploy.pull_logs(fleet, thing, "PORT", runner=sim.runner)
+    # through the CLI, the board found by --port auto among a PC's own UARTs
+    monkeypatch.setattr(ports, "comports", lambda: [ports.Port("/dev/ttyS0", "ttyS0", None, None),
+                                                    ports.Port(sim.port, "USB Serial", 0x1A86, 0x7523)])
+    r = CliRunner().invoke(main, ["--state", str(fleet.root), "logs", "pull", thing, "--port", "auto"])
+    assert r.exit_code == 1 and f"error: the board on {sim.port} has no log segments" in r.output, r.output
 
 
 class FlashChip:
