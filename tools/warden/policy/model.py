@@ -60,11 +60,14 @@ DEFAULT_POLICY = {
             ],
         },
         "technician": {
-            "description": "updates devices: sends OTA commands and reads OTA progress, nothing else",
+            "description": "updates devices: sends OTA commands and signed remote settings, reads their "
+                           "progress and answers, nothing else",
             "principals": ["technician.default"],
             "allow": [
                 {"action": "publish", "topic": "cmd/{app}/+/ota"},
                 {"action": "subscribe", "topic": "dt/{app}/+/ota"},
+                {"action": "publish", "topic": "cmd/{app}/+/config"},
+                {"action": "subscribe", "topic": "dt/{app}/+/config"},
             ],
         },
     },
