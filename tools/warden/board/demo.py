@@ -27,15 +27,23 @@ def ensure_fleet(state, thing, say=print):
 
 
 def run_demo(state, thing, watch, say=print):
-    """Start broker and twin, run `watch()` in the foreground, stop everything on the way out."""
+    """Start broker and twin, run `watch()` in the foreground, stop everything on the way out.
+
+    A broker `warden broker run` already runs from this state is used as it is (the twin and the
+    view reach it on its own port) and left running: the demo stops only what it started."""
     ensure_fleet(state, thing, say)
     log = state.device_dir(thing) / "console.log"
     broker = Broker(state, port=state.broker_port)
+    running = Broker.find_running(state)
     twin = None
     previous = signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        broker.start()
-        say("broker on %s:%d (log %s)" % (broker.host, broker.port, broker.log_path))
+        if running is not None:
+            say("broker: using the one already running on %s:%d (pid %s); it stays up after the demo"
+                % (running.host, running.port, running.pid))
+        else:
+            broker.start()
+            say("broker on %s:%d (log %s)" % (broker.host, broker.port, broker.log_path))
         with open(log, "ab") as out:
             twin = subprocess.Popen([sys.executable, "-m", "warden.cli", "--state", str(state.root),
                                      "twin", "run", thing], stdout=out, stderr=subprocess.STDOUT)
@@ -53,4 +61,26 @@ def run_demo(state, thing, watch, say=print):
                 twin.wait()
         broker.stop()
         signal.signal(signal.SIGTERM, previous)
-        say("stopped: twin and broker are down")
+        say(stopped_message(state, thing, twin))
+
+
+def stopped_message(state, thing, twin):
+    """What is down and what is still up, as it is now (not as the demo meant it to be)."""
+    from .twin import flash_path, lock_holder
+
+    down, up = [], []
+    if twin is not None:
+        holder = lock_holder(flash_path(state, thing))
+        if holder:
+            up.append("twin %s (pid %s)" % (thing, holder))
+        else:
+            down.append("twin")
+    still = Broker.find_running(state)
+    if still is not None:
+        up.append("the broker on %s:%d (pid %s)" % (still.host, still.port, still.pid))
+    else:
+        down.append("broker")
+    text = "stopped: %s %s down" % (" and ".join(down) or "nothing", "is" if len(down) == 1 else "are")
+    if up:
+        text += "; still running: %s" % ", ".join(up)
+    return text

@@ -8,7 +8,14 @@ board's: partition table, app slots, and a littlefs vfs holding boot.py, main.py
 the compiled app, /identity/ (certificate, key, fleet CA) and /config.json.
 `run_twin` starts `micropython twin/rom.py` on it and restarts it when the device
 resets (exit code RESET_EXIT), as a board reboots.
+
+One process per twin: `TwinLock` holds an flock on `flash.bin.lock` beside the flash for as
+long as the twin runs (its micropython inherits the descriptor, so the lock outlives a killed
+host process exactly as long as the device code runs). Two copies on one flash would take the
+same client id and knock each other off the broker, and both would write the log. The kernel
+drops the lock with its last holder: a stale lock file never blocks.
 """
+import fcntl
 import json
 import os
 import signal
@@ -37,6 +44,68 @@ class TwinError(WardenError):
 
 def flash_path(state, thing):
     return Path(state.device_dir(thing)) / "flash.bin"
+
+
+def lock_path(flash):
+    return Path(str(flash) + ".lock")
+
+
+class TwinLock:
+    """The lock of one twin's flash file, held while it runs (a context manager)."""
+
+    def __init__(self, flash):
+        self.flash = Path(flash)
+        self.fd = None
+
+    def acquire(self):
+        """Take the lock, or TwinError naming the pid of the twin that holds it."""
+        path = lock_path(self.flash)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise TwinError(f"this twin already runs (pid {pid or '?'}) on {self.flash}",
+                            hint="two copies would knock each other off the broker and lose log "
+                                 f"records: use the running one, or stop it first (kill {pid or 'PID'})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_pid(fd):
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def lock_holder(flash):
+    """The pid of the process running the twin on `flash` (it holds the lock), or None."""
+    try:
+        fd = os.open(lock_path(flash), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _read_pid(fd) or -1
+    finally:
+        os.close(fd)   # a lock we took goes with the descriptor
+    return None
 
 
 def device_config(state, thing, **overrides):
@@ -146,11 +215,12 @@ def twin_command(path, heap=DEFAULT_HEAP, reset_cause=RESET_PWRON, binary=None):
     return [binary or micropython_binary(), "-X", "heapsize=" + heap, "-c", "import rom"], env
 
 
-def run_twin(path, heap=DEFAULT_HEAP, max_restarts=None, stdout=None, on_start=None):
+def run_twin(path, heap=DEFAULT_HEAP, max_restarts=None, stdout=None, on_start=None, lock=None):
     """Run the twin until it exits without a reset; returns its last exit code.
 
     A reset (exit RESET_EXIT) starts it again as a soft reset. Ctrl-C is passed to the
     device (KeyboardInterrupt: it publishes `offline` and disconnects), then we return.
+    With `lock` (a held TwinLock), each micropython inherits its descriptor.
     """
     if not Path(path).exists():
         raise TwinError("no twin flash at %s: run `warden device add THING` first" % path)
@@ -158,7 +228,8 @@ def run_twin(path, heap=DEFAULT_HEAP, max_restarts=None, stdout=None, on_start=N
     restarts = 0
     while True:
         argv, env = twin_command(path, heap, cause)
-        proc = subprocess.Popen(argv, env=env, stdout=stdout)
+        proc = subprocess.Popen(argv, env=env, stdout=stdout,
+                                pass_fds=(lock.fd,) if lock is not None and lock.fd is not None else ())
         if on_start:
             on_start(proc)
         try:

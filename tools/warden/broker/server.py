@@ -106,11 +106,41 @@ def _is_our_mosquitto(pid: int, conf_path: Path) -> bool:
     return False
 
 
+def _listening(port: int) -> bool | None:
+    """Does a socket listen on TCP `port` (/proc/net/tcp*)? None where there is no /proc. Asking
+    the kernel leaves no trace in the broker's log, as a probe connection would."""
+    found = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        found = bool(found)
+        for row in rows:
+            fields = row.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return found
+
+
 def _quote(path) -> str:
     path = str(path)
     if any(c in path for c in "\n\r"):
         raise BrokerError(f"path {path!r} cannot be used in a mosquitto config")
     return path
+
+
+def client_address(state: State):
+    """(host, port, source): where a client on this machine reaches the fleet's broker. The broker
+    `warden broker run` runs from this state wins, on the port it actually listens on (`--port`
+    may differ from project.json); with none running, project.json's."""
+    b = Broker.find_running(state)
+    if b is not None:
+        host = state.broker_host if _is_loopback(state.broker_host) else b.host
+        return host, b.port, f"the running broker, pid {b.pid}"
+    return state.broker_host, state.broker_port, "project.json: no broker runs from this state"
 
 
 TLS_VERSION = "tlsv1.2"
@@ -488,13 +518,12 @@ class Broker:
                     f"mosquitto exited with code {code} while starting on {self.host}:{self.port}:\n"
                     + self.log_tail(start=log_start),
                     hint=f"see {self.log_path}; is port {self.port} already in use?")
-            # The log line proves the listener is ours (not some other process on a reused port).
-            if self._log_has(READY_LINE, log_start):
-                try:
-                    with socket.create_connection((self.host, self.port), timeout=1):
-                        return
-                except OSError:
-                    pass
+            # mosquitto logs this line after it has bound and opened every listener (a port it
+            # cannot bind makes it exit first), so it proves the listener is up and ours. No probe
+            # connection: a TCP connect closed before the TLS handshake made mosquitto log an
+            # OpenSSL error and a protocol error at every start.
+            if self._log_has(READY_LINE, log_start) and _listening(self.port) is not False:
+                return
             if time.monotonic() > deadline:
                 raise BrokerError(
                     f"mosquitto did not accept connections on {self.host}:{self.port} within "

@@ -57,28 +57,35 @@ def twin_run(state, thing, heap, keep_app, interval_ms):
     from ..fleet import devices
     from ..board import twin as t
 
+    from ..broker.server import client_address
+
     devices.get_device(state, thing)
     path = t.flash_path(state, thing)
     if not path.exists():
         raise t.TwinError(f"no twin flash at {path}", hint=f"run `warden device add {thing}` first")
-    if not keep_app:
-        t.sync_app(path)
-    if interval_ms:
-        t.update_config(path, interval_ms=interval_ms)
     heap = heap or t.DEFAULT_HEAP
-    console.print(f"twin {thing}: flash {path}, heap {heap}. Ctrl-C stops it.", style="dim")
+    # The lock first: a second copy must not even rewrite the flash of the one that runs.
+    with t.TwinLock(path) as lock:
+        if not keep_app:
+            t.sync_app(path)
+        host, port, source = client_address(state)
+        t.update_config(path, broker={"host": host, "port": port})
+        if interval_ms:
+            t.update_config(path, interval_ms=interval_ms)
+        console.print(f"twin {thing}: flash {path}, heap {heap}, broker {host}:{port} ({source}). "
+                      "Ctrl-C stops it.", style="dim")
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt  # SIGTERM stops the twin as cleanly as Ctrl-C
+        def on_term(signum, frame):
+            raise KeyboardInterrupt  # SIGTERM stops the twin as cleanly as Ctrl-C
 
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        code = t.run_twin(path, heap=heap)
-    except KeyboardInterrupt:
-        console.print("twin stopped", style="dim")
-        return
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            code = t.run_twin(path, heap=heap, lock=lock)
+        except KeyboardInterrupt:
+            console.print("twin stopped", style="dim")
+            return
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if code != 0:
         fail(f"the twin exited with code {code} (see its output above)",
              "a device error that escapes main.py drops a board to its REPL; the twin exits instead")
@@ -113,12 +120,16 @@ def watch(state, thing, count, timeout, as_json, status, as_):
         else:
             console.print(f"[bold]{m.thing}[/] {m.kind}: {m.payload.decode('utf-8', 'replace')}", style="cyan")
 
+    from ..broker.server import client_address
+
     kinds = ("telemetry", "status") if status else ("telemetry",)
+    host, port, source = client_address(state)
     if not as_json:
-        console.print(f"watching {state.broker_host}:{state.broker_port} as {cn} "
+        console.print(f"watching {host}:{port} ({source}) as {cn} "
                       f"({'all devices' if not thing else thing}); Ctrl-C stops", style="dim")
     try:
-        w.watch(state, thing=thing, count=count, timeout=timeout, on_message=show, kinds=kinds, principal=cn)
+        w.watch(state, thing=thing, count=count, timeout=timeout, on_message=show, kinds=kinds, principal=cn,
+                host=host, port=port)
     except KeyboardInterrupt:
         pass
 

@@ -32,28 +32,40 @@ def broker_run(state, port):
     from ..broker.control import CRL_CHECK_S, keep_crl_fresh
 
     b = Broker(state, port=port or state.broker_port, log_stdout=True, output=None)
+    asked = []   # the signal that asked us to stop, once one did
 
-    def on_term(signum, frame):
+    def on_stop(signum, frame):
+        asked.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C in a terminal signals mosquitto too (same process group): it may exit before we
+    # see our own KeyboardInterrupt. The flag, set first, says the stop was asked for.
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         b.start()
         console.print(f"[bold green]broker running[/] on {b.host}:{b.port} (pid {b.pid}): TLS 1.2+, "
                       "client certificates from the fleet CA, ACL from the policy")
         console.print(f"config {b.conf_path}, log {b.log_path}. Ctrl-C stops it.")
-        while True:
+        while not asked:
             try:
                 code = b.wait(timeout=CRL_CHECK_S)
                 break
             except subprocess.TimeoutExpired:
                 keep_crl_fresh(state, b.name)    # the CRL never lapses on a broker left running
-        raise BrokerError(f"mosquitto exited by itself (code {code}):\n{b.log_tail()}",
-                          hint=f"see {b.log_path}")
+        if not asked:
+            pid = b.pid
+            b.stop()
+            if code == 0:
+                raise BrokerError(f"mosquitto (pid {pid}) was stopped from outside warden (it exits 0 on "
+                                  "SIGINT/SIGTERM): the broker is down",
+                                  hint="start it again with `warden broker run`; stop it with Ctrl-C here")
+            raise BrokerError(f"mosquitto (pid {pid}) exited by itself with code {code}:\n{b.log_tail()}",
+                              hint=f"see {b.log_path}")
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         b.stop()
     console.print("broker stopped")
 
