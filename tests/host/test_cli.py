@@ -55,7 +55,7 @@ def test_device_add_list_duplicate(run, twin_calls):
     assert dup.exit_code == 1 and dup.stderr.startswith("error: device 'twin-001' is already registered")
     bad = run("device", "add", "a/b")
     assert bad.exit_code == 1 and "error: thing name 'a/b' contains '/'" in bad.stderr
-    assert "1-128 characters" in bad.stderr
+    assert "1-64 characters" in bad.stderr
     assert run("device", "add", "twin-002").exit_code == 0
     listed = run("device", "list", "--json")
     assert listed.exit_code == 0

@@ -3,10 +3,12 @@
 Pure validation: it must not import anything from warden but errors (warden.state uses it).
 
 Thing names follow the AWS IoT rules for a thing name and an MQTT client id, so a fleet can move
-to AWS IoT unchanged: 1 to 128 characters from ``[a-zA-Z0-9:_-]``. That excludes a leading
+to AWS IoT unchanged: characters from ``[a-zA-Z0-9:_-]``. That excludes a leading
 ``$`` (reserved by MQTT brokers for system topics), the MQTT topic separator and wildcards
 ``/ + #`` (a thing name is one topic level: ``dt/<app>/<thing>/...``), spaces, and any
-character that could escape a file path or inject a line into a broker ACL.
+character that could escape a file path or inject a line into a broker ACL. The length is 1 to
+64, not AWS IoT's 128: the thing name is the certificate's CN, and X.509 bounds a CN at 64
+characters (RFC 5280, ub-common-name), so a longer name could never get a certificate.
 
 The thing name is the device certificate's CN; mosquitto takes it as the MQTT username
 (``use_identity_as_username``) and client id (``use_username_as_clientid``), and the ACL's
@@ -23,10 +25,11 @@ import re
 
 from ..errors import WardenError
 
-THING_MAX = 128
+THING_MAX = 64     # the CN's upper bound (RFC 5280 ub-common-name); AWS IoT would allow 128
 _THING_RE = re.compile(r"[a-zA-Z0-9:_-]+")
 _BAD_CHAR = re.compile(r"[^a-zA-Z0-9:_-]")
-THING_RULE = "a thing name is 1-128 characters from a-z A-Z 0-9 : _ - (AWS IoT thing name rules)"
+THING_RULE = ("a thing name is 1-64 characters from a-z A-Z 0-9 : _ - (AWS IoT thing name characters; "
+              "64 is the certificate CN's limit)")
 
 APP_MAX = 32
 _APP_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
