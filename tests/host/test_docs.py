@@ -196,3 +196,229 @@ def test_readme_section_references_resolve():
                 check_section(f"{rel(path)}:{no}", README, m.group(2), problems)
     assert not problems, ("README references to sections it does not have (the text may have "
                           "moved to docs/):\n  " + "\n  ".join(problems))
+
+
+# -- the documents agree with the code ------------------------------------------------------------
+# (f) Every `warden ...` command line shown in README.md and docs/*.md (in a code block, or as
+#     inline code) names a command that exists, and each --option it shows is one of that command's.
+# (g) The roles the documents describe (the roles table, the broker's list of who may do what) are
+#     what the default policy renders for mosquitto.
+# (h) Every WardenError the host tools raise carries a hint, as README.md promises ("followed by
+#     what to do"): given at the raise, or a default of its class.
+
+# A command in a code block: the line starts with it (after a shell prompt); inline: the span does.
+CODE_COMMAND = re.compile(r"^\s*(?:\$\s+)?(?:\.venv/bin/)?(warden\s.*)$")
+INLINE_COMMAND = re.compile(r"`(?:\.venv/bin/)?(warden\s[^`]*)`")
+SIBLING = re.compile(r"\s*/\s*`(?!warden\s)([a-z][^`]*)`")
+TOP_COMMANDS = set()   # filled from the click tree by command_lines()
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_.-]*$|^\.\.\.$")
+# Options every command has: the main group's, and click's own.
+GLOBAL_OPTIONS = {"--help", "--state", "--version"}
+
+
+def command_lines():
+    """(where, command text) of every `warden ...` shown in the documents."""
+    from warden.cli import main
+
+    TOP_COMMANDS.update(main.commands)
+    for doc in [README] + sorted(DOCS.glob("*.md")):
+        inside, pending = False, None
+        for no, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            if FENCE.match(line):
+                inside, pending = not inside, None
+                continue
+            where = f"{rel(doc)}:{no}"
+            if inside or line.startswith("    "):   # fenced, or an indented code block
+                if pending is not None:
+                    text = pending[1] + " " + line.strip()
+                    where = pending[0]
+                else:
+                    m = CODE_COMMAND.match(line)
+                    if not m:
+                        continue
+                    text = m.group(1)
+                text = text.split(" # ")[0].split("  #")[0].strip()
+                if text.endswith("\\"):   # continued on the next line
+                    pending = (where, text[:-1].strip())
+                    continue
+                pending = None
+                yield where, text
+            else:
+                text = line.replace("\\|", "|")
+                for m in INLINE_COMMAND.finditer(text):
+                    yield where, m.group(1)
+                    # `warden device add THING` / `device list` / `rotate THING`: siblings of it
+                    group = m.group(1).split()[1]
+                    for s in SIBLING.finditer(text, m.end()):
+                        if s.start() != m.end():
+                            break
+                        yield where, "warden " + (s.group(1) if s.group(1).split()[0] in TOP_COMMANDS
+                                                  else f"{group} {s.group(1)}")
+                        m = s
+
+
+def _tokens(text):
+    out = []
+    for tok in text.split():
+        tok = tok.strip("[]()<>,;").split("=")[0]
+        if tok:
+            out.append(tok)
+    return out
+
+
+def check_command(text, problems, where):
+    """Resolve `text` ('warden a b --opt ...') on the click tree; note what does not exist."""
+    import click
+
+    from warden.cli import main
+
+    def walk(cmd, path, toks):
+        i = 0
+        while isinstance(cmd, click.Group) and i < len(toks) and not toks[i].startswith("-"):
+            word = toks[i]
+            if PLACEHOLDER.match(word):   # `warden COMMAND --help`: any command
+                return
+            names = word.split("|") if "|" in word else word.split("/")
+            if len(names) > 1:            # `ota push|status`, `principal add/list`: each of them
+                for n in names:
+                    walk(cmd, path, [n] + toks[i + 1:])
+                return
+            sub = cmd.commands.get(word)
+            if sub is None:
+                problems.append(f"{where}: `{text}`: {' '.join(path)} has no command {word!r}")
+                return
+            cmd, path, i = sub, path + [word], i + 1
+        known = GLOBAL_OPTIONS | {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        for tok in toks[i:]:
+            for opt in re.split(r"[|/]", tok) if tok.startswith("--") else ():
+                opt = opt.rstrip(".:")
+                if opt.startswith("--") and len(opt) > 2 and opt not in known:
+                    problems.append(f"{where}: `{text}`: {' '.join(path)} has no option {opt}")
+
+    toks = _tokens(text)
+    walk(main, ["warden"], toks[1:])
+
+
+def test_every_documented_command_line_exists_with_its_options():
+    problems = []
+    seen = 0
+    for where, text in command_lines():
+        seen += 1
+        check_command(text, problems, where)
+    assert seen > 100, f"only {seen} command lines found: is the parser broken?"
+    assert not problems, ("the documents show warden commands or options that do not exist (fix the document, "
+                          "or the code it describes):\n  " + "\n  ".join(problems))
+
+
+def test_the_command_line_check_finds_a_wrong_command_and_a_wrong_option():
+    problems = []
+    check_command("warden deploy THING --port P --broker-host H --image-only OUT", problems, "ok")
+    check_command("warden ota push|status THING --as technician.bob", problems, "ok")
+    check_command("warden flash --erase/--no-erase", problems, "ok")
+    assert problems == []
+    check_command("warden ota pusj THING", problems, "a")
+    check_command("warden deploy THING --brokr-host H", problems, "b")
+    check_command("warden principal add/lst NAME", problems, "c")
+    assert [p.split(":")[0] for p in problems] == ["a", "b", "c"], problems
+
+
+# The policy as the documents state it: (role, principal or "%u" for every device) -> {(access, topic)}
+TOPIC = re.compile(r"`([^`\s]*/[^`\s]*)`")
+
+
+def _doc_rules(clauses, app):
+    """{(access, topic)} from prose clauses like 'publish `a`', 'subscribe to and receive `b` and `c`'."""
+    rules = set()
+    for clause in clauses:
+        topics = TOPIC.findall(clause)
+        if not topics:
+            continue
+        words = re.sub(r"`[^`]*`", "", clause).lower()
+        access = "write" if re.search(r"\b(publish|send)", words) else "read" if re.search(
+            r"\b(subscribe|receive)", words) else None
+        assert access, f"no verb in {clause!r}"
+        for t in topics:
+            rules.add((access, t.replace("<app>", app).replace("<thing>", "%u")))
+    return rules
+
+
+def documented_roles(app):
+    """{where: {role: (principals, rules)}} from each roles table ('| role | who | may |') and the
+    broker section's list in docs/security.md."""
+    found = {}
+    for doc in [README] + sorted(DOCS.glob("*.md")):
+        lines = list(markdown_lines(doc))
+        for k, (no, line) in enumerate(lines):
+            if re.match(r"^\|\s*role\s*\|\s*who\s*\|\s*may\s*\|", line):
+                roles = {}
+                for _, row in lines[k + 2:]:
+                    if not row.startswith("|"):
+                        break
+                    role, who, may = [c.strip() for c in row.strip().strip("|").split("|")][:3]
+                    principals = re.findall(r"`([^`]+)`", who) or ["%u"]
+                    roles[role.strip("`")] = (set(principals), _doc_rules(re.split(r"[;,]", may), app))
+                found[f"{rel(doc)}:{no} (roles table)"] = roles
+    security = DOCS / "security.md"
+    bullets, inside = [], False
+    for _, line in markdown_lines(security):
+        if line.startswith("## "):
+            inside = line.strip() == "## The broker"
+        elif inside and line.startswith("- "):
+            bullets.append(line[2:])
+        elif inside and bullets and line.startswith("  ") and line.strip():   # the bullet goes on
+            bullets[-1] += " " + line.strip()
+    roles = {}
+    for text in bullets:
+        m = re.match(r"^(\w+?)s\b[^:]*?: (.*)$", text)
+        if m and m.group(1) in ("device", "operator", "technician"):
+            roles[m.group(1)] = (None, _doc_rules(re.split(r"[;,]", m.group(2)), app))
+    found["docs/security.md, 'The broker' (who may do what)"] = roles
+    return found
+
+
+def rendered_roles(app):
+    """{role: (principals, rules)} from the mosquitto ACL the default policy renders."""
+    from warden.policy.model import DEFAULT_POLICY, Policy, parse_policy  # noqa: F401
+    from warden.policy.mosquitto import render_mosquitto_acl
+
+    roles, role, user = {}, None, None
+    for line in render_mosquitto_acl(app).splitlines():
+        m = re.match(r"^# role (\w+)", line)
+        if m:
+            role, user = m.group(1), None
+            roles.setdefault(role, (set(), set()))
+            continue
+        parts = line.split()
+        if parts[:1] == ["pattern"]:
+            roles[role][0].add("%u")
+            roles[role][1].add((parts[1], parts[2]))
+        elif parts[:1] == ["user"]:
+            user = parts[1]
+            roles[role][0].add(user)
+        elif parts[:1] == ["topic"] and parts[1] != "deny":
+            roles[role][1].add((parts[1], parts[2]))
+    return roles
+
+
+def test_the_documented_roles_are_what_the_policy_renders():
+    app = "warden"
+    acl = rendered_roles(app)
+    assert set(acl) == {"device", "operator", "technician"}, acl
+    problems = []
+    for where, roles in documented_roles(app).items():
+        if set(roles) != set(acl):
+            problems.append(f"{where}: roles {sorted(roles)}, the policy has {sorted(acl)}")
+        for name, (principals, rules) in roles.items():
+            if name not in acl:
+                continue
+            if principals is not None and principals != acl[name][0]:
+                problems.append(f"{where}: {name} is {sorted(principals)}, the ACL says {sorted(acl[name][0])}")
+            if rules != acl[name][1]:
+                problems.append(f"{where}: {name} may {sorted(rules)}, the ACL allows {sorted(acl[name][1])}")
+    assert not problems, "the documents describe other roles than the policy's:\n  " + "\n  ".join(problems)
+
+
+def test_the_roles_check_parses_the_prose_it_reads():
+    got = _doc_rules(["publish `cmd/<app>/+/ota` (OTA commands)", " subscribe to and receive `dt/<app>/+/ota` and "
+                      "`dt/<app>/<thing>/status`", " send nothing"], "w")
+    assert got == {("write", "cmd/w/+/ota"), ("read", "dt/w/+/ota"), ("read", "dt/w/%u/status")}
