@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..state import ENV_VAR, ORIGIN_ENV, ORIGIN_OPTION, State
-from . import board, broker, fleet, logs, ota, policy
+from . import aws, board, broker, fleet, logs, ota, policy
 from .common import WardenGroup
 
 
@@ -59,3 +59,5 @@ main.add_command(logs.logs)
 main.add_command(ota.keys)
 main.add_command(ota.sign)
 main.add_command(ota.ota)
+# AWS IoT Core as the fleet's broker: setup, sync, audit
+main.add_command(aws.aws)
