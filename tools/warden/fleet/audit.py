@@ -191,6 +191,43 @@ def _check_policy(state: State, report: Report):
     return policy
 
 
+def judge_aws_document(report: Report, subject: str, statements) -> tuple:
+    """Report what in one AWS IoT policy document (its statements) grants more than least privilege:
+    every IoT action, every resource, a client id not pinned to the identity. (region, account) of
+    its ARNs. `warden aws audit` judges the policies attached in AWS with it as well."""
+    region = account = None
+    for st in statements:
+        actions = [str(a) for a in awspolicy._as_list(st.get("Action"))]
+        resources = [str(r) for r in awspolicy._as_list(st.get("Resource"))]
+        for r in resources:
+            m = re.match(r"arn:aws:iot:([^:]*):([^:]*):", r)
+            if m and region is None:
+                region, account = m.group(1), m.group(2)
+        if st["Effect"] != "Allow":
+            continue
+        sid = st.get("Sid", "?")
+        if any(a.lower() in ("*", "iot:*") for a in actions):
+            report.add("aws-action-star", "critical", subject,
+                       f"statement {sid} allows {', '.join(actions)}: every IoT action",
+                       "allow only iot:Connect, iot:Publish, iot:RetainPublish, iot:Subscribe and iot:Receive, each on "
+                       "its own resources (warden policy render --format aws)")
+        for r in resources:
+            m = re.match(r"arn:aws:iot:([^:]*):([^:]*):(.*)$", r)
+            if r == "*" or (m and ("*" in m.group(1) or "*" in m.group(2))) or \
+                    (m and m.group(3) in ("*", "topic/*", "topicfilter/*", "client/*")):
+                report.add("aws-resource-star", "high", subject,
+                           f"statement {sid} allows {r!r}: every resource of its kind",
+                           "name the region and account and scope topics to the app and the thing")
+        if any(awspolicy.glob_match(a, awspolicy.CONNECT, {}, case=False) for a in actions):
+            for r in resources:
+                tail = r.split(":client/", 1)[1] if ":client/" in r else r
+                if tail not in (awspolicy.THING_VAR, awspolicy.CN_VAR):
+                    report.add("aws-connect-unpinned", "high", subject,
+                               f"statement {sid} allows connecting as {r!r}",
+                               "pin the client id: client/${iot:Connection.Thing.ThingName} for things")
+    return region, account
+
+
 def _check_aws_docs(state: State, report: Report, policy):
     folder = state.root / AWS_DIR
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
@@ -206,36 +243,7 @@ def _check_aws_docs(state: State, report: Report, policy):
             report.add("aws-invalid", "high", subject, f"cannot read it: {e}",
                        "re-render it: warden policy render --format aws --out " + str(folder))
             continue
-        region = account = None
-        for st in statements:
-            actions = [str(a) for a in awspolicy._as_list(st.get("Action"))]
-            resources = [str(r) for r in awspolicy._as_list(st.get("Resource"))]
-            for r in resources:
-                m = re.match(r"arn:aws:iot:([^:]*):([^:]*):", r)
-                if m and region is None:
-                    region, account = m.group(1), m.group(2)
-            if st["Effect"] != "Allow":
-                continue
-            sid = st.get("Sid", "?")
-            if any(a.lower() in ("*", "iot:*") for a in actions):
-                report.add("aws-action-star", "critical", subject,
-                           f"statement {sid} allows {', '.join(actions)}: every IoT action",
-                           "allow only iot:Connect, iot:Publish, iot:RetainPublish, iot:Subscribe and iot:Receive, each on "
-                           "its own resources (warden policy render --format aws)")
-            for r in resources:
-                m = re.match(r"arn:aws:iot:([^:]*):([^:]*):(.*)$", r)
-                if r == "*" or (m and ("*" in m.group(1) or "*" in m.group(2))) or \
-                        (m and m.group(3) in ("*", "topic/*", "topicfilter/*", "client/*")):
-                    report.add("aws-resource-star", "high", subject,
-                               f"statement {sid} allows {r!r}: every resource of its kind",
-                               "name the region and account and scope topics to the app and the thing")
-            if any(awspolicy.glob_match(a, awspolicy.CONNECT, {}, case=False) for a in actions):
-                for r in resources:
-                    tail = r.split(":client/", 1)[1] if ":client/" in r else r
-                    if tail not in (awspolicy.THING_VAR, awspolicy.CN_VAR):
-                        report.add("aws-connect-unpinned", "high", subject,
-                                   f"statement {sid} allows connecting as {r!r}",
-                                   "pin the client id: client/${iot:Connection.Thing.ThingName} for things")
+        region, account = judge_aws_document(report, subject, statements)
         if policy is not None and region and account:
             try:
                 expected = awspolicy.render_aws(policy, state.app, region, account).get(path.stem)
@@ -636,6 +644,8 @@ def _check_issued(state: State, report: Report):
         serial, cn, kind = e.get("serial"), e.get("cn") or "", e.get("kind")
         if kind == "session" and cn.split("@", 1)[0] in principals_:
             continue
+        if kind == "verification":
+            continue     # a proof of the CA's key for AWS IoT: its key was never kept (pki.issue_verification_cert)
         if kind == "broker" and serial in broker_serials:
             continue
         if kind in ("device", "principal") and serial in serials:

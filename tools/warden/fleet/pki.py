@@ -269,6 +269,17 @@ def issue(state: State, cn: str, ou: str, kind: str, **kw):
     return pair
 
 
+def issue_verification_cert(state: State, cn: str, minutes: int = 60):
+    """A certificate that proves to a service that we hold the CA's key (AWS IoT's CA registration
+    asks for one with CN = its registration code): logged, never written, its key dropped at once,
+    so nobody can ever use it; it expires within the hour."""
+    now = _now()
+    cert, _key = issue_client_cert(load_ca(state), cn, None, not_before=now - _dt.timedelta(minutes=5),
+                                   not_after=now + _dt.timedelta(minutes=minutes))
+    _log_issued(state, cert, "verification")
+    return cert
+
+
 def issue_principal(state: State, role: str, name: str = "default", *, days: int = PRINCIPAL_DAYS):
     """Issue and write the client certificate of principal `<role>.<name>` (CN, OU = role).
 
