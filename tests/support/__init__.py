@@ -11,6 +11,7 @@
     certfactory      certificates and keys made at test time
     otakit           OTA signing keys, twin flash files and signed updates
     otavectors       the `ota_vectors` fixture: a template flash and one update per attack
+    configvectors    the `config_vectors` fixture: signed remote-settings commands, one per attack
     mp/              MicroPython programs the tests run under the unix port (run_mp(script=MP / ...)),
                      each saying at its top what it does and what its arguments are
 """

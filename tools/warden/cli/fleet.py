@@ -122,6 +122,43 @@ def device_rotate(state, thing, finish):
         report_brokers(r.revocation.brokers, f"the revocation of {thing}'s old certificate")
 
 
+@device.command("config")
+@click.argument("thing")
+@click.argument("action", type=click.Choice(["get", "set"]))
+@click.argument("key", required=False)
+@click.argument("value", required=False)
+@click.option("--timeout", type=click.FloatRange(1), default=30.0, show_default=True,
+              help="Seconds to wait for the device's answer (a sleeping device answers at its wake).")
+@click.option("--json", "as_json", is_flag=True, help="Print the device's answer as JSON.")
+@pass_state
+def device_config(state, thing, action, key, value, timeout, as_json):
+    """Read (get [KEY]) or change (set KEY VALUE) THING's remote settings, signed, over MQTT."""
+    from ..fleet import devconfig as lib
+
+    if action == "set":
+        if key is None or value is None:
+            fail("set needs KEY and VALUE", "e.g. warden device config twin-001 set interval_ms 2000")
+        try:
+            d = lib.set_settings(state, thing, lib.check({key: lib.parse_value(key, value)}), timeout=timeout)
+        except lib.ConfigRefused as e:
+            fail(str(e), e.hint, code=2)
+    else:
+        if value is not None:
+            fail("get takes at most a KEY", f"to change it: warden device config {thing} set {key} {value}")
+        if key is not None and key not in lib.SETTINGS:
+            lib.check({key: None})   # words why (provisioned, or no such setting)
+        d = lib.get(state, thing, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in d.items() if k != "step"}, indent=2))
+        return
+    if action == "set":
+        console.print(f"[bold green]{thing} applied {key}[/] (command {d['counter']})")
+    for k, v in d["settings"].items():
+        if key is None or k == key:
+            when = " (stored; in force after the next boot)" if k in d.get("at_boot", []) else ""
+            console.print(f"{k} = {json.dumps(v)}{when}")
+
+
 # -- principals ----------------------------------------------------------------------------------
 @click.group(cls=WardenGroup)
 def principal():
