@@ -14,7 +14,7 @@ def acl_lines(text):
 
 def test_default_acl():
     """Issue 5's roles, least privilege: devices their own topics; the operator reads telemetry
-    and status; the technician sends OTA commands and remote settings and reads their answers. Principals are denied
+    and status; the technician sends OTA commands, remote settings and log requests and reads their answers. Principals are denied
     the topics mosquitto's device patterns would open under their own names."""
     lines = acl_lines(render_mosquitto_acl("warden"))
     assert lines[:2] == ["pattern write dt/warden/%u/#", "pattern read cmd/warden/%u/#"]
@@ -26,7 +26,8 @@ def test_default_acl():
     assert lines[tech + 1:] == ["topic deny dt/warden/technician.default/#",
                                 "topic deny cmd/warden/technician.default/#",
                                 "topic write cmd/warden/+/ota", "topic read dt/warden/+/ota",
-                                "topic write cmd/warden/+/config", "topic read dt/warden/+/config"]
+                                "topic write cmd/warden/+/config", "topic read dt/warden/+/config",
+                                "topic write cmd/warden/+/logs", "topic read dt/warden/+/logs"]
     assert not [ln for ln in lines if "$SYS" in ln or ln.endswith(" #")]
 
 

@@ -206,7 +206,7 @@ def intended(principal, action, topic):
             lv[3] in ("telemetry", "status") and lv[2] != OPERATOR
     if principal == TECHNICIAN:
         kind = "cmd" if action == "publish" else "dt"
-        return len(lv) == 4 and lv[:2] == [kind, APP] and lv[3] == "ota" and lv[2] != TECHNICIAN
+        return len(lv) == 4 and lv[:2] == [kind, APP] and lv[3] in ("ota", "config", "logs") and lv[2] != TECHNICIAN
     raise AssertionError(principal)
 
 
@@ -214,7 +214,7 @@ def matrix_topics():
     out = []
     for t in THINGS + [OPERATOR, TECHNICIAN, "a/b", ""]:
         for kind in ("dt", "cmd"):
-            for leaf in ("telemetry", "status", "ota", "reboot", "ota/chunk", "x/y/z"):
+            for leaf in ("telemetry", "status", "ota", "logs", "reboot", "ota/chunk", "x/y/z"):
                 out.append(f"{kind}/{APP}/{t}/{leaf}")
         out += [f"dt/{APP}/{t}", f"cmd/{APP}/{t}", f"dt/other-app/{t}/telemetry", f"cmd/other/{t}/ota"]
     out += ["dt", "dt/", "cmd", f"dt/{APP}", "$SYS/broker/uptime", f"$aws/things/dev-1/shadow/update",

@@ -30,7 +30,7 @@ def matrix_topics():
     out = []
     for t in THINGS + [OPERATOR, TECHNICIAN, "a/b"]:
         for kind in ("dt", "cmd"):
-            for leaf in ("telemetry", "status", "ota", "reboot", "x/y"):
+            for leaf in ("telemetry", "status", "ota", "logs", "reboot", "x/y"):
                 out.append(f"{kind}/{APP}/{t}/{leaf}")
         out.append(f"dt/other-app/{t}/telemetry")
     return out + [f"dt/{APP}/mx-1", f"cmd/{APP}/mx-1", "dt", "cmd"]
@@ -42,7 +42,7 @@ def may_publish(who, topic):
     if who in THINGS:
         return topic == f"dt/{APP}/{who}" or topic.startswith(f"dt/{APP}/{who}/")
     if who == TECHNICIAN:
-        return len(lv) == 4 and lv[:2] == ["cmd", APP] and lv[3] == "ota" and lv[2] != TECHNICIAN
+        return len(lv) == 4 and lv[:2] == ["cmd", APP] and lv[3] in ("ota", "config", "logs") and lv[2] != TECHNICIAN
     if who == OBSERVER:
         return lv[0] == "cmd"
     return False     # the operator sends nothing
@@ -55,7 +55,7 @@ def may_read(who, topic):
     if who == OPERATOR:
         return len(lv) == 4 and lv[:2] == ["dt", APP] and lv[3] in ("telemetry", "status") and lv[2] != OPERATOR
     if who == TECHNICIAN:
-        return len(lv) == 4 and lv[:2] == ["dt", APP] and lv[3] == "ota" and lv[2] != TECHNICIAN
+        return len(lv) == 4 and lv[:2] == ["dt", APP] and lv[3] in ("ota", "config", "logs") and lv[2] != TECHNICIAN
     if who == OBSERVER:
         return lv[0] in ("dt", "cmd")
     raise AssertionError(who)

@@ -60,14 +60,16 @@ DEFAULT_POLICY = {
             ],
         },
         "technician": {
-            "description": "updates devices: sends OTA commands and signed remote settings, reads their "
-                           "progress and answers, nothing else",
+            "description": "updates devices: sends OTA commands, signed remote settings and log requests, "
+                           "reads their progress and answers (logs: the segments' ciphertext), nothing else",
             "principals": ["technician.default"],
             "allow": [
                 {"action": "publish", "topic": "cmd/{app}/+/ota"},
                 {"action": "subscribe", "topic": "dt/{app}/+/ota"},
                 {"action": "publish", "topic": "cmd/{app}/+/config"},
                 {"action": "subscribe", "topic": "dt/{app}/+/config"},
+                {"action": "publish", "topic": "cmd/{app}/+/logs"},
+                {"action": "subscribe", "topic": "dt/{app}/+/logs"},
             ],
         },
     },
@@ -78,7 +80,8 @@ _TOPIC_BAD = re.compile(r"[\x00-\x20\x7f]")
 
 
 class PolicyError(WardenError):
-    pass
+    hint = ("fix the policy file (policy.json in the state folder; its format: docs/security.md, "
+            "'Roles and the policy file'), then `warden policy check`")
 
 
 @dataclass
