@@ -108,6 +108,30 @@ def lock_holder(flash):
     return None
 
 
+def flash_users(paths):
+    """{path: [pid, ...]} of the processes holding each flash file in `paths` open (a running
+    micropython), from /proc; None where there is no /proc to tell."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").exists():
+        return None
+    wanted = {str(Path(p).resolve()): p for p in paths}
+    out = {p: [] for p in paths}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target in wanted and int(entry.name) not in out[wanted[target]]:
+                    out[wanted[target]].append(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
 def device_config(state, thing, **overrides):
     cfg = {
         "thing": thing,
@@ -200,7 +224,8 @@ def micropython_binary():
         return exe
     exe = Path(sys.executable).parent / "micropython"
     if not exe.exists():
-        raise TwinError("micropython not found: run `make setup`, or set MICROPYTHON to a unix port you built")
+        raise TwinError("micropython (the MicroPython unix port) not found",
+                        hint="run `make setup`, or set MICROPYTHON to a unix port you built")
     return str(exe)
 
 
@@ -223,7 +248,7 @@ def run_twin(path, heap=DEFAULT_HEAP, max_restarts=None, stdout=None, on_start=N
     With `lock` (a held TwinLock), each micropython inherits its descriptor.
     """
     if not Path(path).exists():
-        raise TwinError("no twin flash at %s: run `warden device add THING` first" % path)
+        raise TwinError(f"no twin flash at {path}", hint="run `warden device add THING` first")
     cause = RESET_PWRON
     restarts = 0
     while True:

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..state import ENV_VAR, ORIGIN_ENV, ORIGIN_OPTION, State
-from . import aws, board, broker, fleet, logs, ota, policy
+from . import aws, board, broker, fleet, logs, ota, policy, status
 from .common import WardenGroup
 
 
@@ -59,5 +59,7 @@ main.add_command(logs.logs)
 main.add_command(ota.keys)
 main.add_command(ota.sign)
 main.add_command(ota.ota)
+# The doctor: the state, brokers, twins and keys, and what is inconsistent
+main.add_command(status.status)
 # AWS IoT Core as the fleet's broker: setup, sync, audit
 main.add_command(aws.aws)
