@@ -65,7 +65,7 @@ class Aws:
         self.attempts, self.base_delay, self.max_delay, self._sleep = attempts, base_delay, max_delay, sleep
         self.calls = Counter()
         self.retries = 0
-        cfg = botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"},
+        cfg = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"},
                                      connect_timeout=10, read_timeout=30, max_pool_connections=4)
         try:
             session = boto3.Session(profile_name=profile, region_name=region)
