@@ -21,7 +21,7 @@ EXIT_PROBLEMS = 3
 
 @click.group(cls=WardenGroup)
 def logs():
-    """The device's encrypted log: pull it out of a twin, verify and show it."""
+    """The device's encrypted log: pull it (over MQTT, from a twin or a board), verify and show it."""
 
 
 @logs.command("pull")
@@ -30,19 +30,43 @@ def logs():
               help="Folder for the segments (default: the device's folder in the state, logs/).")
 @click.option("--port", default=None,
               help="Pull from a real board on this serial port (mpremote), not the twin; auto: the one board attached.")
+@click.option("--via", type=click.Choice(["auto", "mqtt", "twin", "serial"]), default="auto", show_default=True,
+              help="How to reach the log: over the device's MQTT session, its twin flash, or a board's serial "
+                   "port; auto: --port if given, the twin flash if its twin is not running, else MQTT.")
+@click.option("--wait", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="MQTT: seconds to keep asking a device that does not answer (offline, or connecting).")
+@click.option("--principal", default="technician.default", show_default=True,
+              help="MQTT: the principal that asks (its role must allow cmd/<app>/+/logs).")
 @pass_state
-def logs_pull(state, thing, out, port):
-    """Copy THING's log segments out of its twin flash (or a board: --port) into a folder, and verify them."""
+def logs_pull(state, thing, out, port, via, wait, principal):
+    """Copy THING's log segments (over MQTT, from its twin flash, or a board: --port) into a folder, and verify them."""
     from ..logs.pull import pull
+    from ..logs.remote import choose
 
-    if port:
+    how, why = choose(state, thing, via, port)
+    note = ""
+    if how == "serial":
         from ..board.deploy import pull_logs   # the board's /log over mpremote (tools/warden/board/deploy.py)
         from ..board.ports import resolve
         r = pull_logs(state, thing, resolve(port), out)
+        note = "over its serial port"
+    elif how == "mqtt":
+        from ..errors import WardenError
+        from ..logs.remote import RemoteLogError, pull_remote
+        try:
+            with console.status(f"asking {thing} for its log over MQTT ({why})"):
+                r, st = pull_remote(state, thing, out, wait=wait, principal=principal)
+        except WardenError as e:
+            if via == "auto" and why.startswith("no twin flash"):   # say both ways were tried
+                raise RemoteLogError(f"no twin flash for {thing}, and over MQTT: {e}", hint=e.hint) from None
+            raise
+        resumed = f", resumed after {st.resumed} bytes" if st.resumed else ""
+        note = f"over MQTT ({st.host}:{st.port}, {st.received / max(st.seconds, 1e-6) / 1e6:.2f} MB/s{resumed})"
     else:
         r = pull(state, thing, out)
+        note = f"from its twin flash ({why})"
     size = sum(len(d) for d in r.files.values())
-    console.print(f"pulled {len(r.files)} segments ({size} bytes) of {thing}'s log to {r.out}")
+    console.print(f"pulled {len(r.files)} segments ({size} bytes) of {thing}'s log to {r.out}, {note}")
     if r.error:
         console.print(f"[yellow]not verified:[/] {r.error}")
     elif r.report is not None:
