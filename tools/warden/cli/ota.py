@@ -221,14 +221,21 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window
                   TransferSpeedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(f"{thing}: sending", total=None)
 
+        where = {}    # the device's last offset: all before it is written on the device
+
         def progress(off, size):
+            where.update(off=off, size=size)
             bar.update(task, completed=off, total=size)
             if off >= size:
                 bar.update(task, description=f"{thing}: installing, then the self-test")
 
-        out = otapush.push(state, thing, file, progress=progress, timeout=timeout,
-                           confirm_timeout=confirm_timeout, principal=cn, takeover=takeover, window=window,
-                           wake_timeout=wait_wake or None)
+        try:
+            out = otapush.push(state, thing, file, progress=progress, timeout=timeout,
+                               confirm_timeout=confirm_timeout, principal=cn, takeover=takeover, window=window,
+                               wake_timeout=wait_wake or None)
+        except KeyboardInterrupt:
+            bar.stop()
+            _interrupted(thing, file, where, otapush.CHUNK)
     what = f"{out.kind} {out.version} (counter {out.counter})"
     if out.result == otapush.INSTALLED:
         extra = f", resumed at byte {out.resumed_from}" if out.resumed_from else ""
@@ -241,6 +248,22 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window
     else:
         console.print(f"[bold yellow]rolled back[/] by {thing}: {out.reason}")
     raise click.exceptions.Exit(otapush.EXIT_CODES[out.result])
+
+
+def _interrupted(thing, file, where, chunk):
+    """Ctrl-C during a push: say where it stopped and how to go on, then exit 130."""
+    again = f"`warden ota push {thing} {file}`"
+    if "off" not in where:
+        console.print(f"[yellow]interrupted[/] before {thing} accepted the update: nothing was sent. "
+                      f"Run {again} to start it")
+    elif where["off"] < where["size"]:
+        off, size = where["off"], where["size"]
+        console.print(f"[yellow]interrupted[/] at chunk {off // chunk + 1} of {-(-size // chunk)}: {thing} holds "
+                      f"{off:,} of {size:,} bytes. Run the same {again} again to resume from byte {off:,}")
+    else:
+        console.print(f"[yellow]interrupted[/] after all {where['size']:,} bytes were sent: {thing} installs and "
+                      f"runs its self-test on its own. `warden ota status {thing}` shows the outcome")
+    raise click.exceptions.Exit(130)
 
 
 @ota.command("rollback")
