@@ -422,3 +422,76 @@ def test_the_roles_check_parses_the_prose_it_reads():
     got = _doc_rules(["publish `cmd/<app>/+/ota` (OTA commands)", " subscribe to and receive `dt/<app>/+/ota` and "
                       "`dt/<app>/<thing>/status`", " send nothing"], "w")
     assert got == {("write", "cmd/w/+/ota"), ("read", "dt/w/+/ota"), ("read", "dt/w/%u/status")}
+
+
+def _error_classes(files):
+    """{class name: (base names, has a default hint)} of every class defined in `files`."""
+    import ast
+
+    out = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases]
+                hinted = any(isinstance(s, ast.Assign) and any(getattr(t, "id", None) == "hint" for t in s.targets)
+                             and not (isinstance(s.value, ast.Constant) and s.value.value is None) for s in node.body)
+                out[node.name] = (bases, hinted)
+    return out
+
+
+def raises_without_hint(files):
+    """'path:line: Class(...)' for each raise of a WardenError subclass with no hint, given or inherited."""
+    import ast
+
+    classes = _error_classes(files)
+
+    def lineage(name):
+        seen = []
+        while name in classes and name not in seen:
+            seen.append(name)
+            bases = classes[name][0]
+            name = next((b for b in bases if b in classes or b == "WardenError"), None)
+        return seen, name == "WardenError" or (seen and "WardenError" in classes[seen[-1]][0])
+
+    out = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            f = node.exc.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            chain, is_warden = lineage(name) if name != "WardenError" else ([], True)
+            if not is_warden or any(classes[c][1] for c in chain):
+                continue
+            if len(node.exc.args) >= 2 or any(k.arg in ("hint", None) for k in node.exc.keywords):
+                continue
+            out.append(f"{rel(path)}:{node.lineno}: {ast.unparse(node.exc)[:100]}")
+    return out
+
+
+def test_every_user_error_says_what_to_do():
+    files = sorted((ROOT / "tools" / "warden").rglob("*.py"))
+    missing = raises_without_hint(files)
+    assert not missing, ("README.md promises every error is followed by what to do: give these a hint= (or "
+                         "their class a default hint):\n  " + "\n  ".join(missing))
+
+
+def test_the_hint_check_finds_an_error_without_one(tmp_path):
+    (tmp_path / "m.py").write_text(
+        "from warden.errors import WardenError\n"
+        "class AError(WardenError):\n    pass\n"
+        "class BError(AError):\n    hint = 'do this'\n"
+        "class CError(AError):\n    pass\n"
+        "def f(x):\n"
+        "    if x == 1:\n        raise AError('no hint')\n"
+        "    if x == 2:\n        raise AError('given', hint='do that')\n"
+        "    if x == 3:\n        raise BError('from its class')\n"
+        "    if x == 4:\n        raise CError('no hint either')\n"
+        "    raise ValueError('not a user error')\n")
+    global ROOT
+    old, ROOT = ROOT, tmp_path
+    try:
+        got = raises_without_hint([tmp_path / "m.py"])
+    finally:
+        ROOT = old
+    assert [g.split(": ", 1)[1] for g in got] == ["AError('no hint')", "CError('no hint either')"], got

@@ -50,7 +50,7 @@ DEFAULT_SETTINGS = {"app": "warden", "broker": {"host": "localhost", "port": 888
 
 
 class StateError(WardenError):
-    pass
+    hint = "fix or remove project.json in the state folder (--state / $WARDEN_STATE); `warden pki init` writes it"
 
 
 def _merge(defaults, values):

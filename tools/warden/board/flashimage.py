@@ -30,6 +30,8 @@ SUB_OTADATA, SUB_PHY, SUB_NVS, SUB_FAT = 0x00, 0x01, 0x02, 0x81
 class FlashImageError(WardenError, ValueError):
     """A file that is not a twin flash of this layout."""
 
+    hint = "give a twin's flash file (<state>/devices/<thing>/flash.bin, made by `warden device add THING`)"
+
 
 @dataclass(frozen=True)
 class Part:

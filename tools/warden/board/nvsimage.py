@@ -22,7 +22,7 @@ MAX_NAME = 15
 
 
 class NvsError(WardenError, ValueError):
-    pass
+    hint = "NVS keeps ESP-IDF's limits: names of 1-15 ASCII characters, i32 or blob values, one page of entries"
 
 
 def _digest(head: bytes, body: bytes) -> bytes:

@@ -36,7 +36,8 @@ CONFIG = ROOT / "pyrightconfig.json"
 
 
 class StubCheckError(WardenError):
-    pass
+    hint = ("run `make setup` (pyright and the stubs are pinned in requirements.txt; pyright needs Node.js), then "
+            "`python -m warden.board.stubcheck` to see the whole output")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ CRL_CHECK_S = 3600      # how often `warden broker run` checks that its CRL is n
 
 
 class ControlError(BrokerError):
-    pass
+    hint = ("is the broker running and reachable on that address, with the guard plugin loaded (a folder from "
+            "`warden broker config`)? the change stays pending: `warden broker sync` carries it later")
 
 
 class BrokerControl:

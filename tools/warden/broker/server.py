@@ -50,7 +50,7 @@ INSTALL_HINT = "run `make setup`, or install it: sudo apt-get install mosquitto 
 
 
 class BrokerError(WardenError):
-    pass
+    hint = "see the broker's log (mosquitto.log in its folder) and docs/security.md, 'The broker'"
 
 
 def find_mosquitto() -> str:

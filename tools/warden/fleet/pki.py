@@ -67,7 +67,7 @@ ISSUED_LOG = "issued.jsonl"
 
 
 class PkiError(WardenError):
-    pass
+    hint = "the fleet PKI is made by `warden pki init` (docs/security.md, 'Certificate lifetimes')"
 
 
 def _now():

@@ -114,7 +114,7 @@ _CERT_COLUMNS = ("thing", "serial", "fingerprint", "not_after", "issued", "statu
 
 
 class RegistryError(WardenError):
-    pass
+    hint = "see `warden device list` and `warden principal list`; the registry is registry.sqlite in the state folder"
 
 
 @dataclass

@@ -67,6 +67,9 @@ _COMPONENT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 class UpdateError(WardenError):
     """A refused update; `reason` is the same wording the device uses."""
 
+    hint = ("check the file with `warden ota inspect FILE`; make it again with `warden build app --bundle` or "
+            "the firmware's micropython.bin, and `warden sign` (docs/ota.md, 'Host side')")
+
     def __init__(self, reason, hint=None):
         super().__init__(reason, hint)
         self.reason = reason

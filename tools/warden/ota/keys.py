@@ -57,7 +57,7 @@ KEYFILE_MAGIC = b"WPK1"
 
 
 class KeysError(WardenError):
-    pass
+    hint = "`warden keys show` lists the fleet's keys; `warden keys init` makes the first (docs/ota.md, 'Host side')"
 
 
 @dataclass(frozen=True)

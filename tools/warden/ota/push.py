@@ -58,7 +58,8 @@ EXIT_CODES = {INSTALLED: 0, REJECTED: 2, ROLLED_BACK: 3}
 
 
 class OtaPushError(WardenError):
-    pass
+    hint = ("is the broker running (`warden broker run`), and the principal active (`warden principal list`) "
+            "with a technician's role?")
 
 
 @dataclass

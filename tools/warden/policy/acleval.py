@@ -19,7 +19,7 @@ _ACCESS_BITS = {"read": READ, "write": WRITE, "readwrite": READ | WRITE, "deny":
 
 
 class AclSyntaxError(PolicyError):
-    pass
+    hint = "the ACL is generated: edit the policy, not the ACL, and render it with `warden policy render --format mosquitto`"
 
 
 @dataclass

@@ -69,7 +69,8 @@ _REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 
 
 class AwsPolicyError(WardenError):
-    pass
+    hint = ("warden's evaluator reads the documents warden renders (`warden policy render --format aws`); "
+            "see docs/security.md, 'Two renderings, one policy, proved equal'")
 
 
 # -- ARNs -------------------------------------------------------------------------------------
