@@ -328,14 +328,15 @@ TOPIC = re.compile(r"`([^`\s]*/[^`\s]*)`")
 
 def _doc_rules(clauses, app):
     """{(access, topic)} from prose clauses like 'publish `a`', 'subscribe to and receive `b` and `c`'."""
-    rules = set()
+    rules, access = set(), None
     for clause in clauses:
         topics = TOPIC.findall(clause)
+        words = re.sub(r"`[^`]*`", "", clause).lower()
+        # a clause without a verb goes on with the one before ('publish `a`, `b` and `c`')
+        access = "write" if re.search(r"\b(publish|send)", words) else "read" if re.search(
+            r"\b(subscribe|receive)", words) else access
         if not topics:
             continue
-        words = re.sub(r"`[^`]*`", "", clause).lower()
-        access = "write" if re.search(r"\b(publish|send)", words) else "read" if re.search(
-            r"\b(subscribe|receive)", words) else None
         assert access, f"no verb in {clause!r}"
         for t in topics:
             rules.add((access, t.replace("<app>", app).replace("<thing>", "%u")))
@@ -419,9 +420,9 @@ def test_the_documented_roles_are_what_the_policy_renders():
 
 
 def test_the_roles_check_parses_the_prose_it_reads():
-    got = _doc_rules(["publish `cmd/<app>/+/ota` (OTA commands)", " subscribe to and receive `dt/<app>/+/ota` and "
-                      "`dt/<app>/<thing>/status`", " send nothing"], "w")
-    assert got == {("write", "cmd/w/+/ota"), ("read", "dt/w/+/ota"), ("read", "dt/w/%u/status")}
+    got = _doc_rules(["publish `cmd/<app>/+/ota` (OTA commands)", " `cmd/<app>/+/logs`",
+                      " subscribe to and receive `dt/<app>/+/ota` and `dt/<app>/<thing>/status`", " send nothing"], "w")
+    assert got == {("write", "cmd/w/+/ota"), ("write", "cmd/w/+/logs"), ("read", "dt/w/+/ota"), ("read", "dt/w/%u/status")}
 
 
 def _error_classes(files):
@@ -495,3 +496,6 @@ def test_the_hint_check_finds_an_error_without_one(tmp_path):
     finally:
         ROOT = old
     assert [g.split(": ", 1)[1] for g in got] == ["AError('no hint')", "CError('no hint either')"], got
+    # the contradiction this check was written for: an operator who may send commands
+    wrong = _doc_rules(["receive `dt/<app>/+/telemetry` and `dt/<app>/+/status`", " send `cmd/<app>/+/ota`"], "warden")
+    assert wrong != rendered_roles("warden")["operator"][1]
