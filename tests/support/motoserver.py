@@ -10,7 +10,7 @@ needs: fake credentials, a region, and no AWS configuration of the user's machin
 import sys
 import urllib.request
 
-from support.process import Process
+from .process import Process
 
 
 _LAUNCH = ("from moto.core.config import default_user_config as c; c['iot'] = {'use_valid_cert': True}; "
