@@ -1,7 +1,9 @@
 """Put a provisioned device's files on a real ESP32: over mpremote, or as a littlefs image.
 
 It must not replace an identity already on a board unless asked (`force_identity`), nor
-overwrite a board's log segments without saving them first.
+overwrite a board's log segments without saving them first, nor give a board a broker it
+cannot verify: `check_broker_address` refuses a missing or loopback address and a name that no
+broker certificate of the state carries (subjectAltName DNS or IP), before anything is written.
 
 What a board gets is what its twin gets (tools/warden/board/twin.py), byte for byte:
 
