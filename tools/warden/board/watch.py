@@ -57,8 +57,14 @@ class Observer:
         from ..fleet.principals import session_context
 
         self.principal = principal
-        self.host = host or state.broker_host
-        self.port = port or state.broker_port
+        if host is None or port is None:
+            # the broker `warden broker run` runs from this state, on its actual port; else project.json's
+            from ..broker.server import client_address
+
+            found_host, found_port, _ = client_address(state)
+            host, port = host or found_host, port or found_port
+        self.host = host
+        self.port = port
         self.messages = queue.Queue()
         self._connected = queue.Queue()
         # No automatic reconnect: a lost broker is reported, and close() never waits out a backoff.
