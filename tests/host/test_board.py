@@ -3,7 +3,6 @@ lines a board would get, the filesystem budget, manifest.py and the mip package 
 import ast
 import json
 import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner

@@ -379,7 +379,6 @@ def documented_roles(app):
 
 def rendered_roles(app):
     """{role: (principals, rules)} from the mosquitto ACL the default policy renders."""
-    from warden.policy.model import DEFAULT_POLICY, Policy, parse_policy  # noqa: F401
     from warden.policy.mosquitto import render_mosquitto_acl
 
     roles, role, user = {}, None, None
