@@ -45,7 +45,7 @@ class Device:
     # with the first bytes a request may start with to be queued (b"": any; its handler answers
     # a malformed one). A new command is a line here and a branch in handle(). A logs request is
     # queued even retained (as None): firmware/logsend.py answers why it is refused.
-    COMMANDS = {b"ota": b"BCFSAR", b"logs": b""}
+    COMMANDS = {b"ota": b"BCFSAR", b"logs": b"", b"config": b"GS"}
 
     def __init__(self, cfg, ssl_context, sources, topics):
         self.cfg = cfg
@@ -187,6 +187,9 @@ class Device:
         name, msg = self.pending.pop(0)
         if name == b"ota":
             _ota().handle(self, msg)
+        elif name == b"config":
+            from firmware import devconfig  # remote settings; unloads itself (and rsapss) when done
+            devconfig.handle(self, msg)
         else:
             from firmware import logsend  # unloads itself when done
             logsend.handle(self, msg)
@@ -308,7 +311,6 @@ class Device:
             _close(c)
 
     def run(self, max_readings=0):
-        interval = self.cfg["interval_ms"]
         stable_ms = self.cfg["stable_ms"]
         now = time.ticks_ms()
         next_reading = now
@@ -326,6 +328,7 @@ class Device:
             now = time.ticks_ms()
             if time.ticks_diff(now, next_reading) >= 0:
                 self.sample()
+                interval = self.cfg["interval_ms"]   # read per reading: a remote setting is in force at once
                 next_reading = time.ticks_add(next_reading, interval)
                 if time.ticks_diff(now, next_reading) > interval:
                     next_reading = time.ticks_add(now, interval)  # fell behind (a long connect): skip ahead
