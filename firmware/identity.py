@@ -1,4 +1,7 @@
 # The device's identity: its certificate, private key and the fleet CA, in DER.
+# A device whose broker is AWS IoT Core trusts Amazon's roots instead: ca.der then holds
+# Amazon Root CA 1-4, DER certificates back to back (docs/aws.md), each added to the TLS
+# context's trust store; a single certificate (the fleet CA) costs nothing more.
 #
 # Kept under /identity/, which neither OTA nor a redeploy overwrites. Checked at
 # boot before any network traffic: every file present and parseable, the key is
@@ -47,7 +50,12 @@ class Identity:
         # PROTOCOL_TLS_CLIENT starts as CERT_NONE in MicroPython (docs/design.md, "Measured facts"):
         # without this line any server would be accepted.
         ctx.verify_mode = tls.CERT_REQUIRED
-        ctx.load_verify_locations(self.ca_der)
+        ca = self.ca_der
+        i = 0
+        while i < len(ca):   # mbedTLS takes one DER certificate per call and adds it to the chain
+            end = der.read_tlv(ca, i)[2]
+            ctx.load_verify_locations(ca if end - i == len(ca) else ca[i:end])
+            i = end
         ctx.load_cert_chain(self.cert_der, self.key_der)
 
 
@@ -61,7 +69,11 @@ def load(thing, now):
     except ValueError as e:
         raise IdentityError("identity: device certificate is not valid DER X.509 (%s)" % e)
     try:
-        der.Certificate(ca_der)
+        i = 0
+        while i < len(ca_der):
+            end = der.read_tlv(ca_der, i)[2]
+            der.Certificate(ca_der if end - i == len(ca_der) else ca_der[i:end])
+            i = end
     except ValueError as e:
         raise IdentityError("identity: fleet CA is not valid DER X.509 (%s)" % e)
     try:
