@@ -55,6 +55,7 @@ SECTIONS = [
     ("ota-link", _optional("ota_push_bench", "Signed OTA over an emulated link (100 ms round trip, 2 Mbit/s)",
                            "run_link", "NOTE_LINK")),
     ("resilience", _optional("resilience_bench", "Resilience: outbox drain, reconnect, QoS 1")),
+    ("logs-remote", _optional("logs_remote_bench", "Remote log pull: over MQTT vs from the twin flash")),
     ("aws", _optional("aws_bench", "warden aws sync: 1,000 devices against moto (AWS's API on loopback)")),
 ]
 

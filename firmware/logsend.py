@@ -8,7 +8,7 @@
 # by asking for the segment and offset the host has. The host paces the transfer: one
 # request asks for a window of at most _WINDOW chunks, and the next window is asked for once
 # it arrived, so the session loop takes its readings between windows and the heap holds one
-# chunk (_CHUNK bytes + its header) at a time.
+# chunk (at most _CHUNK bytes + its header; less when the heap has no such hole) at a time.
 #
 # Requests (big-endian; id: 4 bytes the host chose, echoed in every answer to it):
 #   b"I" + id                                      the index: the segments and their sizes
@@ -98,13 +98,14 @@ def _answer(dev, msg):
         if off > size:
             raise Refused("offset %d beyond the end of segment %d (%d bytes)" % (off, segno, size))
         f.seek(off)
-        buf = bytearray(_HEAD + _CHUNK)
+        buf = _buffer()
         mv = memoryview(buf)
+        chunk = len(buf) - _HEAD
         topic = dev.ota_topic[:-3] + "logs"
         buf[0] = 0x44   # D
         buf[1:5] = msg[1:5]
         while n:
-            k = f.readinto(mv[_HEAD:_HEAD + min(_CHUNK, size - off)]) if off < size else 0
+            k = f.readinto(mv[_HEAD:_HEAD + min(chunk, size - off)]) if off < size else 0
             struct.pack_into(">III", buf, 5, segno, off, size)
             dev.client.publish(topic, mv[:_HEAD + k])
             off += k
@@ -113,6 +114,21 @@ def _answer(dev, msg):
                 break
     finally:
         f.close()
+
+
+def _buffer():
+    # One chunk's buffer, in one piece: the session's heap is fragmented (a 64-bit twin at 64k
+    # may have no 2 KB hole left), so after a collection a smaller chunk is taken rather than none
+    # (the host takes chunks of any size); without even the smallest, the request is refused.
+    import gc
+    gc.collect()
+    n = _CHUNK
+    while n >= 256:
+        try:
+            return bytearray(_HEAD + n)
+        except MemoryError:
+            n >>= 1
+    raise Refused("out of memory for a chunk: ask again")
 
 
 def _index(dev, msg, folder):

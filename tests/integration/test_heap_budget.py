@@ -43,14 +43,14 @@ def build32(request):
 def twin64(broker, provision, pki_state, tmp_path, build32):
     made = []
 
-    def make(thing, app_slot=False, heap=None, port=None, ballast=0, **cfg):
+    def make(thing, app_slot=False, heap=None, port=None, ballast=0, log_key=None, **cfg):
         heap = heap or "%dk" % (budget_for(build32, app_slot) // 1024)
         ident = provision(thing)
         cfg.setdefault("interval_ms", 20)
         config = twinlib.device_config(pki_state, thing, broker={"host": "localhost", "port": port or broker.port},
                                        **cfg)
         files = twinlib.identity_files(ident.cert_der, ident.key_der, ident.ca.read_bytes())
-        flash = twinlib.build_flash(tmp_path / ("%s.bin" % thing), files, config, log_key=os.urandom(32))
+        flash = twinlib.build_flash(tmp_path / ("%s.bin" % thing), files, config, log_key=log_key or os.urandom(32))
         if app_slot:
             # As after an app update: the app runs from slot a (boot.py loads firmware/slots.py,
             # sys.path starts at /app/a) rather than from the factory folders.
@@ -157,3 +157,58 @@ def test_reconnects_do_not_grow_the_heap(twin64, broker):
     # the first reconnect may intern a few names (error paths); after that nothing may grow
     assert heaps[2] <= heaps[1] + 256 and heaps[1] <= heaps[0] + 2048, heaps
     assert max(heaps) <= BUDGET - HEADROOM, heaps  # the steady state keeps the headroom
+
+
+def test_a_remote_log_pull_runs_in_64k(twin64, pki_state, broker):
+    """A log pull over MQTT (firmware/logsend.py: one chunk in the heap at a time, loaded per
+    request) of a ~100 KB log, in windows of 16 chunks, at 64k while the device takes readings:
+    every byte arrives, no heap shortage, the session stays up."""
+    import struct
+    import time
+
+    from warden.logs import format as lf, remote
+    key = os.urandom(32)
+    t = twin64("heap-logpull", log_key=key)
+    files, seq = {}, 1
+    for segno in range(1, 7):
+        w = lf.SegmentWriter(key, segno, seq, 1, bytes(8))
+        while len(w.data) < 16000:
+            w.record(lf.EVENT, b"INFO test: filler " + b"." * 200, 1700000000)
+        files["/log/%08x.seg" % segno] = bytes(w.data)
+        seq = w.next_seq
+    ff = flashimage.FlashFile(t.flash)
+    ff.write(files)
+    ff.save()
+    t.start()
+    t.wait_for(r"INFO telemetry: first reading", 20)
+    lk = remote._Link(pki_state, "heap-logpull", "technician.default", "localhost", broker.port).connect()
+    try:
+        lk.send(b"I\0\0\0\1")
+        index = None
+        while index is None:
+            d = remote._answer(lk.next(10), 1)
+            assert d is not None or t.running(), t.output
+            if d is not None:
+                index = dict(d["segments"])
+        got = 0
+        for segno, size in sorted(index.items()):
+            off = 0
+            while off < size:
+                lk.send(b"R" + struct.pack(">IIIB", 1, segno, off, 16))
+                deadline = time.monotonic() + 10
+                for _ in range(16):
+                    p = lk.next(deadline - time.monotonic())
+                    assert p is not None, "no chunk: " + t.output[-2000:]
+                    while p[:1] != b"D":
+                        p = lk.next(deadline - time.monotonic())
+                    _, s, o, sz = struct.unpack_from(">IIII", p, 1)
+                    assert (s, o) == (segno, off), (s, o, segno, off)
+                    off += len(p) - 17
+                    got += len(p) - 17
+                    if off >= sz:
+                        break
+    finally:
+        lk.close()
+    assert got >= 6 * 16000
+    assert t.stop() == 0, t.output
+    assert "MemoryError" not in t.output and "not enough heap" not in t.output and "session lost" not in t.output, t.output
