@@ -59,7 +59,8 @@ def twin_run(state, thing, heap, keep_app, interval_ms):
 
     from ..broker.server import client_address
 
-    devices.get_device(state, thing)
+    devices.active_device(state, thing, "every broker refuses its certificate, so its twin could only fail to "
+                          "connect (it would log `connect failed: OSError: 32`, not knowing why)")
     path = t.flash_path(state, thing)
     if not path.exists():
         raise t.TwinError(f"no twin flash at {path}", hint=f"run `warden device add {thing}` first")

@@ -42,6 +42,32 @@ class WardenGroup(click.Group):
 pass_state = click.make_pass_decorator(State)
 
 
+def print_table(table):
+    """Print a rich Table whole. On a terminal it fits the width, and a long value (a hash, a
+    path) folds onto more lines instead of being cut with "…". Piped or redirected, it is plain
+    text: a header line, then one line per row with every value whole, in columns two spaces
+    apart, however wide (rich would wrap at 80 columns there, and lay out a thousand rows slowly)."""
+    from rich.text import Text
+
+    if console.is_terminal:
+        for column in table.columns:
+            column.overflow = "fold"
+        console.print(table)
+        return
+
+    def plain(cell):
+        return Text.from_markup(cell).plain if isinstance(cell, str) else str(cell)
+
+    columns = [[plain(c.header)] + [plain(cell) for cell in c.cells] for c in table.columns]
+    if table.title:
+        click.echo(plain(table.title))
+    if not columns:
+        return
+    widths = [max(map(len, col)) for col in columns]
+    for i in range(len(columns[0])):
+        click.echo("  ".join(col[i].ljust(w) for col, w in zip(columns, widths)).rstrip())
+
+
 def report_brokers(report, what: str):
     """Print each broker's outcome; exit 1 if any broker could not be reached."""
     if report.outcomes:

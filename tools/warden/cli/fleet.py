@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .common import WardenGroup, console, fail, pass_state, report_brokers
+from .common import WardenGroup, console, fail, pass_state, print_table, report_brokers
 
 
 # -- pki -----------------------------------------------------------------------------------------
@@ -30,13 +30,17 @@ def pki_init(state, force):
     from ..fleet.devices import list_devices
 
     old = list_devices(state) if force and lib.has_ca(state) else []
+    if force:
+        from ..fleet.backups import backup_registry
+
+        backup_registry(state, "pki-init-force")
     result = lib.init_pki(state, force=force)
     console.print(f"[bold green]Fleet PKI created[/] in {state.pki_dir}")
     console.print(f"CA fingerprint (SHA-256): {result.ca_fingerprint}")
     table = Table("file", "path", box=None, pad_edge=False)
     for name, path in result.files.items():
         table.add_row(name, str(path))
-    console.print(table)
+    print_table(table)
     if old:
         console.print(f"[yellow]warning:[/] {len(old)} registered device(s) have certificates from the "
                       "replaced CA; they cannot connect until re-provisioned.")
@@ -50,14 +54,18 @@ def device():
 
 @device.command("add")
 @click.argument("thing")
+@click.option("--replace", is_flag=True,
+              help="THING's folder holds files the registry does not list: archive them, then provision afresh.")
 @pass_state
-def device_add(state, thing):
+def device_add(state, thing, replace):
     """Provision THING: certificate and key, registry entry, twin flash."""
     from ..fleet.devices import add_device
 
     with console.status(f"provisioning {thing}..."):
-        dev = add_device(state, thing)
+        dev = add_device(state, thing, replace=replace)
     folder = state.device_dir(thing)
+    if getattr(dev, "archived", None):
+        console.print(f"[yellow]the previous files of {thing} are in {dev.archived}[/]")
     console.print(f"[bold green]Device {dev.thing} added[/]")
     console.print(f"fingerprint (SHA-256): {dev.fingerprint}")
     console.print(f"certificate expires:   {dev.not_after}")
@@ -66,23 +74,64 @@ def device_add(state, thing):
 
 @device.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (every field but secrets).")
+@click.option("--offline", is_flag=True, help="Only what the registry knows: do not ask the broker.")
+@click.option("--listen", type=click.FloatRange(0, 600), default=0, show_default=True,
+              help="Seconds to wait for a reading from each online device (telemetry is not retained).")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=3, show_default=True,
+              help="Seconds to wait for the broker.")
 @pass_state
-def device_list(state, as_json):
-    """List the registered devices."""
-    from ..fleet.devices import list_devices
+def device_list(state, as_json, offline, listen, timeout):
+    """The fleet: each device's registry entry and, from the broker's retained messages, whether
+    it is online and since when, the versions it runs, its last reading and OTA outcome."""
+    from ..fleet.view import fleet_view
 
-    devices = list_devices(state)
+    view = fleet_view(state, broker=not offline, timeout=timeout, listen=listen)
+    for line in ([view.note] if view.note else []) + view.warnings:
+        click.echo(f"note: {line}", err=True)
     if as_json:
-        click.echo(json.dumps([d.public_dict() for d in devices], indent=2))
+        click.echo(json.dumps(view.rows, indent=2))
         return
-    if not devices:
+    if not view.rows:
         console.print("no devices yet: add one with `warden device add NAME`")
         return
-    table = Table("name", "fingerprint", "status", "created")
-    for d in devices:
-        style = "green" if d.status == "active" else "red"
-        table.add_row(d.thing, d.fingerprint[:16], f"[{style}]{d.status}[/]", d.created)
-    console.print(table)
+    table = Table("name", "status", "connection", "since", "version", "firmware", "last reading", "last OTA",
+                  "cert expires", "fingerprint", box=None, pad_edge=False)
+    colour = {"online": "green", "revoked": "red", "offline": "yellow"}
+    for r in view.rows:
+        conn = r["connection"] + (f" ({r['reason']})" if r["reason"] and r["connection"] != "revoked" else "")
+        reading = r["last_reading"]
+        ota = r["last_ota"]
+        table.add_row(
+            r["thing"], f"[{'green' if r['status'] == 'active' else 'red'}]{r['status']}[/]",
+            f"[{colour.get(r['connection'], 'dim')}]{conn}[/]", r["since"] or "-", r["version"] or "-",
+            r["firmware_version"] or "factory",
+            f"#{reading['seq']} at {reading['time']}" if reading else "-",
+            f"{ota['kind']} {ota['version']} {ota['outcome']}" if ota else "-",
+            (r["cert_expires"] or "-")[:10], r["fingerprint"])
+    print_table(table)
+    if view.source == "registry" and not offline:
+        console.print("connection state unknown: the broker did not answer (see the note above)", style="dim")
+
+
+@device.command("restore")
+@click.argument("backup", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--list", "show", is_flag=True, help="List the registry backups, newest first.")
+@pass_state
+def device_restore(state, backup, show):
+    """Put a registry backup back (default: the newest); the registry it replaces is kept aside."""
+    from ..fleet import backups
+
+    if show:
+        found = backups.list_backups(state)
+        if not found:
+            console.print(f"no registry backups in {backups.backups_dir(state)}")
+        for p in found:
+            console.print(str(p))
+        return
+    used, moved, count = backups.restore(state, backup)
+    console.print(f"[bold green]registry restored[/] from {used}: {count} device(s)")
+    if moved:
+        console.print(f"the registry it replaced is kept as {moved}")
 
 
 # -- device revoke / rotate ----------------------------------------------------------------------
@@ -203,9 +252,9 @@ def principal_list(state, as_json):
     table = Table("principal", "role", "status", "fingerprint", "expires", "in policy", box=None, pad_edge=False)
     for p in rows:
         style = "green" if p.status == "active" else "red"
-        table.add_row(p.cn, p.role, f"[{style}]{p.status}[/]", (p.fingerprint or "-")[:16],
+        table.add_row(p.cn, p.role, f"[{style}]{p.status}[/]", p.fingerprint or "-",
                       (p.not_after or "-")[:10], "yes" if p.in_policy else "no")
-    console.print(table)
+    print_table(table)
 
 
 def _cn(state, name):
@@ -235,7 +284,10 @@ def principal_revoke(state, name, reason):
     from ..broker import control as brokerctl
     from ..fleet import principals
 
+    from ..fleet.backups import backup_registry
+
     cn = _cn(state, name)
+    backup_registry(state, f"principal-revoke-{cn}")
     serials = principals.revoke_principal(state, cn, reason)
     console.print(f"[bold red]principal {cn} revoked[/]" + (f" ({reason})" if reason else ""))
     console.print(f"certificates in the CRL: {', '.join(serials)}")
@@ -253,7 +305,10 @@ def principal_rotate(state, name, days, out):
     from ..broker import control as brokerctl
     from ..fleet import principals
 
+    from ..fleet.backups import backup_registry
+
     cn = _cn(state, name)
+    backup_registry(state, f"principal-rotate-{cn}")
     old = principals.rotate_principal(state, cn, days=days, out=out)
     console.print(f"[bold green]{cn} rotated[/]; revoked: {', '.join(old) or '-'}")
     report_brokers(brokerctl.sync(state, kick=[cn]), f"the revocation of {cn}'s old certificate")

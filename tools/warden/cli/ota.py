@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .common import WardenGroup, console, pass_state
+from .common import WardenGroup, console, pass_state, print_table
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def _show(info):
     table.add_row("private key (0600)", str(info.private_path))
     table.add_row("public key", str(info.public_path))
     table.add_row("device trusted key", f"{info.device_path} -> {device_key_name(bytes.fromhex(info.key_id))}")
-    console.print(table)
+    print_table(table)
 
 
 # -- sign ----------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def ota_inspect(state, file, target, as_json):
         table = Table("field", "value", box=None, pad_edge=False)
         for key, value in facts.items():
             table.add_row(key, str(value))
-        console.print(table)
+        print_table(table)
     m = image.verify(data, k.trusted_keys(state), target=target or image.default_target(state))
     if not as_json:
         console.print(f"[bold green]valid[/]: signed by trusted key {m.key_id.hex()}, payload matches")
@@ -200,8 +200,9 @@ def ota_inspect(state, file, target, as_json):
               help="Chunks in flight (1: stop-and-wait); at most the broker's in-flight limit, 20.")
 @click.option("--wait-wake", type=float, default=0, show_default=True,
               help="Seconds to wait for a device that sleeps between readings to wake and take the update.")
+@click.option("--json", "as_json", is_flag=True, help="No progress bar; print the outcome as JSON (same exit codes).")
 @pass_state
-def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window, wait_wake):
+def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window, wait_wake, as_json):
     """Send a signed update to THING, show its progress, and report the outcome.
 
     Exit 0: installed and confirmed; 2: rejected by the device (its reason); 3: rolled back
@@ -213,6 +214,11 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window
     from ..fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "technician")
+    if as_json:
+        out = otapush.push(state, thing, file, timeout=timeout, confirm_timeout=confirm_timeout, principal=cn,
+                           takeover=takeover, window=window, wake_timeout=wait_wake or None)
+        _print_outcome_json(thing, cn, out)
+        raise click.exceptions.Exit(otapush.EXIT_CODES[out.result])
     console.print(f"as {cn}", style="dim")
     if wait_wake:
         console.print(f"waiting for {thing} to wake (up to {wait_wake:g} s): it takes the update at its next "
@@ -250,6 +256,12 @@ def ota_push(state, thing, file, timeout, confirm_timeout, as_, takeover, window
     raise click.exceptions.Exit(otapush.EXIT_CODES[out.result])
 
 
+def _print_outcome_json(thing, principal, out):
+    from dataclasses import asdict
+
+    click.echo(json.dumps({"thing": thing, "as": principal, **asdict(out)}, indent=2))
+
+
 def _interrupted(thing, file, where, chunk):
     """Ctrl-C during a push: say where it stopped and how to go on, then exit 130."""
     again = f"`warden ota push {thing} {file}`"
@@ -275,8 +287,9 @@ def _interrupted(thing, file, where, chunk):
               help="Seconds to wait for the self-test after the device resets.")
 @click.option("--as", "as_", default="technician.default", show_default=True,
               help="The technician principal to act as (ROLE.NAME, or NAME for a technician).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (same exit codes).")
 @pass_state
-def ota_rollback(state, thing, kind, timeout, confirm_timeout, as_):
+def ota_rollback(state, thing, kind, timeout, confirm_timeout, as_, as_json):
     """Roll THING back to the version in its other slot, with no download.
 
     A rollback is signed with the project's signing key and carries a new counter, so the device
@@ -286,8 +299,12 @@ def ota_rollback(state, thing, kind, timeout, confirm_timeout, as_):
     from ..fleet.principals import resolve
 
     cn = resolve(as_, None if "." in as_ else "technician")
-    console.print(f"as {cn}", style="dim")
+    if not as_json:
+        console.print(f"as {cn}", style="dim")
     out = otapush.rollback(state, thing, kind, timeout=timeout, confirm_timeout=confirm_timeout, principal=cn)
+    if as_json:
+        _print_outcome_json(thing, cn, out)
+        raise click.exceptions.Exit(otapush.EXIT_CODES[out.result])
     what = f"{out.kind} {out.version} (counter {out.counter})"
     if out.result == otapush.INSTALLED:
         console.print(f"[bold green]rolled back and confirmed[/]: {what} in {out.seconds:.1f} s")
@@ -321,7 +338,7 @@ def ota_status(state, thing, as_json, as_):
     for kind in ("app", "firmware"):
         k = dev.get(kind) or {}
         table.add_row(kind, str(k.get("version") or "factory"), str(k.get("counter")), str(k.get("slot")))
-    console.print(table)
+    print_table(table)
     if dev.get("pending"):
         p = dev["pending"]
         console.print(f"awaiting its self-test: {p['kind']} {p['version']}")

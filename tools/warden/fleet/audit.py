@@ -365,9 +365,14 @@ def _check_certs(state: State, report: Report, policy, days: int, now):
     if state.devices_dir.is_dir():
         for folder in sorted(p for p in state.devices_dir.iterdir() if p.is_dir()):
             if folder.name not in known and (folder / "cert.der").exists():
+                # Never `device add` alone: that would re-issue the name over the device's files
+                # (and its log). A registry that lost the device is restored; a name started
+                # afresh keeps the old files in the folder's archive/.
                 report.add("cert-without-registry", "medium", f"device folder {folder.name}",
                            f"{folder / 'cert.der'} has no registry entry",
-                           f"delete {folder}, or provision it properly: warden device add {folder.name}")
+                           "if the registry lost it, restore the registry: warden device restore (--list shows "
+                           f"the backups); to provision the name afresh: warden device add {folder.name} --replace "
+                           "(the old files move to its archive/)")
     # expiry and key strength
     for c in certs:
         _check_validity(report, c, days, now)

@@ -16,6 +16,12 @@ why the last attempt failed, NULL once applied).
 
 Every write is one transaction (BEGIN IMMEDIATE), the journal is WAL and a busy timeout is set,
 so two `warden` processes can use the registry at once; opening it again is harmless.
+
+Opening checks the file (PRAGMA quick_check: every page read, a few ms for a thousand devices):
+a damaged registry is a RegistryError naming the backups to restore it from (warden.fleet.backups
+makes them, `warden device restore` puts one back), never a sqlite traceback, and never a guess.
+`backup_to` writes a consistent copy with sqlite's online backup API (a plain file copy could
+catch a write half done, or miss what is still in the WAL).
 """
 from __future__ import annotations
 
@@ -195,6 +201,17 @@ class Certificate:
         return int(self.serial, 16)
 
 
+BACKUP_DIR = "backups"   # next to the registry: <state>/backups/
+
+
+def damaged(path: Path, e) -> RegistryError:
+    """The error for a registry sqlite cannot read: what is wrong, and how to get it back."""
+    return RegistryError(
+        f"the registry {path} is damaged or not a warden registry ({e}); nothing was changed",
+        hint=f"restore the newest automatic backup with `warden device restore` (backups are in "
+             f"{Path(path).parent / BACKUP_DIR}; `warden device restore --list` shows them)")
+
+
 def _now_iso() -> str:
     return _iso(_dt.datetime.now(_dt.timezone.utc))
 
@@ -222,17 +239,37 @@ class Registry:
         if not self.path.exists():
             # Create it 0600 ourselves: sqlite would use 0644 (and so would its -wal/-shm files).
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._db = None
         try:
             self._db = sqlite3.connect(str(self.path), timeout=10, isolation_level=None)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
             self._migrate()
         except sqlite3.DatabaseError as e:
-            raise RegistryError(f"cannot open the registry {self.path}: {e}",
-                                hint="is it a warden registry? restore it from a backup") from e
+            self.close()
+            raise damaged(self.path, e) from e
 
     # -- lifecycle -------------------------------------------------------------------------
+    def backup_to(self, dest: Path | str) -> Path:
+        """A consistent copy of the registry at `dest` (created 0600: it holds the log keys)."""
+        dest = Path(dest)
+        ensure_dir(dest.parent)
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+        out = sqlite3.connect(str(dest))
+        try:
+            self._db.backup(out)
+        finally:
+            out.close()
+        return dest
+
+    def count(self) -> int:
+        """How many devices the registry holds (any status)."""
+        return self._db.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
+
     def close(self):
         if self._db is not None:
             self._db.close()

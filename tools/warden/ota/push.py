@@ -28,6 +28,9 @@ Before anything is sent the file is checked locally as the device will check it
 refusal is explained without touching the device. Interrupt a push and run it
 again: the device resumes from its last durable offset.
 
+A revoked device is refused at once (the registry is read before anything waits on the
+network): every broker refuses its certificate, so it could never answer.
+
 Outcomes (and exit codes of the CLI): INSTALLED (0, installed and confirmed),
 REJECTED (2, the device refused: its reason), ROLLED_BACK (3, the self-test failed:
 its reason), and OtaPushError (1) for everything else (unreachable broker, a silent
@@ -126,9 +129,9 @@ class Technician:
     def send(self, payload):
         self.client.publish(self.cmd, payload, qos=1)
 
-    def expect(self, steps, timeout, what, quiet=False):
+    def expect(self, steps, timeout, what, quiet=False, hint=None):
         """The next reply whose step is in `steps` (retained leftovers of earlier updates skipped);
-        quiet: None when none came within `timeout` (else OtaPushError)."""
+        quiet: None when none came within `timeout` (else OtaPushError, with `hint` if given)."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -136,8 +139,8 @@ class Technician:
                 if quiet:
                     return None
                 raise OtaPushError(f"the device did not answer ({what}) within {timeout:g} s",
-                                   hint="is it online? `warden watch --status` shows it; run the push "
-                                        "again to resume")
+                                   hint=hint or "is it online? `warden device list` shows it; run the push "
+                                                "again to resume")
             try:
                 d = self.replies.get(timeout=left)
             except queue.Empty:
@@ -152,6 +155,14 @@ class Technician:
     def close(self):
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _not_revoked(state, thing, doing):
+    """The registry's record of THING; a DeviceError (no network wait) if it is revoked."""
+    from ..fleet.devices import active_device
+    return active_device(state, thing, doing, hint=(
+        "a revoked device stays revoked: no broker lets it connect, so no update reaches it. Give the board "
+        "a new identity under a new name (`warden device add NAME`, then `warden deploy NAME`)"))
 
 
 def check_locally(state, thing, data):
@@ -186,6 +197,7 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
     if not 1 <= window <= 20 or not 256 <= chunk <= 8192:
         raise OtaPushError(f"window {window} or chunk {chunk} out of range",
                            hint="window 1-20 chunks (the broker's in-flight limit), chunk 256-8192 bytes")
+    _not_revoked(state, thing, "it cannot take an update")
     data = Path(path).read_bytes()
     if local_check:
         m = check_locally(state, thing, data)
@@ -321,6 +333,7 @@ def rollback(state, thing, kind="app", *, timeout=30.0, confirm_timeout=180.0, h
 
     `local_check=False` sends it even when the device's status says there is nothing to go back
     to, and `counter` overrides the new counter (tests: the device refuses on its own)."""
+    _not_revoked(state, thing, "it cannot be rolled back")
     st = status(state, thing, timeout=timeout, host=host, port=port, principal=principal)
     dev = st["device"]
     now = (dev.get(kind) or {}).get("slot")
@@ -361,8 +374,7 @@ def rollback(state, thing, kind="app", *, timeout=30.0, confirm_timeout=180.0, h
 
 def status(state, thing, *, timeout=10.0, host=None, port=None, principal="technician.default"):
     """The device's own OTA report (versions, slots, pending update, last outcome) and the registry's."""
-    from ..fleet.devices import get_device
-    dev = get_device(state, thing)
+    dev = _not_revoked(state, thing, "it cannot connect, so it cannot report its status")
     t = Technician(state, thing, host, port, principal=principal).connect()
     deadline = time.monotonic() + timeout
     try:
@@ -371,7 +383,9 @@ def status(state, thing, *, timeout=10.0, host=None, port=None, principal="techn
             # update mode) is lost with the session it was sent to
             t.send(b"S")
             left = deadline - time.monotonic()
-            d = t.expect({"status"}, min(2.0, max(left, 0.1)), "status", quiet=left > 2.0)
+            d = t.expect({"status"}, min(2.0, max(left, 0.1)), "status", quiet=left > 2.0,
+                         hint="is it online? `warden device list` shows whether it is connected and since when "
+                              "(a device that sleeps answers at its wake)")
             if d is not None:
                 break
     finally:
