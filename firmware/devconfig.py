@@ -124,6 +124,8 @@ def verify(msg, thing):
         raise Refused("counter %d is not newer than the applied %d (replay)" % (ctr, have))
     if ctr < have:
         raise Refused("older command: counter %d is lower than the applied %d" % (ctr, have))
+    import gc
+    gc.collect()   # the verify is the peak: its code and big numbers need room in one piece
     import hashlib
     import rsapss
     try:
@@ -186,6 +188,8 @@ def answer(dev, msg):
 
 def handle(dev, msg):
     """Answer config command `msg` on the device's config topic, then let this code go."""
+    import gc
+    gc.collect()   # what receiving the command left (a session's heap is fragmented; 64 KiB has little slack)
     try:
         try:
             d = answer(dev, msg)
