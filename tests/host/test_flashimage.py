@@ -66,3 +66,36 @@ def test_flashfile_refuses_a_file_of_the_wrong_size(tmp_path):
     p.write_bytes(b"\xff" * 1000)
     with pytest.raises(ValueError, match="not a 4 MiB twin flash"):
         fi.FlashFile(p)
+
+
+def _ctrlc_run(flash, *args):
+    r = run_mp(script=MP / "flash_ctrlc.py", args=args, path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.split(), fi.FlashFile(flash).read("/seg.bin")
+
+
+HEADER = b"HEADER:" + b"h" * 57
+RECS = [b"rec%04d:" % i + b"r" * 56 for i in range(4)]
+STOPPED = b"STOPPED:" + b"s" * 56
+
+
+def test_twin_flash_without_ctrlc_stores_every_append(flash):
+    out, seg = _ctrlc_run(flash)
+    assert out == ["STORED"] and seg == HEADER + b"".join(RECS) + STOPPED
+
+
+def test_ctrlc_inside_a_flash_read_loses_nothing_committed(flash):
+    """Ctrl-C landing in the twin's block device while littlefs reads (the copy-on-write of a
+    file's tail) left littlefs's read cache claiming bytes it never read; the device's next append
+    ("app: stopped") then copied them, littlefs metadata, over the file's start: a log segment lost
+    its header and its records. Now the flash takes no more writes after such a cut, as after a
+    power cut there: every append made durable before it is intact, byte for byte."""
+    out, seg = _ctrlc_run(flash, "cut")
+    assert out == ["INTR", "REFUSED", "5"]
+    assert seg == HEADER + b"".join(RECS[:3])
+    # the flash is whole: the next boot (another process) mounts it and appends as usual
+    r = run_mp("import os, esp32\nv = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='vfs')[0]\n"
+               "os.mount(os.VfsLfs2(v), '/f')\nf = open('/f/seg.bin', 'ab')\nf.write(b'next')\nf.close()",
+               path=[ROOT / "twin"], env={"WARDEN_FLASH": str(flash)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert fi.FlashFile(flash).read("/seg.bin") == HEADER + b"".join(RECS[:3]) + b"next"
