@@ -221,6 +221,11 @@ def deploy_files(state, thing, config: dict, *, app=None) -> dict:
     if counters:
         files[SECURITY_STATE] = json.dumps(counters).encode()
     files.update(identity(state, thing))
+    from ..aws.device import trust_store_for
+
+    roots = trust_store_for(state, config)   # a broker on AWS IoT Core: Amazon's roots, not the fleet CA
+    if roots is not None:
+        files["/identity/ca.der"] = roots
     key = log_key(state, thing)
     if key is not None:
         files[LOG_KEY_FILE] = key

@@ -205,13 +205,15 @@ def flash_cmd(port, firmware, chip, erase, baud, check_only, yes):
               help="Broker address the board connects to (required; a name or IP its certificate carries).")
 @click.option("--broker-port", type=click.IntRange(1, 65535), default=None)
 @click.option("--broker-hostname", default=None, help="Name in the broker's certificate, if not --broker-host.")
+@click.option("--broker", "broker_kind", type=click.Choice(["mosquitto", "aws"]), default="mosquitto",
+              show_default=True, help="aws: AWS IoT Core's ATS endpoint (warden aws setup) and Amazon's root CAs.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON merged over the generated device config (sensors, interval_ms, ...).")
 @click.option("--force-identity", is_flag=True, help="Replace an identity already on the board.")
 @click.option("--chip", default="esp32", show_default=True)
 @pass_state
 def deploy_cmd(state, thing, port, use_image, image_only, wifi_ssid, wifi_password_env, broker_host,
-               broker_port, broker_hostname, config_file, force_identity, chip):
+               broker_port, broker_hostname, broker_kind, config_file, force_identity, chip):
     """Write THING's app, identity, keys and config to a board (mpremote, or a littlefs image)."""
     import json
 
@@ -234,8 +236,15 @@ def deploy_cmd(state, thing, port, use_image, image_only, wifi_ssid, wifi_passwo
     if not wifi_ssid and "wifi" not in extra:
         console.print("[yellow]warning:[/] no --wifi-ssid: the board will wait for a Wi-Fi config")
     # before anything is built or touched: a board that cannot verify its broker is half deployed
-    which = lib.check_broker_address(state, broker_host, broker_hostname)
-    console.print(f"broker {broker_hostname or broker_host}: named by the certificate of {which}", style="dim")
+    if broker_kind == "aws":
+        from ..aws.device import broker as aws_broker
+
+        b = aws_broker(state)
+        broker_host, broker_port, broker_hostname = b["host"], b["port"], None
+        console.print(f"broker: AWS IoT Core {broker_host}:{broker_port}, trusted through Amazon's root CAs", style="dim")
+    else:
+        which = lib.check_broker_address(state, broker_host, broker_hostname)
+        console.print(f"broker {broker_hostname or broker_host}: named by the certificate of {which}", style="dim")
     cfg = lib.board_config(state, thing, wifi_ssid=wifi_ssid, wifi_password=password, broker_host=broker_host,
                            broker_port=broker_port, hostname=broker_hostname, **extra)
     say = lambda s: console.print(s, style="dim")  # noqa: E731

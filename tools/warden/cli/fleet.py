@@ -56,13 +56,25 @@ def device():
 @click.argument("thing")
 @click.option("--replace", is_flag=True,
               help="THING's folder holds files the registry does not list: archive them, then provision afresh.")
+@click.option("--broker", "broker_kind", type=click.Choice(["mosquitto", "aws"]), default="mosquitto",
+              show_default=True, help="aws: its twin flash points at AWS IoT Core (warden aws setup) with Amazon's roots.")
 @pass_state
-def device_add(state, thing, replace):
+def device_add(state, thing, replace, broker_kind):
     """Provision THING: certificate and key, registry entry, twin flash."""
     from ..fleet.devices import add_device
 
+    if broker_kind == "aws":
+        from ..aws.device import broker as aws_broker
+
+        aws_broker(state)         # set up for AWS first (warden aws setup), before anything is issued
     with console.status(f"provisioning {thing}..."):
         dev = add_device(state, thing, replace=replace)
+    if broker_kind == "aws":
+        from ..aws.device import provision_twin
+
+        provision_twin(state, thing)
+        console.print(f"broker: AWS IoT Core {aws_broker(state)['host']}:8883 (run `warden aws sync` "
+                      "to register it there)")
     folder = state.device_dir(thing)
     if getattr(dev, "archived", None):
         console.print(f"[yellow]the previous files of {thing} are in {dev.archived}[/]")
