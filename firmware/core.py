@@ -16,6 +16,7 @@
 #     firmware/otacmd.py OTA         that and otacmd itself, once no report or verdict is due
 #     firmware/outbox.py             logread, once a backlog is delivered
 #     firmware/refusal.py            itself, at the reading after the refusals it counted
+#     firmware/devconfig.py          itself, config and rsapss, once it answered a config command
 #     firmware/logsend.py            itself, once the log request it was loaded for is answered
 # unload() forgets a module in both places that keep it alive: sys.modules and the
 # attribute that binds it on its parent package (`from firmware import x` sets firmware.x;

@@ -16,6 +16,7 @@ RESIDENT = ("firmware", "firmware.app", "firmware.core", "firmware.eventlog", "f
 WHILE = {
     "draining": ("logread",),            # the outbox's reader, while a backlog waits
     "refusing": ("firmware.refusal",),   # refusals counted since the last reading
+    "configuring": ("firmware.devconfig", "firmware.config", "rsapss"),   # one remote-settings command
 }
 
 # The device's own code, as opposed to the twin's stand-ins for C modules of a board.
