@@ -26,7 +26,7 @@ from warden.fleet import devices, pki, principals
 from warden.fleet.registry import Registry
 from warden.policy import aws as awspolicy
 from warden.policy.model import load_policy
-from warden.state import State, write_file
+from warden.state import State, write_file, write_private
 
 REGION = "eu-west-1"
 
@@ -70,11 +70,12 @@ def fleet(moto, template, tmp_path, env):
 
 def register(state, thing):
     """A device as a board gets it (no twin): certificate, key, registry row."""
-    cert_der, _key = pki.issue_device_cert(state, thing)
+    cert_der, key_der = pki.issue_device_cert(state, thing)
     cert = x509.load_der_x509_certificate(cert_der)
     with Registry(state.registry_path) as reg:
         reg.add(thing, pki.fingerprint(cert_der), cert.serial_number, not_after=cert.not_valid_after_utc)
     write_file(state.device_dir(thing) / "cert.der", cert_der)
+    write_private(state.device_dir(thing) / "key.der", key_der)
     return pki.fingerprint(cert_der)
 
 
@@ -359,3 +360,35 @@ def test_throttling_is_retried_with_backoff_and_then_a_clear_error(fleet, moto):
         assert "warden aws sync" in e.value.hint
     finally:
         proxy.close()
+
+
+# -- devices provisioned for AWS -------------------------------------------------------------------------
+def test_device_add_and_deploy_with_broker_aws(fleet, tmp_path):
+    from warden.aws.device import trust_store
+    from warden.board import deploy, flashimage, twin
+
+    endpoint = project.load(fleet).endpoint
+    r = CliRunner().invoke(main, ["--state", str(fleet.root), "device", "add", "aws-twin", "--broker", "aws"])
+    assert r.exit_code == 0, r.output
+    ff = flashimage.FlashFile(twin.flash_path(fleet, "aws-twin"))
+    cfg = json.loads(ff.read("/config.json"))
+    assert cfg["broker"] == {"host": endpoint, "port": 8883} and cfg["thing"] == "aws-twin"
+    assert ff.read("/identity/ca.der") == trust_store()
+    image = tmp_path / "vfs.img"
+    r = CliRunner().invoke(main, ["--state", str(fleet.root), "deploy", "aws-0", "--broker", "aws",
+                                  "--image-only", str(image), "--wifi-ssid", "lab"],
+                           env={"WARDEN_WIFI_PASSWORD": "x"})
+    assert r.exit_code == 0, r.output
+    files = deploy.files_in_image(image.read_bytes())
+    assert files["/identity/ca.der"] == trust_store()
+    assert json.loads(files["/config.json"])["broker"] == {"host": endpoint, "port": 8883}
+    assert files["/identity/cert.der"] == (fleet.device_dir("aws-0") / "cert.der").read_bytes()
+
+
+def test_broker_aws_before_setup_issues_nothing(template, tmp_path, env):
+    state = State(tmp_path / ".warden")
+    shutil.copytree(template.root, state.root)
+    r = CliRunner().invoke(main, ["--state", str(state.root), "device", "add", "early", "--broker", "aws"])
+    assert r.exit_code == 1 and "not set up for AWS IoT" in r.output, r.output
+    with Registry(state.registry_path) as reg:
+        assert reg.get("early") is None
