@@ -17,6 +17,7 @@ WHILE = {
     "draining": ("logread",),            # the outbox's reader, while a backlog waits
     "refusing": ("firmware.refusal",),   # refusals counted since the last reading
     "configuring": ("firmware.devconfig", "firmware.config", "rsapss"),   # one remote-settings command
+    "sending a log": ("firmware.logsend",),   # one remote log request (index or a window of chunks)
 }
 
 # The device's own code, as opposed to the twin's stand-ins for C modules of a board.
