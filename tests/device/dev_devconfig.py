@@ -88,6 +88,8 @@ def send(dev, name):
     devconfig.handle(dev, cmd(name))
     for m in ("firmware.devconfig", "rsapss", "firmware.config"):
         assert m not in sys.modules, m   # let go after each command
+    import firmware
+    assert not hasattr(firmware, "devconfig") and not hasattr(firmware, "config")   # nor held by the package
     topic, d, retain = dev.client.sent.pop()
     assert topic == "dt/warden/%s/config" % dev.thing and not retain and not dev.client.sent
     return d
