@@ -190,7 +190,8 @@ class Link:
             if left <= 0:
                 raise DevConfigError(f"the device did not answer within {timeout:g} s",
                                      hint="is it online? `warden watch --status` shows it (a sleeping device "
-                                          "answers at its next wake: raise --timeout)")
+                                          "answers at its next wake: raise --timeout). A policy file from before "
+                                          "remote settings lacks the technician's config topics: see docs/security.md")
             try:
                 d = self.replies.get(timeout=left)
             except queue.Empty:
