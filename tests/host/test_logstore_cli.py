@@ -137,3 +137,19 @@ def test_provisioning_gives_each_device_its_own_log_key_in_registry_and_nvs(stat
         ff = flashimage.FlashFile(twinlib.flash_path(state, dev.thing))
         assert not ff.exists("/log")     # never in the filesystem
         assert dev.log_key not in img[flashimage.VFS.offset:]
+
+
+def test_pull_says_which_way_it_took_and_refuses_ways_that_cannot_be(state, tmp_path):
+    # auto: the twin's flash when no twin runs on it (its lock is free), and the output says so;
+    # a way that contradicts the options is a clear error before anything is read.
+    from warden.logs import remote
+    files, _ = build_log()
+    register(state, "dev-8", files=files)
+    r = run(state, "logs", "pull", "dev-8", "--out", str(tmp_path / "a"))
+    assert r.exit_code == 0 and "from its twin flash (its twin is not running" in r.output, r.output
+    assert remote.choose(state, "dev-8", "auto", "/dev/ttyUSB0")[0] == "serial"
+    assert remote.choose(state, "nobody-here", "auto")[0] == "mqtt"       # no twin flash: a board
+    for args, msg in ((("--via", "mqtt", "--port", "/dev/ttyUSB0"), "--port is a serial port"),
+                      (("--via", "serial"), "--via serial needs the board's port")):
+        r = run(state, "logs", "pull", "dev-8", *args)
+        assert r.exit_code == 1 and msg in r.stderr and "Traceback" not in r.output, r.output

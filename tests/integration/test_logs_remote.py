@@ -7,7 +7,7 @@ many windows. In order: a principal without the right is refused by the broker (
 reaches the device, and it reads none of the chunks a technician gets); requests the device refuses
 are answered with why, and the device answers a good request after them; a pull interrupted
 half-way resumes from what the host has; after a power cut, the twin's flash pulled locally is
-byte for byte what came over MQTT.
+byte for byte what came over MQTT, and a pull over MQTT says the device does not answer.
 """
 import struct
 import time
@@ -122,3 +122,7 @@ def test_an_interrupted_pull_resumes_and_equals_a_local_pull_byte_for_byte(pki_s
     want = {p.name: p.read_bytes() for p in local.glob("*.seg")}
     assert got == want and len(got) >= SEGMENTS + 1
     assert sum(map(len, got.values())) > SEGMENTS * 16000
+    # the device is off now: over MQTT nobody answers, and the error says what to do
+    r = CliRunner().invoke(main, ["--state", str(pki_state.root), "logs", "pull", THING, "--via", "mqtt",
+                                  "--wait", "0"])
+    assert r.exit_code == 1 and "did not answer over MQTT" in r.stderr and "--wait" in r.stderr, r.output
