@@ -3,7 +3,7 @@
 Counts every AWS call by operation (the client's `before-call` events, warden.aws.client) for a
 sync from an empty account, a second sync with nothing to change (target: reads only), and a sync
 after ten revocations. The times are moto's on this machine, not AWS's: AWS answers each call in
-tens of milliseconds and limits the account's rate per API (docs/aws.md, 'Costs and limits').
+tens of milliseconds and limits the account's rate per API (docs/aws.md, 'What it costs in calls').
 """
 import os
 import tempfile

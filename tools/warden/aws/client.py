@@ -104,7 +104,8 @@ class Aws:
                     self.retries += 1
                     self._sleep(random.uniform(0, min(self.max_delay, self.base_delay * 2 ** attempt)))
                     continue
-                raise self._translate(op, code, err.get("Message") or str(e), status) from None
+                raise self._translate(self._action(client, op), code, err.get("Message") or str(e),
+                                      status) from None
             except bex.NoCredentialsError:
                 raise AwsError("no AWS credentials found",
                                hint="run `aws configure` (or pass --profile / set AWS_PROFILE), or set "
@@ -122,8 +123,13 @@ class Aws:
                                     "AWS_ENDPOINT_URL), then run the command again") from None
         raise AssertionError("unreachable")
 
-    def _translate(self, op, code, message, status) -> AwsError:
-        action = "iot:" + "".join(w.capitalize() for w in op.split("_"))
+    @staticmethod
+    def _action(client, op) -> str:
+        """The IAM action of boto3 method `op`, e.g. iot:RegisterCertificateWithoutCA."""
+        name = client.meta.method_to_api_mapping.get(op) or "".join(w.capitalize() for w in op.split("_"))
+        return f"{client.meta.service_model.signing_name}:{name}"
+
+    def _translate(self, action, code, message, status) -> AwsError:
         if code in THROTTLED or status in (429, 503):
             return AwsError(f"AWS kept throttling {action} after {self.attempts} tries ({code})",
                             hint="run the command again in a minute: `warden aws sync` picks up where it stopped; "
