@@ -23,9 +23,9 @@
 # _Dev, called by littlefs in the middle of one of its operations. littlefs (C) is then left
 # mid-operation (a read cache that claims bytes its read never brought, a commit half made), and
 # the device goes on to write with that state (it logs "app: stopped"): a log segment's next
-# copy-on-write took 128 stale cache bytes, littlefs metadata, in place of its header (data lost
-# on the next boot; docs/log.md, "Durability"). On a board Partition is C: Ctrl-C waits until
-# littlefs returns. So every flash operation counts itself in `_busy` before anything in it can be
+# copy-on-write took 128 stale cache bytes, littlefs metadata, in place of its header (data
+# lost on the next boot; docs/log.md, "Durability, power cuts, recovery"). On a board Partition
+# is C: Ctrl-C waits until littlefs returns. So every flash operation counts itself in `_busy` before anything in it can be
 # interrupted and uncounts itself last; one that finds the count already up knows an earlier one
 # was cut short, and from then on the flash takes no writes or erases (OSError EIO), as after a
 # power cut at that instant: what littlefs committed stays, nothing from its broken state lands.
