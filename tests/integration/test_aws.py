@@ -392,3 +392,29 @@ def test_broker_aws_before_setup_issues_nothing(template, tmp_path, env):
     assert r.exit_code == 1 and "not set up for AWS IoT" in r.output, r.output
     with Registry(state.registry_path) as reg:
         assert reg.get("early") is None
+
+
+def test_credentials_aws_does_not_know_are_named(template, tmp_path, monkeypatch):
+    """moto checking credentials after its first five requests (setup's): a key it does not know is
+    said to be that. (Its IAM permission checks cannot show a refused IoT action: moto rejects the
+    signature of every authenticated IoT GET; the translation of AccessDenied is in
+    tests/host/test_aws_client.py.)"""
+    import os
+
+    for k, v in MotoServer.env().items():
+        monkeypatch.setenv(k, v)
+    server = MotoServer(env=MotoServer.env(os.environ) | {"INITIAL_NO_AUTH_ACTION_COUNT": "5"}).start()
+    try:
+        state = State(tmp_path / ".warden")
+        shutil.copytree(template.root, state.root)
+        register(state, "ro-1")
+        r = cli(state, "setup", "--region", REGION, "--endpoint-url", server.url)
+        assert r.exit_code == 0, r.output
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        for args in (["sync"], ["audit"]):
+            r = cli(state, *args)
+            assert r.exit_code == 1
+            assert r.output.startswith("error: AWS does not accept these credentials (InvalidClientTokenId)\n"), \
+                r.output
+    finally:
+        server.stop()

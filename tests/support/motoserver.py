@@ -20,8 +20,10 @@ _LAUNCH = ("from moto.core.config import default_user_config as c; c['iot'] = {'
 class MotoServer(Process):
     name = "moto server"
 
-    def __init__(self):
-        super().__init__([sys.executable, "-c", _LAUNCH])
+    def __init__(self, env=None):
+        """`env`: the server's environment (e.g. INITIAL_NO_AUTH_ACTION_COUNT=N makes it check IAM
+        permissions after the first N requests); default: this process's."""
+        super().__init__([sys.executable, "-c", _LAUNCH], env=env)
         self.url = None
 
     def start(self):

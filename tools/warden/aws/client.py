@@ -15,6 +15,7 @@ turns what goes wrong into a WardenError with what to do about it.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 
@@ -83,8 +84,6 @@ class Aws:
     @property
     def writes(self) -> int:
         """How many calls changed something (every operation that is not List/Describe/Get)."""
-        import re
-
         return sum(n for op, n in self.calls.items()
                    if _is_write(re.sub(r"(?<!^)([A-Z])", r"_\1", op).lower()))
 
@@ -130,6 +129,12 @@ class Aws:
         return f"{client.meta.service_model.signing_name}:{name}"
 
     def _translate(self, action, code, message, status) -> AwsError:
+        if (not code or code.isdigit()) and "<Code>" in message:
+            # an XML error body where JSON was expected (a proxy, or a stand-in such as moto)
+            m = re.search(r"<Code>([^<]+)</Code>", message)
+            code = m.group(1) if m else code
+            m = re.search(r"<Message>([^<]*)</Message>", message)
+            message = m.group(1) if m else message
         if code in THROTTLED or status in (429, 503):
             return AwsError(f"AWS kept throttling {action} after {self.attempts} tries ({code})",
                             hint="run the command again in a minute: `warden aws sync` picks up where it stopped; "
