@@ -160,6 +160,10 @@ def test_sync_from_an_empty_account_then_again_reads_only(fleet, moto):
     assert client.calls["ListThingPrincipals"] == 3 and sum(client.calls.values()) <= 3 + 10
     r = cli(fleet, "sync")
     assert r.exit_code == 0 and "in sync" in r.output, r.output
+    # what AWS holds is the rendering `policy check` proves equal to the mosquitto ACL, retain included
+    r = CliRunner().invoke(main, ["--state", str(fleet.root), "policy", "check", "--region", REGION,
+                                  "--account", "123456789012"])
+    assert r.exit_code == 0 and "proved" in r.output and "retained publish" in r.output, r.output
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(fleet, moto):
@@ -374,6 +378,10 @@ def test_device_add_and_deploy_with_broker_aws(fleet, tmp_path):
     cfg = json.loads(ff.read("/config.json"))
     assert cfg["broker"] == {"host": endpoint, "port": 8883} and cfg["thing"] == "aws-twin"
     assert ff.read("/identity/ca.der") == trust_store()
+    devices.rotate_device(fleet, "aws-twin")            # a new identity; the trust store stays Amazon's
+    ff = flashimage.FlashFile(twin.flash_path(fleet, "aws-twin"))
+    assert ff.read("/identity/ca.der") == trust_store()
+    assert ff.read("/identity/cert.der") == (fleet.device_dir("aws-twin") / "cert.der").read_bytes()
     image = tmp_path / "vfs.img"
     r = CliRunner().invoke(main, ["--state", str(fleet.root), "deploy", "aws-0", "--broker", "aws",
                                   "--image-only", str(image), "--wifi-ssid", "lab"],

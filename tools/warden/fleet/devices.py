@@ -326,8 +326,11 @@ def rotate_device(state: State, thing: str, *, days: int = pki.DEVICE_DAYS) -> R
         result.pending = True
         return result
     ff = flashimage.FlashFile(flash)
-    ff.write({"/identity/cert.der": cert_der, "/identity/key.der": key_der,
-              "/identity/ca.der": (state.pki_dir / pki.CA_DER).read_bytes()})
+    from ..aws.device import trust_store_for
+
+    # a twin whose broker is AWS IoT Core keeps Amazon's roots (docs/aws.md); any other the fleet CA
+    ca_der = trust_store_for(state, json.loads(ff.read("/config.json"))) or (state.pki_dir / pki.CA_DER).read_bytes()
+    ff.write({"/identity/cert.der": cert_der, "/identity/key.der": key_der, "/identity/ca.der": ca_der})
     ff.save()
     result.delivered = f"twin flash {flash}"
     return finish_rotation(state, thing, _result=result)
