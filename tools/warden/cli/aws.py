@@ -52,7 +52,8 @@ def sync_cmd(state, dry_run, delete):
     for note in plan.notes:
         console.print(f"note: {note}", style="yellow")
     if plan.empty:
-        console.print(f"[green]in sync[/]: nothing to change ({plan.reads} reads)")
+        held = f", {len(plan.held)} deletion(s) held back" if plan.held else ""
+        console.print(f"[green]in sync[/]: nothing to change ({plan.reads} reads{held})")
     for step in plan.steps:
         console.print(("would " if dry_run else "") + str(step))
     if plan.held:
