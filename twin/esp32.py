@@ -25,10 +25,12 @@
 # the device goes on to write with that state (it logs "app: stopped"): a log segment's next
 # copy-on-write took 128 stale cache bytes, littlefs metadata, in place of its header (data
 # lost on the next boot; docs/log.md, "Durability, power cuts, recovery"). On a board Partition
-# is C: Ctrl-C waits until littlefs returns. So every flash operation counts itself in `_busy` before anything in it can be
-# interrupted and uncounts itself last; one that finds the count already up knows an earlier one
-# was cut short, and from then on the flash takes no writes or erases (OSError EIO), as after a
-# power cut at that instant: what littlefs committed stays, nothing from its broken state lands.
+# is C: Ctrl-C waits until littlefs returns. So every operation on a partition counts itself in
+# its `_busy` before anything in it can be interrupted and uncounts itself last; a write or erase
+# that finds the count already up knows an earlier operation was cut short, and is refused
+# (OSError EIO): from then on the partition takes no writes, as after a power cut at that
+# instant. What littlefs committed stays; nothing from its broken state lands. (This code is
+# resident in the device's heap, so it is kept to a few counter updates.)
 #
 # Power cuts: WARDEN_CUT="N" (or "N:K") counts flash operations (erases and writes) in
 # `esp32.ops` and kills the process with SIGKILL during the N-th, after K bytes of it
@@ -40,7 +42,6 @@ _ERASED = b"\xff" * 256  # erase writes this 16 times: a 4 KiB constant would co
 
 _ROM = __file__.rpartition("/")[0]  # the host folder of the twin's ROM modules
 _flash = None
-_busy = 0  # flash operations begun and not finished: above 1 inside one, an earlier one was cut short
 _running = None  # label of the app slot the bootloader started (twin/bootloader.py sets it)
 
 
@@ -85,6 +86,8 @@ def __getattr__(name):
 class _Dev:
     """The erase blocks of one partition (`info`: its partition table entry)."""
 
+    _busy = 0  # operations begun and not finished (see Ctrl-C above)
+
     def __init__(self, info):
         self._info = info
         self._off = info[2]
@@ -94,10 +97,8 @@ class _Dev:
         return self._info
 
     def _seek(self, block_num, offset, length):
-        global _busy
         if block_num < 0 or offset < 0 or (block_num * 4096 + offset + length) > self._blocks * 4096:
-            if _busy:
-                _busy -= 1  # a refused access ends its operation whole: it was not cut short
+            self._busy -= 1  # a refused access ends its operation whole: it was not cut short
             raise OSError(22)  # EINVAL, as esp_partition_read/write refuse out-of-range access
         f = flash()
         f.seek(self._off + block_num * 4096 + offset)
@@ -111,15 +112,14 @@ class _Dev:
     # readblocks, writeblocks and ioctl count themselves in _busy on their first line (nothing
     # before it can be interrupted) and uncount themselves on their last (see Ctrl-C above).
     def readblocks(self, block_num, buf, offset=0):
-        global _busy
-        _busy += 1
+        self._busy += 1
         self._seek(block_num, offset, len(buf)).readinto(buf)
-        _busy -= 1
+        self._busy -= 1
 
     def writeblocks(self, block_num, buf, offset=None):
-        global _busy
-        _busy += 1
-        _writable()
+        self._busy += 1
+        if self._busy > 1:
+            raise OSError(5)  # EIO: an earlier operation was cut short
         if offset is None:
             # 3-argument form: erase every block the write covers, then write.
             n = (len(buf) + 4095) // 4096
@@ -127,27 +127,20 @@ class _Dev:
                 self._erase(b)
             offset = 0
         self._seek(block_num, offset, len(buf)).write(buf)
-        _busy -= 1
+        self._busy -= 1
 
     def ioctl(self, op, arg):
-        global _busy
-        _busy += 1
-        r = None  # init/deinit/sync need nothing: file writes reach the OS at once
-        if op == 4:  # block count
-            r = self._blocks
-        elif op == 5:  # block size
-            r = 4096
-        elif op == 6:  # erase one block
-            _writable()
+        self._busy += 1
+        if op == 6:  # erase one block
+            if self._busy > 1:
+                raise OSError(5)  # EIO: an earlier operation was cut short
             self._erase(arg)
-            r = 0
-        _busy -= 1
-        return r
-
-
-def _writable():
-    """Refuse a write or erase (OSError EIO) once a flash operation was cut short by Ctrl-C."""
-    global _busy
-    if _busy > 1:
-        _busy -= 1
-        raise OSError(5)
+            op = 0
+        elif op == 4:  # block count
+            op = self._blocks
+        elif op == 5:  # block size
+            op = 4096
+        else:
+            op = None  # init/deinit/sync need nothing: file writes reach the OS at once
+        self._busy -= 1
+        return op
