@@ -89,7 +89,12 @@ class Device:
             self.outbox = Outbox(store, self.sensors)
 
     def _status(self, state, reason=None):
-        s = '{"state":"%s","version":"%s"' % (state, VERSION)
+        # "version": the app's and, as a field of its own, the firmware's, made once at boot
+        # (firmware/start.py); "since": when this state began, but not in the last will
+        # ("lost"), which is made once per client and published whenever the session is lost.
+        s = '{"state":"%s","version":"%s"' % (state, self.cfg.get("version") or VERSION)
+        if reason != "lost":
+            s += ',"since":%d' % int(hal.unix_time())
         if reason:
             s += ',"reason":"%s"' % reason
         d = self.cfg.get("cert_days")  # set by boot_checks when expiry nears

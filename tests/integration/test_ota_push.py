@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from support.twinproc import Twin
 from warden.board import espimage, twin as twinlib
 from warden.cli import main
-from warden.fleet import devices
+from warden.fleet import devices, view
 from warden.fleet.registry import Registry
 from warden.ota import image, keys, push as otapush
 
@@ -44,6 +44,13 @@ def device(fleet, broker, tmp_path):
         print("--- twin %s\n%s" % (t.flash, "\n".join(t.lines[-40:])))  # shown when a test fails
 
 
+def _listed(fleet, thing):
+    """THING's row of `warden device list --json` (the broker's retained messages)."""
+    r = CliRunner().invoke(main, ["--state", str(fleet.root), "device", "list", "--json"])
+    assert r.exit_code == 0, r.output
+    return {d["thing"]: d for d in json.loads(r.stdout)}[thing]
+
+
 def signed(fleet, tmp_path, payload, kind="app", version="2.0.0", counter=1, name="u.wup"):
     data = image.sign(payload, kind, version, counter, image.default_target(fleet), keys.load_private_key(fleet))
     p = tmp_path / name
@@ -65,6 +72,11 @@ def test_app_update_installs_and_confirms(fleet, broker, device, tmp_path):
     assert (d.version, d.counter) == ("2.0.0", 10)
     st = otapush.status(fleet, "ota-app", port=broker.port)
     assert st["device"]["app"]["version"] == "2.0.0" and st["device"]["last"]["outcome"] == "confirmed"
+    # what the operator sees: the version that runs, in the retained status and in `device list`
+    row = _listed(fleet, "ota-app")
+    assert row["source"] == "broker" and row["connection"] == "online" and row["since"]
+    assert (row["version"], row["version_from"]) == ("2.0.0", "device")
+    assert row["last_ota"] == {"kind": "app", "version": "2.0.0", "outcome": "confirmed", "reason": None}
     # the same update again is a replay: refused by the tool, and by the device itself
     with pytest.raises(image.UpdateError, match="replay"):
         otapush.push(fleet, "ota-app", upd, port=broker.port)
@@ -134,6 +146,8 @@ def test_firmware_update_installs_and_confirms(fleet, broker, device, tmp_path):
     t.wait_for(r"INFO ota: self-test passed: firmware 1.30.0 confirmed", 20)
     st = otapush.status(fleet, "ota-fw", port=broker.port)
     assert st["device"]["firmware"]["version"] == "1.30.0"
+    row = _listed(fleet, "ota-fw")
+    assert row["firmware_version"] == "1.30.0" and row["version"] == view.factory_version()
     assert st["device"]["firmware"]["slot"] == "ota_1"
 
 
