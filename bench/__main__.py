@@ -57,6 +57,7 @@ SECTIONS = [
     ("resilience", _optional("resilience_bench", "Resilience: outbox drain, reconnect, QoS 1")),
     ("logs-remote", _optional("logs_remote_bench", "Remote log pull: over MQTT vs from the twin flash")),
     ("aws", _optional("aws_bench", "warden aws sync: 1,000 devices against moto (AWS's API on loopback)")),
+    ("device-list", _optional("device_list_bench", "`warden device list` on a 1,000-device registry")),
 ]
 
 
