@@ -1,5 +1,6 @@
 # The checks of firmware/topics.py (AWS IoT limits: topic <= 256 bytes and <= 7
-# slashes; names <= 128 characters; no wildcards), loaded only while they run.
+# slashes; no wildcards; names <= 64 characters: a thing name is its certificate CN, which
+# X.509 bounds at 64), loaded only while they run.
 from firmware import eventlog
 from firmware.topics import TopicError
 
@@ -11,8 +12,8 @@ def _refuse(msg):
 
 
 def _name(what, name):
-    if not name or len(name) > 128:
-        raise _refuse("%s %r: must be 1..128 characters" % (what, name))
+    if not name or len(name) > 64:
+        raise _refuse("%s %r: must be 1..64 characters" % (what, name))
     for ch in name:
         if ch in "+#/\x00":
             raise _refuse("%s %r: contains %r (wildcards and slashes are not allowed)" % (what, name, ch))

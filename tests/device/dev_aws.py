@@ -34,7 +34,7 @@ def test_every_topic_of_the_longest_names_fits_aws_iot():
 
 
 def test_names_past_aws_limits_are_refused_at_boot():
-    raises(TopicError, Topics, APP, "t" * 129)        # AWS: a thing name is at most 128 characters
+    raises(TopicError, Topics, APP, "t" * 65)         # a thing name is its certificate CN: at most 64
     raises(TopicError, Topics, "a/b", THING)          # a slash would add levels
     raises(TopicError, topiccheck._topic, "dt/" + "x" * 254)
     raises(TopicError, topiccheck._topic, "dt/a/b/c/d/e/f/g/h")   # 8 slashes

@@ -19,7 +19,7 @@ def test_topic_refusals_are_raised_and_logged():
                    "cmd/warden/t-1/x is outside",
                    "too long for AWS IoT",                     # 8 slashes
                    "thing name 'a/b': contains '/'", "thing name '$sys': must not start with $",
-                   "thing name '': must be 1..128"):
+                   "thing name '': must be 1..64"):
         assert any(reason in ln for ln in log), (reason, out)
     # 130 two-byte characters: 143 characters but 273 bytes, over AWS's 256-byte limit
     assert sum("too long for AWS IoT" in ln for ln in log) == 2

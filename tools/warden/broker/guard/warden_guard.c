@@ -89,10 +89,10 @@ static int names_add(struct names *s, const char *name)
 	return 0;
 }
 
-/* A thing name: 1-128 characters from [A-Za-z0-9:_-] (tools/warden/fleet/names.py). */
+/* A thing name: 1-64 characters from [A-Za-z0-9:_-] (tools/warden/fleet/names.py: the CN limit). */
 static bool is_thing(const char *u, size_t len)
 {
-	if(len == 0 || len > 128) return false;
+	if(len == 0 || len > 64) return false;
 	for(size_t i = 0; i < len; i++){
 		char c = u[i];
 		if(!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
