@@ -20,11 +20,9 @@ its list, whatever this module checked.
 from __future__ import annotations
 
 import json
-import queue
-import ssl
 import struct
-import time
 
+from ..broker.channel import CommandChannel
 from ..errors import WardenError
 
 MAGIC = b"WCF1"
@@ -129,81 +127,24 @@ def envelope(thing: str, counter: int, settings: dict, key) -> bytes:
     return b"S" + body + image.sign_raw(body, key)
 
 
-class Link:
+class Link(CommandChannel):
     """The technician's MQTT session to one device's config topics (mutual TLS, session certificate)."""
 
+    error = DevConfigError
+
     def __init__(self, state, thing, host=None, port=None, principal="technician.default"):
-        import paho.mqtt.client as mqtt
-
-        from .principals import session_context
-
-        self.principal = principal
-        self.cmd = f"cmd/{state.app}/{thing}/config"
-        self.dt = f"dt/{state.app}/{thing}/config"
-        self.replies = queue.Queue()
-        self._up = queue.Queue()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, reconnect_on_failure=False)
-        c.tls_set_context(session_context(state, principal))
-        c.on_connect = lambda cl, ud, fl, rc, pr=None: self._up.put(rc)
-        c.on_subscribe = lambda cl, ud, mid, rcs, pr=None: self._up.put(rcs)
-        c.on_message = self._on_message
-        c.on_disconnect = lambda cl, ud, fl, rc, pr=None: self.replies.put({"step": "_lost"})
-        self.client = c
-        self.host = host or state.broker_host
-        self.port = port or state.broker_port
-
-    def _on_message(self, cl, ud, m):
-        try:
-            d = json.loads(m.payload)
-        except ValueError:
-            return
-        if isinstance(d, dict) and not m.retain:
-            self.replies.put(d)
-
-    def connect(self, timeout=10):
-        try:
-            self.client.connect(self.host, self.port, keepalive=30)
-        except (OSError, ssl.SSLError) as e:
-            raise DevConfigError(f"cannot reach the broker at {self.host}:{self.port}: {e}",
-                                 hint="is it running? (warden broker run)")
-        self.client.loop_start()
-        for want in ("connack", "suback"):
-            try:
-                rc = self._up.get(timeout=timeout)
-            except queue.Empty:
-                raise DevConfigError(f"the broker did not answer ({want})")
-            if want == "connack":
-                if rc != 0:
-                    raise DevConfigError(f"the broker refused {self.principal}: {rc}")
-                self.client.subscribe(self.dt, 1)
-            elif any(getattr(x, "is_failure", False) or x == 128 for x in rc):
-                raise DevConfigError(f"the broker refused {self.principal} a subscription to {self.dt}",
-                                     hint="the policy lets the technician role read dt/<app>/+/config")
-        return self
+        super().__init__(state, thing, "config", principal=principal, host=host, port=port)
 
     def ask(self, payload: bytes, steps, timeout: float) -> dict:
         """Publish `payload` and return the device's next answer whose step is in `steps`."""
-        self.client.publish(self.cmd, payload, qos=1)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DevConfigError(f"the device did not answer within {timeout:g} s",
-                                     hint="is it online? `warden watch --status` shows it (a sleeping device "
-                                          "answers at its next wake: raise --timeout). A policy file from before "
-                                          "remote settings lacks the technician's config topics: see docs/security.md")
-            try:
-                d = self.replies.get(timeout=left)
-            except queue.Empty:
-                continue
-            if d.get("step") == "_lost":
-                raise DevConfigError("lost the connection to the broker", hint="run it again")
-            if d.get("step") in steps:
-                return d
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.send(payload)
+        d = self.answer(steps, timeout)
+        if d is None:
+            raise DevConfigError(f"the device did not answer within {timeout:g} s",
+                                 hint="is it online? `warden watch --status` shows it (a sleeping device "
+                                      "answers at its next wake: raise --timeout). A policy file from before "
+                                      "remote settings lacks the technician's config topics: see docs/security.md")
+        return d
 
 
 def _session(state, thing, host, port, principal):

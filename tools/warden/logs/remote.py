@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
-import ssl
 import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..broker.channel import CommandChannel
 from ..state import ensure_dir
 from .format import LogError
 
@@ -50,60 +49,21 @@ class RemoteStats:
     requests: int
 
 
-class _Link:
+class _Link(CommandChannel):
     """A paho client acting as `principal` on one device's log topics."""
 
+    error = RemoteLogError
+    qos = 0     # a lost chunk is asked for again (by offset), so the answers need no acknowledgement
+    reach_hint = "is it running? (warden broker run); a twin's flash is read with --via twin"
+    lost_hint = "run the pull again: it resumes"
+
     def __init__(self, state, thing, principal, host, port):
-        import paho.mqtt.client as mqtt
-
-        from ..fleet.principals import session_context
-        self.cmd = f"cmd/{state.app}/{thing}/logs"
-        self.dt = f"dt/{state.app}/{thing}/logs"
-        self.host, self.port, self.principal = host, port, principal
-        self.inbox = queue.Queue()
-        self._up = queue.Queue()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, reconnect_on_failure=False)
-        c.tls_set_context(session_context(state, principal))
-        c.on_connect = lambda cl, ud, fl, rc, pr=None: self._up.put(rc)
-        c.on_subscribe = lambda cl, ud, mid, rcs, pr=None: self._up.put("suback")
-        c.on_message = lambda cl, ud, m: self.inbox.put((m.payload, m.retain))
-        c.on_disconnect = lambda cl, ud, fl, rc, pr=None: self.inbox.put((None, False))
-        self.client = c
-
-    def connect(self, timeout=10.0):
-        try:
-            self.client.connect(self.host, self.port, keepalive=30)
-        except (OSError, ssl.SSLError) as e:
-            raise RemoteLogError(f"cannot reach the broker at {self.host}:{self.port}: {e}",
-                                 hint="is it running? (warden broker run); a twin's flash is read with --via twin")
-        self.client.loop_start()
-        for want in ("connack", "suback"):
-            try:
-                rc = self._up.get(timeout=timeout)
-            except queue.Empty:
-                raise RemoteLogError(f"the broker at {self.host}:{self.port} did not answer ({want})") from None
-            if want == "connack":
-                if rc != 0:
-                    raise RemoteLogError(f"the broker refused {self.principal}: {rc}")
-                self.client.subscribe(self.dt, 0)
-        return self
-
-    def send(self, payload):
-        self.client.publish(self.cmd, payload, qos=1)
+        super().__init__(state, thing, "logs", principal=principal, host=host, port=port)
 
     def next(self, timeout):
         """The next message on the log topic, or None after `timeout` seconds."""
-        try:
-            payload, retained = self.inbox.get(timeout=max(timeout, 0))
-        except queue.Empty:
-            return None
-        if payload is None:
-            raise RemoteLogError("lost the connection to the broker", hint="run the pull again: it resumes")
-        return None if retained else payload
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
+        got = self.receive(timeout)
+        return None if got is None or got[1] else got[0]
 
 
 def _answer(payload, rid):
@@ -138,12 +98,12 @@ def pull_remote(state, thing, out=None, *, wait=5.0, principal="technician.defau
     get_device(state, thing)
     if not 1 <= window <= WINDOW:
         raise RemoteLogError(f"window {window} out of range", hint=f"1-{WINDOW} chunks")
-    host, port = host or state.broker_host, port or state.broker_port
     rid = struct.unpack(">I", os.urandom(4))[0]
     part = partial_dir(state, thing)
     ensure_dir(part)
     t0 = time.monotonic()
     link = _Link(state, thing, principal, host, port).connect()
+    host, port = link.host, link.port     # the broker it reached, for the pull's record
     try:
         index = _index(link, rid, thing, wait)
         have = {}

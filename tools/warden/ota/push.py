@@ -38,16 +38,12 @@ device, a timeout), which changes nothing on the device.
 """
 from __future__ import annotations
 
-import json
-import queue
-import ssl
 import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
+from ..broker.channel import CommandChannel
 from ..errors import WardenError
 from . import image, keys
 
@@ -77,84 +73,25 @@ class Outcome:
     resumed_from: int
 
 
-class Technician:
-    """A paho client acting as technician principal `principal` (a CN, with a session certificate of
-    its own), talking to one device's OTA topics."""
+class Technician(CommandChannel):
+    """Technician principal `principal` (a CN, with a session certificate of its own) on one
+    device's OTA topics."""
+
+    error = OtaPushError
+    lost_hint = "run the push again to resume"
 
     def __init__(self, state, thing, host=None, port=None, principal="technician.default"):
-        from ..fleet.principals import session_context
-
-        self.principal = principal
-        self.cmd = f"cmd/{state.app}/{thing}/ota"
-        self.dt = f"dt/{state.app}/{thing}/ota"
-        self.replies = queue.Queue()
-        self._up = queue.Queue()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, reconnect_on_failure=False)
-        c.tls_set_context(session_context(state, principal))
-        c.on_connect = lambda cl, ud, fl, rc, pr=None: self._up.put(rc)
-        c.on_subscribe = lambda cl, ud, mid, rcs, pr=None: self._up.put("suback")
-        c.on_message = self._on_message
-        c.on_disconnect = lambda cl, ud, fl, rc, pr=None: self.replies.put({"step": "_lost"})
-        self.client = c
-        self.host = host or state.broker_host
-        self.port = port or state.broker_port
-
-    def _on_message(self, cl, ud, m):
-        try:
-            d = json.loads(m.payload)
-        except ValueError:
-            return
-        if isinstance(d, dict):
-            d["_retained"] = m.retain
-            self.replies.put(d)
-
-    def connect(self, timeout=10):
-        try:
-            self.client.connect(self.host, self.port, keepalive=30)
-        except (OSError, ssl.SSLError) as e:
-            raise OtaPushError(f"cannot reach the broker at {self.host}:{self.port}: {e}",
-                               hint="is it running? (warden broker run)")
-        self.client.loop_start()
-        for want in ("connack", "suback"):
-            try:
-                rc = self._up.get(timeout=timeout)
-            except queue.Empty:
-                raise OtaPushError(f"the broker did not answer ({want})")
-            if want == "connack":
-                if rc != 0:
-                    raise OtaPushError(f"the broker refused {self.principal}: {rc}")
-                self.client.subscribe(self.dt, 1)
-        return self
-
-    def send(self, payload):
-        self.client.publish(self.cmd, payload, qos=1)
+        super().__init__(state, thing, "ota", principal=principal, host=host, port=port)
 
     def expect(self, steps, timeout, what, quiet=False, hint=None):
         """The next reply whose step is in `steps` (retained leftovers of earlier updates skipped);
         quiet: None when none came within `timeout` (else OtaPushError, with `hint` if given)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                if quiet:
-                    return None
-                raise OtaPushError(f"the device did not answer ({what}) within {timeout:g} s",
-                                   hint=hint or "is it online? `warden device list` shows it; run the push "
-                                                "again to resume")
-            try:
-                d = self.replies.get(timeout=left)
-            except queue.Empty:
-                continue
-            if d.get("step") == "_lost":
-                raise OtaPushError("lost the connection to the broker", hint="run the push again to resume")
-            if d.get("_retained"):
-                continue
-            if d.get("step") in steps:
-                return d
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
+        d = self.answer(steps, timeout)
+        if d is None and not quiet:
+            raise OtaPushError(f"the device did not answer ({what}) within {timeout:g} s",
+                               hint=hint or "is it online? `warden device list` shows it; run the push "
+                                            "again to resume")
+        return d
 
 
 def _not_revoked(state, thing, doing):
@@ -390,6 +327,5 @@ def status(state, thing, *, timeout=10.0, host=None, port=None, principal="techn
                 break
     finally:
         t.close()
-    d.pop("_retained", None)
     d.pop("step", None)
     return {"device": d, "registry": {"version": dev.version, "counter": dev.counter}}
