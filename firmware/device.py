@@ -45,7 +45,9 @@ class Device:
     # with the first bytes a request may start with to be queued (b"": any; its handler answers
     # a malformed one). A new command is a line here and a branch in handle(). A logs request is
     # queued even retained (as None): firmware/logsend.py answers why it is refused.
-    COMMANDS = {b"ota": b"BCFSAR", b"logs": b"", b"config": b"GS"}
+    # (The key type admits None: on_command looks up None for a message it got no body of. An
+    # annotation compiles to nothing, so it costs no heap.)
+    COMMANDS: dict[bytes | None, bytes] = {b"ota": b"BCFSAR", b"logs": b"", b"config": b"GS"}
 
     def __init__(self, cfg, ssl_context, sources, topics):
         self.cfg = cfg
