@@ -328,8 +328,10 @@ def rotate_device(state: State, thing: str, *, days: int = pki.DEVICE_DAYS) -> R
     ff = flashimage.FlashFile(flash)
     from ..aws.device import trust_store_for
 
-    # a twin whose broker is AWS IoT Core keeps Amazon's roots (docs/aws.md); any other the fleet CA
-    ca_der = trust_store_for(state, json.loads(ff.read("/config.json"))) or (state.pki_dir / pki.CA_DER).read_bytes()
+    # a twin whose broker is AWS IoT Core keeps Amazon's roots (docs/aws.md); any other the fleet CA,
+    # as does a flash with no /config.json yet (an identity only: its config comes with a deploy)
+    config = json.loads(ff.read("/config.json")) if ff.exists("/config.json") else {}
+    ca_der = trust_store_for(state, config) or (state.pki_dir / pki.CA_DER).read_bytes()
     ff.write({"/identity/cert.der": cert_der, "/identity/key.der": key_der, "/identity/ca.der": ca_der})
     ff.save()
     result.delivered = f"twin flash {flash}"
