@@ -19,6 +19,19 @@
 # twin/bootloader.py and the NVS in twin/nvs.py, loaded for the call that needs them
 # and dropped again. RUNNING is the slot the bootloader started (rom.py runs it first).
 #
+# Ctrl-C: the unix port raises KeyboardInterrupt at the next bytecode it runs, which may be in
+# _Dev, called by littlefs in the middle of one of its operations. littlefs (C) is then left
+# mid-operation (a read cache that claims bytes its read never brought, a commit half made), and
+# the device goes on to write with that state (it logs "app: stopped"): a log segment's next
+# copy-on-write took 128 stale cache bytes, littlefs metadata, in place of its header (data
+# lost on the next boot; docs/log.md, "Durability, power cuts, recovery"). On a board Partition
+# is C: Ctrl-C waits until littlefs returns. So every operation on a partition counts itself in
+# its `_busy` before anything in it can be interrupted and uncounts itself last; a write or erase
+# that finds the count already up knows an earlier operation was cut short, and is refused
+# (OSError EIO): from then on the partition takes no writes, as after a power cut at that
+# instant. What littlefs committed stays; nothing from its broken state lands. (This code is
+# resident in the device's heap, so it is kept to a few counter updates.)
+#
 # Power cuts: WARDEN_CUT="N" (or "N:K") counts flash operations (erases and writes) in
 # `esp32.ops` and kills the process with SIGKILL during the N-th, after K bytes of it
 # (default: half) reached the flash; "0" only counts (twin/bootloader.py's arm()).
@@ -73,6 +86,8 @@ def __getattr__(name):
 class _Dev:
     """The erase blocks of one partition (`info`: its partition table entry)."""
 
+    _busy = 0  # operations begun and not finished (see Ctrl-C above)
+
     def __init__(self, info):
         self._info = info
         self._off = info[2]
@@ -83,6 +98,7 @@ class _Dev:
 
     def _seek(self, block_num, offset, length):
         if block_num < 0 or offset < 0 or (block_num * 4096 + offset + length) > self._blocks * 4096:
+            self._busy -= 1  # a refused access ends its operation whole: it was not cut short
             raise OSError(22)  # EINVAL, as esp_partition_read/write refuse out-of-range access
         f = flash()
         f.seek(self._off + block_num * 4096 + offset)
@@ -93,10 +109,17 @@ class _Dev:
         for _ in range(16):
             f.write(_ERASED)
 
+    # readblocks, writeblocks and ioctl count themselves in _busy on their first line (nothing
+    # before it can be interrupted) and uncount themselves on their last (see Ctrl-C above).
     def readblocks(self, block_num, buf, offset=0):
+        self._busy += 1
         self._seek(block_num, offset, len(buf)).readinto(buf)
+        self._busy -= 1
 
     def writeblocks(self, block_num, buf, offset=None):
+        self._busy += 1
+        if self._busy > 1:
+            raise OSError(5)  # EIO: an earlier operation was cut short
         if offset is None:
             # 3-argument form: erase every block the write covers, then write.
             n = (len(buf) + 4095) // 4096
@@ -104,13 +127,20 @@ class _Dev:
                 self._erase(b)
             offset = 0
         self._seek(block_num, offset, len(buf)).write(buf)
+        self._busy -= 1
 
     def ioctl(self, op, arg):
-        if op == 4:  # block count
-            return self._blocks
-        if op == 5:  # block size
-            return 4096
+        self._busy += 1
         if op == 6:  # erase one block
+            if self._busy > 1:
+                raise OSError(5)  # EIO: an earlier operation was cut short
             self._erase(arg)
-            return 0
-        return None  # init/deinit/sync need nothing: file writes reach the OS at once
+            op = 0
+        elif op == 4:  # block count
+            op = self._blocks
+        elif op == 5:  # block size
+            op = 4096
+        else:
+            op = None  # init/deinit/sync need nothing: file writes reach the OS at once
+        self._busy -= 1
+        return op

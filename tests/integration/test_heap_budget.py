@@ -23,10 +23,11 @@ from warden.board import build, flashimage, twin as twinlib
 
 BUDGET = 64 * 1024
 # The one exception, on the 64-bit twin only: an app running from an update slot holds ~3 KB more
-# than the factory app (docs/heap.md, "What is left"), and at 64k on 64-bit its TLS handshake or
-# outbox drain runs short of heap in some runs, by fragmentation. It gets 72k there (still less
-# than the 1.36 times a 64-bit build needs for a board's 64 KiB); on the 32-bit port it gets 64k.
-SLOT_HEAP_64BIT = 72 * 1024
+# than the factory app (docs/heap.md, "What is left"), and at 64k on 64-bit the peak of its TLS
+# handshake (reconnecting with a backlog waiting) does not fit; nor did it at 72k or 80k once the
+# twin's flash stand-in grew by 96 B. It gets 88k there: what a 64-bit build needs for a board's
+# 64 KiB (1.36 times, `make bench`, heap). On the 32-bit port, a board's layout, it gets 64k.
+SLOT_HEAP_64BIT = 88 * 1024
 HEADROOM = 8 * 1024      # at least this much of the 64 KB stays free once connected
 PORT32 = micropython32()
 BUILDS = ["64-bit", pytest.param("32-bit", marks=pytest.mark.skipif(
