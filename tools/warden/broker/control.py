@@ -12,8 +12,10 @@ never an unauthenticated channel) and sends, one command per message, answered o
     acl   the ACL rendered from the policy plus the admin block (reloaded with it)
     ban   names that get nothing from now on (revoked devices and principals)
     kick  names whose live sessions are closed now (a revoked or rotated identity)
+    quarantine  the devices limited to their status and metrics topics (warden.monitor's action),
+          the whole list each time
 
-`sync` sends the whole fleet state (CRL, ACL, every ban) and then the kicks, so it is idempotent
+`sync` sends the whole fleet state (CRL, ACL, every ban, the quarantine list) and then the kicks, so it is idempotent
 and repairs a broker that missed earlier changes. The outcome is kept per broker in the registry:
 a broker that could not be reached keeps `pending` (its reason) until a later sync reaches it, and
 `warden audit` reports it as a high finding. A broker warden runs itself (`warden broker run`)
@@ -35,7 +37,8 @@ from ..fleet.principals import ensure_default_principals, session_context
 from ..fleet.registry import BrokerEntry, Registry
 from ..state import State, ensure_dir, write_file, write_private
 from . import guard
-from .server import BANS_FILE, CONTROL_TOPIC, Broker, BrokerError, BrokerFiles, fleet_acl, fleet_bans, render_config
+from .server import (BANS_FILE, CONTROL_TOPIC, QUARANTINE_FILE, Broker, BrokerError, BrokerFiles, fleet_acl,
+                     fleet_bans, fleet_quarantine, render_config)
 
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
 TIMEOUT = 5.0
@@ -179,11 +182,12 @@ class FleetState:
     acl: bytes
     bans: list
     kick: list
+    quarantine: list = field(default_factory=list)
 
     @classmethod
     def read(cls, state: State, kick) -> "FleetState":
         return cls((state.pki_dir / pki.CRL).read_bytes(), fleet_acl(state).encode(), fleet_bans(state),
-                   _with_sessions(state, kick))
+                   _with_sessions(state, kick), fleet_quarantine(state))
 
 
 def _apply(state: State, entry: BrokerEntry, fleet: FleetState, status, t0) -> BrokerOutcome:
@@ -191,13 +195,14 @@ def _apply(state: State, entry: BrokerEntry, fleet: FleetState, status, t0) -> B
     crl, acl, bans = fleet.crl, fleet.acl, fleet.bans
     folder = Path(entry.folder)
     if not entry.name.startswith("local"):
-        _refresh_folder(folder, crl, acl, bans)    # a broker started from this folder later is current
+        _refresh_folder(folder, crl, acl, bans, fleet.quarantine)    # a broker started from this folder later is current
     with BrokerControl(state, entry.host, entry.port) as ctl:
         ctl.command("crl", body=crl)
         out.crl_ms = (time.monotonic() - t0) * 1000
         ctl.command("acl", body=acl)
         for i in range(0, len(bans), 50):
             ctl.command("ban", *bans[i:i + 50])
+        ctl.command("quarantine", body="".join(n + "\n" for n in fleet.quarantine).encode())
         if fleet.kick:
             for i in range(0, len(fleet.kick), 50):
                 ctl.command("kick", *fleet.kick[i:i + 50])
@@ -230,11 +235,12 @@ def _with_sessions(state: State, names) -> list:
     return list(dict.fromkeys(names))
 
 
-def _refresh_folder(folder: Path, crl: bytes, acl: bytes, bans) -> None:
+def _refresh_folder(folder: Path, crl: bytes, acl: bytes, bans, quarantine=()) -> None:
     if folder.is_dir():
         write_file(folder / "crl.pem", crl)
         write_file(folder / "acl", acl)
         write_file(folder / BANS_FILE, "".join(n + "\n" for n in bans))
+        write_file(folder / QUARANTINE_FILE, "".join(n + "\n" for n in quarantine))
 
 
 def sync(state: State, *, kick=(), status=(), only: str | None = None) -> SyncReport:
@@ -390,7 +396,8 @@ def write_broker_config(state: State, out_dir, listen: str, names=(), *, name: s
     write_file(folder / "ca.crt.pem", (state.pki_dir / pki.CA_CERT).read_bytes())
     write_file(folder / "server.crt.pem", pki.cert_pem(cert))
     write_private(folder / "server.key.pem", pki.key_pem(key))
-    _refresh_folder(folder, (state.pki_dir / pki.CRL).read_bytes(), fleet_acl(state).encode(), fleet_bans(state))
+    _refresh_folder(folder, (state.pki_dir / pki.CRL).read_bytes(), fleet_acl(state).encode(), fleet_bans(state),
+                    fleet_quarantine(state))
     write_file(folder / guard.LIB_NAME, guard.plugin_path().read_bytes(), 0o755)
     write_file(folder / "warden_guard.c", guard.SOURCE.read_bytes())
     files = BrokerFiles.in_folder(target)

@@ -42,6 +42,7 @@ LOG_FILE = "mosquitto.log"
 OUT_FILE = "mosquitto.out"
 PID_FILE = "mosquitto.pid"
 BANS_FILE = "banned"
+QUARANTINE_FILE = "quarantined"   # beside the ban list: the devices `warden monitor` quarantined
 LOCK_FILE = "broker.lock"
 CONTROL_TOPIC = "$CONTROL/warden/v1"
 READY_LINE = " running"          # "mosquitto version X running", logged once the listeners are up
@@ -241,6 +242,7 @@ def render_config(state: State, port: int, host: str = "127.0.0.1", log_path=Non
         f"plugin_opt_acl_file {_quote(files.acl.resolve())}",
         f"plugin_opt_crl_file {_quote(files.crl.resolve())}",
         f"plugin_opt_ban_file {_quote(files.bans.resolve())}",
+        f"plugin_opt_quarantine_file {_quote((files.bans.parent / QUARANTINE_FILE).resolve())}",
         "",
         f"listener {port} {host}",
         "protocol mqtt",
@@ -285,6 +287,15 @@ def fleet_bans(state: State) -> list:
     with Registry(state.registry_path) as reg:
         return sorted({d.thing for d in reg.list("revoked")}
                       | {p.cn for p in reg.principals() if p.status == "revoked"})
+
+
+def fleet_quarantine(state: State) -> list:
+    """The devices quarantined by `warden monitor` (warden.monitor.store): status and metrics only."""
+    if not state.registry_path.exists():
+        return []
+    from ..monitor.store import quarantined_things
+
+    return quarantined_things(state)
 
 
 class Broker:
@@ -397,6 +408,7 @@ class Broker:
         pki.refresh_crl(self.state)
         self.write_acl()
         write_file(self.run_dir / BANS_FILE, "".join(n + "\n" for n in fleet_bans(self.state)))
+        write_file(self.run_dir / QUARANTINE_FILE, "".join(n + "\n" for n in fleet_quarantine(self.state)))
         if self.persistence_dir:
             ensure_dir(Path(self.persistence_dir))
         files = BrokerFiles.for_state(self.state, self.run_dir, guard.plugin_path())

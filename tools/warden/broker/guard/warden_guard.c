@@ -17,16 +17,26 @@
  *    otherwise fall under the device `pattern` lines); a session name `<principal>@<tag>` (one
  *    of several sessions of one principal, each with its own client id) is renamed to its
  *    principal, so the acl_file applies the principal's own rules.
+ *  - Signals for `warden monitor` (it reads the broker's log): a device's publish that no `pattern`
+ *    line of the ACL file allows (the acl_file will deny it too: a device has no `user` block) is
+ *    logged as "warden_guard: denied publish from NAME to 'TOPIC'" (mosquitto itself logs a denial
+ *    only at debug level, with every message); a name the guard refuses is logged likewise, with
+ *    its reason. At most LOG_PER_SECOND such lines a second: a flood cannot fill the disk.
+ *  - Quarantine (`warden monitor`'s action): a quarantined device may publish on its status and
+ *    metrics topics (`dt/<app>/<name>/status|metrics`, the acl_file still checks the app) and on
+ *    nothing else, and receives nothing; its subscriptions are granted but deliver nothing, as
+ *    mosquitto does for a forbidden filter, so its session stays up and its status keeps coming.
  *  - Control (`$CONTROL/warden/v1`, admin principals only; answer on .../response):
  *      "<id> ping"                      -> "<id> ok warden-guard 1 ..."
  *      "<id> crl\n<PEM>"                -> writes the crlfile, reloads (answer once reloaded)
  *      "<id> acl\n<text>"               -> writes the acl_file, reloads (answer once reloaded)
  *      "<id> ban NAME..."               -> NAME gets nothing from now on (kept in the ban file)
  *      "<id> kick NAME..."              -> closes every session of NAME (and of NAME@...)
+ *      "<id> quarantine\n<names>"       -> the quarantine list, replaced whole (kept in its file)
  *    A reload is mosquitto's own (SIGHUP to itself): it re-reads the CRL, certificates and ACL.
  *
  * What it must not do: grant anything (it only denies or defers), or keep state that a restart
- * cannot rebuild from its files (ban file, ACL file, CRL).
+ * cannot rebuild from its files (ban file, ACL file, CRL, quarantine file).
  *
  * Build: cc -shared -fPIC -O2 -o warden_guard.so warden_guard.c   (Debian: mosquitto-dev)
  */
@@ -36,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <mosquitto.h>
@@ -47,14 +58,19 @@
 #define MAX_NAMES 4096
 #define MAX_NAME 192
 #define MAX_PENDING 32
+#define MAX_PATTERNS 64
+#define LOG_PER_SECOND 20
 
 static mosquitto_plugin_id_t *plugin_id;
-static char *acl_path, *crl_path, *ban_path;
+static char *acl_path, *crl_path, *ban_path, *quarantine_path;
 static char admin_prefix[64] = "admin.";
 
 struct names { char **v; int n; };
 static struct names principals;   /* `user` lines of the ACL file */
 static struct names banned;
+static struct names quarantined;
+/* the ACL file's `pattern` lines that concern a publish: deny ones, and write/readwrite ones */
+static struct names deny_patterns, write_patterns;
 
 struct pending { char client[MAX_NAME]; char id[40]; };
 static struct pending pending[MAX_PENDING];
@@ -111,6 +127,8 @@ static void trim(char *s)
 static void load_principals(void)
 {
 	names_clear(&principals);
+	names_clear(&deny_patterns);
+	names_clear(&write_patterns);
 	FILE *f = acl_path ? fopen(acl_path, "r") : NULL;
 	if(!f){
 		mosquitto_log_printf(MOSQ_LOG_WARNING, "warden_guard: cannot read acl file %s: no principal gets anything",
@@ -124,6 +142,16 @@ static void load_principals(void)
 			char *name = line + 5;
 			while(*name == ' ') name++;
 			if(*name) names_add(&principals, name);
+		}else if(!strncmp(line, "pattern ", 8)){
+			char *rest = line + 8;
+			while(*rest == ' ') rest++;
+			struct names *into = NULL;
+			if(!strncmp(rest, "deny ", 5)){ into = &deny_patterns; rest += 5; }
+			else if(!strncmp(rest, "write ", 6)){ into = &write_patterns; rest += 6; }
+			else if(!strncmp(rest, "readwrite ", 10)){ into = &write_patterns; rest += 10; }
+			else if(strncmp(rest, "read ", 5) && !strchr(rest, ' ')) into = &write_patterns;  /* no access word: readwrite */
+			while(*rest == ' ') rest++;
+			if(into && *rest && into->n < MAX_PATTERNS) names_add(into, rest);
 		}
 	}
 	fclose(f);
@@ -138,6 +166,19 @@ static void load_bans(void)
 	while(fgets(line, sizeof line, f)){
 		trim(line);
 		if(*line) names_add(&banned, line);
+	}
+	fclose(f);
+}
+
+static void load_quarantine(void)
+{
+	names_clear(&quarantined);
+	FILE *f = quarantine_path ? fopen(quarantine_path, "r") : NULL;
+	if(!f) return;
+	char line[MAX_NAME + 2];
+	while(fgets(line, sizeof line, f)){
+		trim(line);
+		if(*line) names_add(&quarantined, line);
 	}
 	fclose(f);
 }
@@ -186,6 +227,80 @@ static void kick_name(const char *name)
 	mosquitto_kick_client_by_username(name, true);
 }
 
+/* Does MQTT filter `flt` (with %u and %c standing for `name`) match `topic`? */
+static bool filter_matches(const char *flt, const char *topic, const char *name)
+{
+	char buf[1024];
+	size_t n = 0, nl = strlen(name);
+	for(const char *p = flt; *p; p++){
+		if(p[0] == '%' && (p[1] == 'u' || p[1] == 'c')){
+			if(n + nl >= sizeof buf) return false;
+			memcpy(buf + n, name, nl);
+			n += nl;
+			p++;
+		}else{
+			if(n + 1 >= sizeof buf) return false;
+			buf[n++] = *p;
+		}
+	}
+	buf[n] = 0;
+	if(topic[0] == '$' && buf[0] != '$') return false;
+	const char *f = buf, *t = topic;
+	while(*f){
+		if(f[0] == '#') return true;     /* the rest, and the parent level itself */
+		if(f[0] == '+'){
+			while(*t && *t != '/') t++;
+			f++;
+		}else{
+			while(*f && *f != '/'){
+				if(*f != *t) return false;
+				f++; t++;
+			}
+			if(*t && *t != '/') return false;
+		}
+		if(!*f) return !*t;
+		/* *f == '/' */
+		if(*t != '/') return !strcmp(f, "/#");   /* "a/#" matches "a" */
+		f++; t++;
+	}
+	return !*t;
+}
+
+/* Would the ACL file's patterns let device `name` publish on `topic`? (deny lines first) */
+static bool patterns_allow_write(const char *name, const char *topic)
+{
+	for(int i = 0; i < deny_patterns.n; i++){
+		if(filter_matches(deny_patterns.v[i], topic, name)) return false;
+	}
+	for(int i = 0; i < write_patterns.n; i++){
+		if(filter_matches(write_patterns.v[i], topic, name)) return true;
+	}
+	return false;
+}
+
+/* A quarantined device's own status and metrics topics: dt/<one level>/<name>/status|metrics. */
+static bool quarantine_allows(const char *name, const char *topic)
+{
+	if(strncmp(topic, "dt/", 3)) return false;
+	const char *app_end = strchr(topic + 3, '/');
+	if(!app_end || app_end == topic + 3) return false;
+	size_t nl = strlen(name);
+	if(strncmp(app_end + 1, name, nl) || app_end[1 + nl] != '/') return false;
+	const char *leaf = app_end + 2 + nl;
+	return !strcmp(leaf, "status") || !strcmp(leaf, "metrics");
+}
+
+/* One log line for `warden monitor`, at most LOG_PER_SECOND a second. */
+static void log_denied(const char *name, const char *topic, const char *why)
+{
+	static time_t second;
+	static int count;
+	time_t now = time(NULL);
+	if(now != second){ second = now; count = 0; }
+	if(count++ >= LOG_PER_SECOND) return;
+	mosquitto_log_printf(MOSQ_LOG_NOTICE, "warden_guard: denied publish from %s to '%s'%s", name, topic, why);
+}
+
 static int on_acl(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_acl_check *ed = event_data;
@@ -193,7 +308,10 @@ static int on_acl(int event, void *event_data, void *userdata)
 	const char *u = mosquitto_client_username(ed->client);
 	if(!u) return MOSQ_ERR_ACL_DENIED;
 	size_t len = strlen(u);
-	if(names_has(&banned, u, len)) return MOSQ_ERR_ACL_DENIED;
+	if(names_has(&banned, u, len)){
+		if(ed->access == MOSQ_ACL_WRITE) log_denied(u, ed->topic, " (banned)");
+		return MOSQ_ERR_ACL_DENIED;
+	}
 	const char *at = strchr(u, '@');
 	if(at){
 		/* a session of a principal: its own client id, the principal's rules */
@@ -208,7 +326,17 @@ static int on_acl(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_PLUGIN_DEFER;
 	}
 	if(names_has(&principals, u, len)) return MOSQ_ERR_PLUGIN_DEFER;
-	if(strchr(u, '.') == NULL && is_thing(u, len)) return MOSQ_ERR_PLUGIN_DEFER;
+	if(strchr(u, '.') == NULL && is_thing(u, len)){
+		if(names_has(&quarantined, u, len)){
+			if(ed->access == MOSQ_ACL_SUBSCRIBE || ed->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_PLUGIN_DEFER;
+			if(ed->access == MOSQ_ACL_WRITE && quarantine_allows(u, ed->topic)) return MOSQ_ERR_PLUGIN_DEFER;
+			if(ed->access == MOSQ_ACL_WRITE) log_denied(u, ed->topic, " (quarantined)");
+			return MOSQ_ERR_ACL_DENIED;
+		}
+		if(ed->access == MOSQ_ACL_WRITE && !patterns_allow_write(u, ed->topic)) log_denied(u, ed->topic, "");
+		return MOSQ_ERR_PLUGIN_DEFER;   /* the acl_file decides */
+	}
+	if(ed->access == MOSQ_ACL_WRITE) log_denied(u, ed->topic, " (not a name of the policy)");
 	return MOSQ_ERR_ACL_DENIED;   /* not a device, not a principal of the policy */
 }
 
@@ -342,8 +470,43 @@ static int on_control(int event, void *event_data, void *userdata)
 		char info[64];
 		snprintf(info, sizeof info, "ok %d", n);
 		respond(client, id, info);
+	}else if(!strcmp(verb, "quarantine")){
+		/* the whole list, one name a line: replacing it whole makes a release the same command */
+		struct names next = {NULL, 0};
+		const char *q = body, *end = body + blen;
+		while(q < end){
+			const char *e = memchr(q, '\n', (size_t)(end - q));
+			size_t l = e ? (size_t)(e - q) : (size_t)(end - q);
+			if(l && l < MAX_NAME){
+				char name[MAX_NAME];
+				memcpy(name, q, l);
+				name[l] = 0;
+				trim(name);
+				if(*name && (!is_thing(name, strlen(name)) || names_add(&next, name))){
+					names_clear(&next);
+					respond(client, id, "error not a thing name, or the list is full");
+					return MOSQ_ERR_SUCCESS;
+				}
+			}
+			q += l + 1;
+		}
+		if(quarantine_path){
+			int e = write_atomic(quarantine_path, body, blen);
+			if(e){
+				names_clear(&next);
+				char info[300];
+				snprintf(info, sizeof info, "error cannot write %s: %s", quarantine_path, strerror(e));
+				respond(client, id, info);
+				return MOSQ_ERR_SUCCESS;
+			}
+		}
+		names_clear(&quarantined);
+		quarantined = next;
+		char info[64];
+		snprintf(info, sizeof info, "ok %d", quarantined.n);
+		respond(client, id, info);
 	}else{
-		respond(client, id, "error unknown verb (ping, crl, acl, ban, kick)");
+		respond(client, id, "error unknown verb (ping, crl, acl, ban, kick, quarantine)");
 	}
 	return MOSQ_ERR_SUCCESS;
 }
@@ -364,11 +527,14 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **user_data, s
 		if(!strcmp(opts[i].key, "acl_file")) acl_path = strdup(opts[i].value);
 		else if(!strcmp(opts[i].key, "crl_file")) crl_path = strdup(opts[i].value);
 		else if(!strcmp(opts[i].key, "ban_file")) ban_path = strdup(opts[i].value);
+		else if(!strcmp(opts[i].key, "quarantine_file")) quarantine_path = strdup(opts[i].value);
 		else if(!strcmp(opts[i].key, "admin_prefix")) snprintf(admin_prefix, sizeof admin_prefix, "%s", opts[i].value);
 	}
 	load_principals();
 	load_bans();
-	mosquitto_log_printf(MOSQ_LOG_NOTICE, "warden_guard: %d principals, %d banned names", principals.n, banned.n);
+	load_quarantine();
+	mosquitto_log_printf(MOSQ_LOG_NOTICE, "warden_guard: %d principals, %d banned names, %d quarantined",
+			principals.n, banned.n, quarantined.n);
 	int rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl, NULL, NULL);
 	if(!rc) rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL, NULL);
 	if(!rc) rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC, NULL);
@@ -383,7 +549,11 @@ int mosquitto_plugin_cleanup(void *user_data, struct mosquitto_opt *opts, int op
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_CONTROL, on_control, CONTROL_TOPIC);
 	names_clear(&principals);
 	names_clear(&banned);
+	names_clear(&quarantined);
+	names_clear(&deny_patterns);
+	names_clear(&write_patterns);
 	free(acl_path);
+	free(quarantine_path);
 	free(crl_path);
 	free(ban_path);
 	return MOSQ_ERR_SUCCESS;
