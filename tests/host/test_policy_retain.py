@@ -63,8 +63,8 @@ def test_device_may_retain_its_status_and_nothing_of_another_device(docs):
 
 
 def test_retain_publish_goes_with_every_publish_and_only_there(policy, docs):
-    """On the matrix of topics, AWS's retained publish answers as mosquitto's write does, and the
-    roles that publish nothing (the operator) get no iot:RetainPublish at all."""
+    """On the matrix of topics, AWS's retained publish answers as mosquitto's write does, and a
+    role gets iot:RetainPublish only with a publish grant (the operator's: the monitor's alerts)."""
     acl = MosquittoAcl(render_mosquitto_acl(APP, policy))
     ev = aws.AwsEvaluator(docs, REGION, ACCOUNT)
     topics = [f"{k}/{APP}/{t}/{leaf}" for k in ("dt", "cmd") for t in ("dev-1", "dev-2", OPERATOR, TECHNICIAN)
@@ -79,7 +79,8 @@ def test_retain_publish_goes_with_every_publish_and_only_there(policy, docs):
     assert allowed == 7     # dev-1: its own four; technician: cmd/../{dev-1,dev-2,operator.default}/ota
     granted = {role for role, doc in docs.items() for st in doc["Statement"]
                if st["Effect"] == "Allow" and aws.RETAIN_PUBLISH in aws._as_list(st["Action"])}
-    assert granted == {"device", "technician"}
+    assert granted == {"device", "technician", "operator"}
+    assert ev.allowed(policy, OPERATOR, "retain_publish", f"alerts/{APP}/dev-1/heap-low")
 
 
 def without_retain(docs, roles=None):
@@ -106,8 +107,7 @@ def test_the_proof_finds_a_rendering_without_retain_publish(policy, acl_text, do
     assert aws.RETAIN_PUBLISH not in json.dumps(broken)
     bad = policyproof.prove(policy, APP, acl_text, broken, REGION, ACCOUNT)
     assert bad and {m.action for m in bad} == {"retain_publish"}     # publish and subscribe still agree
-    assert {m.principal for m in bad} >= {"thing-1", TECHNICIAN}
-    assert OPERATOR not in {m.principal for m in bad}                # it publishes nothing anyway
+    assert {m.principal for m in bad} >= {"thing-1", TECHNICIAN, OPERATOR}   # the operator: its alerts
     acl = MosquittoAcl(acl_text)
     ev = aws.AwsEvaluator(broken, REGION, ACCOUNT)
     for m in bad:

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..state import ENV_VAR, ORIGIN_ENV, ORIGIN_OPTION, State
-from . import aws, board, broker, fleet, logs, ota, policy, status
+from . import aws, board, broker, fleet, logs, monitor, ota, policy, status
 from .common import WardenGroup
 
 
@@ -63,3 +63,7 @@ main.add_command(ota.ota)
 main.add_command(status.status)
 # AWS IoT Core as the fleet's broker: setup, sync, audit
 main.add_command(aws.aws)
+# The fleet's monitor: status, metrics and broker signals against rules.json; alerts; quarantine
+main.add_command(monitor.monitor)
+fleet.device.add_command(monitor.device_quarantine)
+fleet.device.add_command(monitor.device_unquarantine)

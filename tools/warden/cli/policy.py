@@ -33,16 +33,33 @@ def _aws_options(f):
 @click.option("--format", "fmt", type=click.Choice(["mosquitto", "aws"]), required=True,
               help="mosquitto: the broker ACL; aws: one AWS IoT policy document per role.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="mosquitto: a file; aws: a folder receiving <role>.json. Default: print.")
+              help="mosquitto: a file; aws: a folder receiving <role>.json (--defender: a file). Default: print.")
+@click.option("--defender", is_flag=True,
+              help="aws: the monitor's rules (rules.json) as a Device Defender security profile instead.")
 @_aws_options
 @pass_state
-def policy_render(state, fmt, out, region, account):
+def policy_render(state, fmt, out, defender, region, account):
     """Render the policy. The AWS documents are proved equal to the ACL first (policy check)."""
     from ..policy import aws as awspolicy, proof as policyproof
     from ..policy.model import PolicyError, load_policy
     from ..policy.mosquitto import render_mosquitto_acl
     from ..state import write_file
 
+    if defender:
+        if fmt != "aws":
+            fail("--defender renders for AWS IoT", "add --format aws")
+        from ..monitor.rules import load_rules
+
+        profile, skipped = awspolicy.render_defender(load_rules(state), state.app)
+        for name, why in skipped:
+            click.echo(f"note: rule {name!r} has no Device Defender behavior: {why}", err=True)
+        text = json.dumps(profile, indent=2) + "\n"
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            write_file(out, text)
+            console.print(f"security profile written to {out}")
+        return
     pol = load_policy(state)
     if fmt == "mosquitto":
         text = render_mosquitto_acl(state.app, pol)

@@ -456,3 +456,50 @@ class AwsEvaluator:
         if action == "subscribe":
             return a(SUBSCRIBE, "topicfilter", topic) and a(RECEIVE, "topic", topic)
         raise ValueError(f"unknown action {action!r}")
+
+
+# -- the monitor's rules as a Device Defender security profile ------------------------------------
+# The cloud-side metrics AWS IoT Device Defender (Rules Detect) counts per device, for each of the
+# monitor's signals and rates (docs/monitor.md, 'On AWS IoT'); the device-side ones (heap, boots,
+# the outbox) would need AWS's agent on the device, which a Warden device does not run.
+_DEFENDER_DURATIONS = (300, 600, 900, 1800, 3600)
+_DEFENDER_STATISTICS = ("p0", "p0.1", "p0.01", "p1", "p10", "p50", "p90", "p99", "p99.9", "p99.99", "p100")
+_DEFENDER_SIGNALS = {"auth_fail": "aws:num-authorization-failures", "disconnect": "aws:num-disconnects",
+                     "connect": "aws:num-connection-attempts"}
+
+
+def render_defender(rules, app: str) -> tuple:
+    """(security profile, [(rule name, why it has no AWS behavior)]) for the monitor's `rules`
+    (warden.monitor.rules.Rules): the CreateSecurityProfile request body, one behavior per rule
+    that a cloud-side metric can express, with the rule's datapoints to alarm and to clear."""
+    validate_app(app)
+    behaviors, skipped = [], []
+    for rule in rules.rules:
+        criteria = {"consecutiveDatapointsToAlarm": rule.datapoints_to_alarm,
+                    "consecutiveDatapointsToClear": rule.datapoints_to_clear}
+        if rule.type == "count" and rule.signal in _DEFENDER_SIGNALS:
+            metric = _DEFENDER_SIGNALS[rule.signal]
+            duration = next((d for d in _DEFENDER_DURATIONS if d >= rule.window), _DEFENDER_DURATIONS[-1])
+            criteria.update(comparisonOperator="greater-than", value={"count": int(rule.threshold)},
+                            durationSeconds=duration)
+        elif rule.type == "above" and rule.metric == "msg_rate":
+            # a rate a minute, as AWS's count over five minutes
+            metric = "aws:num-messages-sent"
+            criteria.update(comparisonOperator="greater-than", value={"count": int(rule.threshold * 5)},
+                            durationSeconds=300)
+        elif rule.type == "fleet" and rule.metric == "msg_rate":
+            statistic = f"p{rule.percentile:g}"
+            if statistic not in _DEFENDER_STATISTICS:
+                skipped.append((rule.name, f"AWS offers the statistics {', '.join(_DEFENDER_STATISTICS)} only"))
+                continue
+            metric = "aws:num-messages-sent"
+            criteria.update(statisticalThreshold={"statistic": statistic}, durationSeconds=300)
+        else:
+            what = rule.signal or rule.metric
+            skipped.append((rule.name, f"{what} is not a metric AWS IoT counts in the cloud (only `warden monitor` watches it)"))
+            continue
+        behaviors.append({"name": rule.name, "metric": metric, "criteria": criteria})
+    profile = {"securityProfileName": f"warden-{app}",
+               "securityProfileDescription": f"the warden monitor's rules for app {app} (rules.json version {rules.version})",
+               "behaviors": behaviors}
+    return profile, skipped
