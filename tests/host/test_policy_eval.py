@@ -270,7 +270,7 @@ def _without(docs, sids):
 @pytest.mark.parametrize("drop, principal, action, witness", [
     # without the one-level Deny, AWS's '*' lets the operator read a deeper topic (a subscription
     # needs iot:Subscribe on a filter and iot:Receive on the topic: both Denies must go)
-    (("SubscribeOneLevelOnly", "ReceiveOneLevelOnly"), OPERATOR, "subscribe", "dt/warden///status"),
+    (("SubscribeOneLevelOnly", "ReceiveOneLevelOnly"), OPERATOR, "subscribe", "alerts/warden///"),
     (("PublishOneLevelOnly",), TECHNICIAN, "publish", "cmd/warden///ota"),
     # without the own-name denial, mosquitto's patterns and AWS differ for principals
     (("NotItsOwnThingTopics",), TECHNICIAN, "publish", "cmd/warden/technician.default/ota"),

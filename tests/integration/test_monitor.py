@@ -38,18 +38,21 @@ def device(pki_state, provision):
             store.unquarantine(thing)
 
 
-def run_once(state, broker):
+def run_once(state, broker, publish=False):
     events = []
-    Monitor(state, host=broker.host, port=broker.port, broker_log=broker.log_path, emit=events.append).run(once=True)
+    Monitor(state, host=broker.host, port=broker.port, broker_log=broker.log_path, emit=events.append,
+            publish=publish).run(once=True)
     return events
 
 
 def test_a_device_publishing_outside_its_topics_is_an_authorization_failure(pki_state, broker, device, mqtt_client):
     monrules.load_rules(pki_state)          # the defaults: any authorization failure raises
+    dashboard = mqtt_client("operator")
+    dashboard.subscribe("alerts/warden/+/+")
     dev = mqtt_client(device("mon-dev-1"))
     dev.publish("dt/warden/mon-dev-1/telemetry", b"{}")     # its own: not a failure
     dev.publish("dt/warden/mon-other/telemetry", b"{}")     # PUBACKed, dropped, logged by the guard
-    events = run_once(pki_state, broker)
+    events = run_once(pki_state, broker, publish=True)
     fails = [e for e in events if e.get("signal") == "auth_fail"]
     assert [(e["name"], e["topic"]) for e in fails] == [("mon-dev-1", "dt/warden/mon-other/telemetry")]
     raised = [e for e in events if e.get("event") == "alert" and e["state"] == "raised"]
@@ -57,6 +60,8 @@ def test_a_device_publishing_outside_its_topics_is_an_authorization_failure(pki_
     with Store(pki_state) as store:
         (alert,) = store.alerts(open_only=True, thing="mon-dev-1")
     assert alert["data"]["topic"] == "dt/warden/mon-other/telemetry"
+    published = dashboard.expect("alerts/warden/mon-dev-1/authorization-failure")     # an operator reads it
+    assert json.loads(published.payload)["state"] == "raised"
     assert run_once(pki_state, broker) == []      # each log line is judged once
 
 

@@ -66,6 +66,7 @@ class Monitor:
         self.inbox = queue.Queue()
         self.summary = Summary()
         self.client = None
+        self._published = []
 
     # -- the session -------------------------------------------------------------------------------
     def _connect(self, timeout: float):
@@ -103,6 +104,11 @@ class Monitor:
 
     def close(self):
         if self.client is not None:
+            for info in self._published:      # alerts published: out before the session ends
+                try:
+                    info.wait_for_publish(5.0)
+                except (RuntimeError, ValueError):
+                    pass                      # the session is gone: nothing more can go out
             self.client.disconnect()
             self.client.loop_stop()
             self.client = None
@@ -206,8 +212,8 @@ class Monitor:
                 self.summary.cleared += 1
             self.emit(ev.as_dict())
             if self.publish and self.client is not None:
-                self.client.publish(f"alerts/{self.state.app}/{ev.thing}/{ev.rule}",
-                                    json.dumps(ev.as_dict(), sort_keys=True), qos=1)
+                self._published.append(self.client.publish(f"alerts/{self.state.app}/{ev.thing}/{ev.rule}",
+                                                           json.dumps(ev.as_dict(), sort_keys=True), qos=1))
 
     def _act(self, ev) -> list:
         """Run the rule's actions on the alert's device; what each did, in words."""

@@ -53,13 +53,14 @@ DEFAULT_POLICY = {
         },
         "operator": {
             "description": "watches the fleet: reads every device's telemetry, status and metrics, "
-                           "publishes the monitor's alerts, sends devices nothing",
+                           "publishes and reads the monitor's alerts, sends devices nothing",
             "principals": ["operator.default"],
             "allow": [
                 {"action": "subscribe", "topic": "dt/{app}/+/telemetry"},
                 {"action": "subscribe", "topic": "dt/{app}/+/status"},
                 {"action": "subscribe", "topic": "dt/{app}/+/metrics"},
                 {"action": "publish", "topic": "alerts/{app}/+/+"},
+                {"action": "subscribe", "topic": "alerts/{app}/+/+"},
             ],
         },
         "technician": {
