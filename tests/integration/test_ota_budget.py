@@ -15,14 +15,13 @@ import subprocess
 
 import pytest
 
-from support.devrun import micropython32
+from support.devrun import STANDIN_32, micropython32
 from support.twinproc import Twin
 from warden.board import espimage, twin as twinlib
 from warden.fleet import devices
 from warden.ota import image, keys, push as otapush
 
 PORT32 = micropython32()
-STANDIN_32 = 5 * 1024   # esp32.py + esp32api.py on the 32-bit port: 4,128 B measured, rounded up
 BUILDS = [pytest.param(("32-bit", "%dk" % ((64 * 1024 + STANDIN_32) // 1024), 10), id="32-bit-64k", marks=pytest.mark.skipif(
               PORT32 is None, reason="no 32-bit MicroPython port here ($MICROPYTHON32)")),
           pytest.param(("64-bit", "96k", 3), id="64-bit-96k")]
