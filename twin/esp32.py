@@ -27,10 +27,12 @@
 # lost on the next boot; docs/log.md, "Durability, power cuts, recovery"). On a board Partition
 # is C: Ctrl-C waits until littlefs returns. So every operation on a partition counts itself in
 # its `_busy` before anything in it can be interrupted and uncounts itself last; a write or erase
-# that finds the count already up knows an earlier operation was cut short, and is refused
-# (OSError EIO): from then on the partition takes no writes, as after a power cut at that
-# instant. What littlefs committed stays; nothing from its broken state lands. (This code is
-# resident in the device's heap, so it is kept to a few counter updates.)
+# that finds the count already up knows an earlier operation was cut short, and does nothing:
+# from then on no write reaches the partition, as after a power cut at that instant. What
+# littlefs committed stays; nothing from its broken state lands. Dropped, not refused: a refusal
+# is an exception, and the write may come from a file's finaliser, which MicroPython runs with
+# the heap locked: making the OSError there raised "MemoryError: heap is locked" out of the GC and
+# ended the app. (This code is resident in the device's heap, so it is kept to a few counter updates.)
 #
 # Power cuts: WARDEN_CUT="N" (or "N:K") counts flash operations (erases and writes) in
 # `esp32.ops` and kills the process with SIGKILL during the N-th, after K bytes of it
@@ -119,7 +121,7 @@ class _Dev:
     def writeblocks(self, block_num, buf, offset=None):
         self._busy += 1
         if self._busy > 1:
-            raise OSError(5)  # EIO: an earlier operation was cut short
+            return  # an earlier operation was cut short: nothing reaches the flash any more
         if offset is None:
             # 3-argument form: erase every block the write covers, then write.
             n = (len(buf) + 4095) // 4096
@@ -133,7 +135,7 @@ class _Dev:
         self._busy += 1
         if op == 6:  # erase one block
             if self._busy > 1:
-                raise OSError(5)  # EIO: an earlier operation was cut short
+                return 0  # an earlier operation was cut short: nothing reaches the flash any more
             self._erase(arg)
             op = 0
         elif op == 4:  # block count

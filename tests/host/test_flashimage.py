@@ -88,10 +88,11 @@ def test_ctrlc_inside_a_flash_read_loses_nothing_committed(flash):
     """Ctrl-C landing in the twin's block device while littlefs reads (the copy-on-write of a
     file's tail) left littlefs's read cache claiming bytes it never read; the device's next append
     ("app: stopped") then copied them, littlefs metadata, over the file's start: a log segment lost
-    its header and its records. Now the flash takes no more writes after such a cut, as after a
-    power cut there: every append made durable before it is intact, byte for byte."""
+    its header and its records. Now no write reaches the flash after such a cut, as after a power
+    cut there (littlefs, reading back what it meant to write, gives up on the append: ENOSPC):
+    every append made durable before it is intact, byte for byte."""
     out, seg = _ctrlc_run(flash, "cut")
-    assert out == ["INTR", "REFUSED", "5"]
+    assert out[0] == "INTR" and out[1:] in (["STORED"], ["REFUSED", "28"]), out
     assert seg == HEADER + b"".join(RECS[:3])
     # the flash is whole: the next boot (another process) mounts it and appends as usual
     r = run_mp("import os, esp32\nv = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='vfs')[0]\n"
