@@ -259,24 +259,10 @@ def revoke_device(state: State, thing: str, reason: str | None = None) -> Revoca
 
 def twin_running(path) -> bool | None:
     """Is some process holding the twin flash file `path` open (a running twin)? None if this
-    system has no /proc to tell."""
-    proc = Path("/proc")
-    if not (proc / "self" / "fd").exists():
-        return None
-    target = str(Path(path).resolve())
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            for fd in (entry / "fd").iterdir():
-                try:
-                    if os.readlink(fd) == target:
-                        return True
-                except OSError:
-                    continue
-        except OSError:
-            continue
-    return False
+    system has no /proc to tell (board.twin.flash_users does the looking)."""
+    from ..board.twin import flash_users
+    users = flash_users([path])
+    return None if users is None else bool(users[path])
 
 
 @dataclass
