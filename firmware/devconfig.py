@@ -37,7 +37,7 @@ SETTINGS = {
     "interval_ms": (100, 86400000, "now"),
     "qos": (0, 1, "now"),
     "sleep_ms": (0, 86400000, "now"),     # 0 (stay up) or at least 1000
-    "keepalive": (2, 1200, "boot"),       # the session's client is made once per boot
+    "keepalive": (30, 1200, "boot"),      # the session's client is made once per boot; AWS IoT: 30..1200
     "log_quota": (65536, 1048576, "boot"),
     "sensors": (None, None, "boot"),      # the hal makes the read functions at boot
 }

@@ -35,7 +35,7 @@ SETTINGS = {
     "interval_ms": (100, 86400000, "now"),
     "qos": (0, 1, "now"),
     "sleep_ms": (0, 86400000, "now"),
-    "keepalive": (2, 1200, "boot"),
+    "keepalive": (30, 1200, "boot"),   # AWS IoT accepts 30..1200 s
     "log_quota": (65536, 1048576, "boot"),
     "sensors": (None, None, "boot"),
 }
