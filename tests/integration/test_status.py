@@ -3,6 +3,7 @@ twin, watch and status use; one process per twin; Ctrl-C on `broker run` with a 
 is a clean stop; the broker's start leaves no error in its log; `warden status` sees two brokers
 and a stale pid file, each with its fix; demo beside a running broker leaves it up and says so."""
 import json
+import re
 import os
 import signal
 import sys
@@ -108,6 +109,8 @@ def test_status_names_a_stale_pid_file_and_a_missing_state(fleet, tmp_path):
     r = cli(fleet, "status")
     assert r.exit_code == 1
     assert f"stale pid file {pid_file}" in r.output and f"rm {pid_file}" in r.output
+    # not a terminal: the CA's fingerprint whole (a script compares it), not cut with "..."
+    assert re.search(r"CA +SHA-256 [0-9a-f]{64},", r.output), r.output
     r = cli(fleet, "status", "--json")
     problems = json.loads(r.output)["problems"]
     assert r.exit_code == 1 and any("stale pid file" in p["what"] and p["fix"] for p in problems)

@@ -32,7 +32,9 @@ def status(state, as_json):
     else:
         console.print(f"[bold]state[/]   {r.state['root']} ({r.state['how']})")
         if r.ca:
-            console.print(f"[bold]CA[/]      SHA-256 {r.ca['fingerprint'][:16]}..., {r.ca['days_left']} days left")
+            fp = r.ca["fingerprint"]   # whole when piped (a script compares it), short on a terminal
+            fp = fp[:16] + "..." if console.is_terminal else fp
+            console.print(f"[bold]CA[/]      SHA-256 {fp}, {r.ca['days_left']} days left")
         if r.crl:
             console.print(f"[bold]CRL[/]     {r.crl['revoked']} revoked, {r.crl['days_left']} days left "
                           "(renewed by `warden broker sync` and a running broker)")
