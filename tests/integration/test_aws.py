@@ -22,7 +22,7 @@ from support.motoserver import MotoServer
 from warden.aws import project, setup as awssetup, sync as awssync
 from warden.aws.client import Aws, AwsError
 from warden.cli import main
-from warden.fleet import devices, pki, principals
+from warden.fleet import devices, groups, pki, principals
 from warden.fleet.registry import Registry
 from warden.policy import aws as awspolicy
 from warden.policy.model import load_policy
@@ -200,6 +200,29 @@ def test_revoke_and_rotate_then_sync(fleet, moto):
     r = cli(fleet, "sync", "--delete")
     assert r.exit_code == 0, r.output
     assert things(iot) == {"aws-0", "aws-1"}
+    plan, client = sync(fleet)
+    assert plan.empty and client.writes == 0
+
+
+def test_device_tags_become_thing_groups_with_their_members(fleet, moto):
+    iot = boto(moto)
+    groups.set_tags(fleet, "aws-0", ["site=lab", "ring=canary", "hw.rev=3"])
+    groups.set_tags(fleet, "aws-1", ["site=lab"])
+    plan, _ = sync(fleet)
+    lab, canary = f"warden-{fleet.app}-site:lab", f"warden-{fleet.app}-ring:canary"
+    made = {g["groupName"] for g in iot.list_thing_groups()["thingGroups"]}
+    assert made == {lab, canary}
+    members = lambda g: set(iot.list_things_in_thing_group(thingGroupName=g)["things"])
+    assert members(lab) == {"aws-0", "aws-1"} and members(canary) == {"aws-0"}
+    # a key AWS cannot put in a group name is said, not silently dropped
+    assert any("'hw.rev=3' of aws-0 cannot name an AWS thing group" in n for n in plan.notes)
+    # a removed tag: leaving the group is a deletion, held back until --delete
+    groups.set_tags(fleet, "aws-1", remove=["site"])
+    plan, _ = sync(fleet)
+    assert [str(s) for s in plan.held] == [f"delete attachment {lab} <- aws-1: the device no longer has the tag"]
+    assert members(lab) == {"aws-0", "aws-1"}
+    plan, _ = sync(fleet, delete=True)
+    assert members(lab) == {"aws-0"}
     plan, client = sync(fleet)
     assert plan.empty and client.writes == 0
 

@@ -7,7 +7,7 @@ of its DER, the registry's fingerprint). What it wants, for every registry entry
 
 - an active device: a thing named as its CN; each of its certificates that is active or
   pending (a rotation under way) registered ACTIVE, attached to the thing and to the device
-  policy; its tags (if the registry has any) as thing groups `warden-<app>-<tag>`;
+  policy; its tags KEY=VALUE (`warden device tag`) as thing groups `warden-<app>-KEY:VALUE`;
 - a revoked certificate (a revoked device's, a rotated one's, a revoked principal's): REVOKED
   in AWS, detached from its thing and its policy;
 - an operator or technician principal: its certificate ACTIVE, attached to its role's policy
@@ -94,16 +94,10 @@ class _Want:
     pem_path: Path | None     # where its certificate is, for registering it
 
 
-def _tags(device) -> list:
-    """The device's tags, if the registry keeps any (a list, a comma-separated string or a dict)."""
-    tags = getattr(device, "tags", None)
-    if not tags:
-        return []
-    if isinstance(tags, str):
-        tags = [t.strip() for t in tags.split(",")]
-    elif isinstance(tags, dict):
-        tags = [f"{k}-{v}" if v not in (None, "", True) else str(k) for k, v in tags.items()]
-    return sorted({str(t) for t in tags if t})
+def _tags(tags: dict) -> list:
+    """A device's registry tags {key: value} as group suffixes `key:value`: ':' is in no tag key
+    (warden.fleet.groups), so two different tags never name one group."""
+    return sorted(f"{k}:{v}" for k, v in tags.items())
 
 
 def _wanted(state: State, docs: dict, thing_role):
@@ -115,9 +109,10 @@ def _wanted(state: State, docs: dict, thing_role):
         for c in reg.certificates():
             history.setdefault(c.thing, []).append(c)
         principals = reg.principals()
+        tags = reg.tags()
     for d in devices:
         if d.status == "active":
-            things[d.thing] = _tags(d)
+            things[d.thing] = _tags(tags.get(d.thing, {}))
         else:
             revoked_things.add(d.thing)
         folder = state.device_dir(d.thing)
@@ -300,7 +295,8 @@ def plan(state: State, project: AwsProject, aws: Aws, *, delete: bool = False) -
         for tag in tags:
             g = group_name(app, tag)
             if not _GROUP_RE.fullmatch(g):
-                out.notes.append(f"tag {tag!r} of {thing} cannot name an AWS thing group (letters, digits, ':_-')")
+                out.notes.append(f"tag {tag.replace(':', '=', 1)!r} of {thing} cannot name an AWS thing group (letters, digits, ':_-'): "
+                                 f"{thing} joins no group for it")
                 continue
             members.setdefault(g, set()).add(thing)
     for g in sorted(members):

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .common import WardenGroup, console, fail, pass_state, print_table, report_brokers
@@ -91,23 +92,28 @@ def device_add(state, thing, replace, broker_kind):
               help="Seconds to wait for a reading from each online device (telemetry is not retained).")
 @click.option("--timeout", type=click.FloatRange(0.1, 60), default=3, show_default=True,
               help="Seconds to wait for the broker.")
+@click.option("--group", "groups", multiple=True, metavar="KEY=VALUE",
+              help="Only devices tagged KEY=VALUE (repeatable: every one must match).")
 @pass_state
-def device_list(state, as_json, offline, listen, timeout):
-    """The fleet: each device's registry entry and, from the broker's retained messages, whether
-    it is online and since when, the versions it runs, its last reading and OTA outcome."""
+def device_list(state, as_json, offline, listen, timeout, groups):
+    """The fleet: each device's registry entry and tags and, from the broker's retained messages,
+    whether it is online and since when, the versions it runs, its last reading and OTA outcome."""
+    from ..fleet.groups import parse_selectors
     from ..fleet.view import fleet_view
 
-    view = fleet_view(state, broker=not offline, timeout=timeout, listen=listen)
+    parse_selectors(groups)      # a bad selector is an error before anything is asked of the broker
+    view = fleet_view(state, broker=not offline, timeout=timeout, listen=listen, groups=groups)
     for line in ([view.note] if view.note else []) + view.warnings:
         click.echo(f"note: {line}", err=True)
     if as_json:
         click.echo(json.dumps(view.rows, indent=2))
         return
     if not view.rows:
-        console.print("no devices yet: add one with `warden device add NAME`")
+        click.echo("no device matches " + " ".join(f"--group {g}" for g in groups) if groups
+                   else "no devices yet: add one with `warden device add NAME`")
         return
     table = Table("name", "status", "connection", "since", "version", "firmware", "last reading", "last OTA",
-                  "cert expires", "fingerprint", box=None, pad_edge=False)
+                  "cert expires", "fingerprint", "tags", box=None, pad_edge=False)
     colour = {"online": "green", "revoked": "red", "offline": "yellow"}
     for r in view.rows:
         conn = r["connection"] + (f" ({r['reason']})" if r["reason"] and r["connection"] != "revoked" else "")
@@ -119,10 +125,32 @@ def device_list(state, as_json, offline, listen, timeout):
             r["firmware_version"] or "factory",
             f"#{reading['seq']} at {reading['time']}" if reading else "-",
             f"{ota['kind']} {ota['version']} {ota['outcome']}" if ota else "-",
-            (r["cert_expires"] or "-")[:10], r["fingerprint"])
+            (r["cert_expires"] or "-")[:10], r["fingerprint"],
+            escape(",".join(f"{k}={v}" for k, v in r["tags"].items()) or "-"))    # a value may hold "["
     print_table(table)
     if view.source == "registry" and not offline:
         console.print("connection state unknown: the broker did not answer (see the note above)", style="dim")
+
+
+@device.command("tag")
+@click.argument("thing")
+@click.argument("tags", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--remove", "remove", multiple=True, metavar="KEY", help="Remove tag KEY (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the device's tags as a JSON object.")
+@pass_state
+def device_tag(state, thing, tags, remove, as_json):
+    """Set tags KEY=VALUE on THING, remove them (--remove KEY), or, with neither, list them.
+    Tags name device groups: `device list --group KEY=VALUE`, `aws sync`'s thing groups."""
+    from ..fleet.groups import set_tags
+
+    result = set_tags(state, thing, tags, remove)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    if not result:
+        console.print(f"{thing} has no tags")
+    for k, v in result.items():
+        click.echo(f"{k}={v}")
 
 
 @device.command("restore")

@@ -13,6 +13,8 @@ Schema 3 adds `principals` (people and scripts: CN `<role>.<name>`, role, status
 certificates are in `certificates` under the CN) and `brokers` (every broker warden configured,
 where it listens, and whether the fleet's revocations and ACL have reached it: `pending` holds
 why the last attempt failed, NULL once applied).
+Schema 5 adds `tags` (a device's KEY=VALUE labels, one row per key; warden.fleet.groups validates
+them and selects devices by them). They stay with a revoked device's row, as its history does.
 
 Every write is one transaction (BEGIN IMMEDIATE), the journal is WAL and a busy timeout is set,
 so two `warden` processes can use the registry at once; opening it again is harmless.
@@ -36,7 +38,7 @@ from ..errors import WardenError
 from ..state import ensure_dir
 from .names import validate_thing
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STATUSES = ("active", "revoked")
 CERT_STATUSES = ("active", "pending", "revoked")
 
@@ -111,7 +113,17 @@ ALTER TABLE devices ADD COLUMN keys_counter INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE devices ADD COLUMN keys_version TEXT
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}   # version -> SQL from version-1 to version
+# Schema 5: device tags (KEY=VALUE), keyed by thing name as `certificates` is.
+_SCHEMA_V5 = """
+CREATE TABLE tags (
+    thing       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    PRIMARY KEY (thing, key)
+)
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}   # version -> SQL from version-1 to version
 
 _COLUMNS = ("thing", "fingerprint", "serial", "status", "created", "not_after", "role", "version",
             "counter", "log_key", "revoked_at", "revoke_reason", "app_counter", "app_version",
@@ -555,6 +567,34 @@ class Registry:
             db.execute("UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ?"
                        " WHERE thing = ? AND status != 'revoked'", (now, reason, thing))
         return self.get(thing)
+
+    # -- tags ------------------------------------------------------------------------------
+    def tags(self, thing: str | None = None) -> dict:
+        """{thing: {key: value}} for every tagged device (or only `thing`), keys sorted."""
+        sql, args = "SELECT thing, key, value FROM tags", ()
+        if thing is not None:
+            sql, args = sql + " WHERE thing = ?", (thing,)
+        out = {}
+        for r in self._db.execute(sql + " ORDER BY thing, key", args).fetchall():
+            out.setdefault(r["thing"], {})[r["key"]] = r["value"]
+        return out
+
+    def set_tags(self, thing: str, set_: dict, remove=()) -> dict:
+        """Set the tags in `set_` and remove the keys in `remove` on active device `thing`, in one
+        transaction; returns its tags. Validation is the caller's (warden.fleet.groups)."""
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM devices WHERE thing = ?", (thing,)).fetchone()
+            if row is None:
+                raise RegistryError(f"no device {thing!r} in the registry", hint="see `warden device list`")
+            if row["status"] != "active":
+                raise RegistryError(f"device {thing!r} is {row['status']}: its tags are kept as they were",
+                                    hint="a revoked device stays revoked; tag the device that replaced it")
+            for k, v in set_.items():
+                db.execute("INSERT INTO tags (thing, key, value) VALUES (?, ?, ?)"
+                           " ON CONFLICT(thing, key) DO UPDATE SET value = excluded.value", (thing, k, v))
+            for k in remove:
+                db.execute("DELETE FROM tags WHERE thing = ? AND key = ?", (thing, k))
+        return self.tags(thing).get(thing, {})
 
     def revoked_certificates(self) -> list:
         return self.certificates(status="revoked")

@@ -109,11 +109,13 @@ def _listen(state, principal, kinds, host, port, timeout, listen=0.0, wanted=())
 
 def fleet_view(state: State, *, broker: bool = True, timeout: float = 3.0, listen: float = 0.0,
                host=None, port=None, operator="operator.default",
-               technician="technician.default") -> View:
-    """Every registered device with its live state (from the broker when `broker` and reachable)."""
-    from .devices import device_folders, list_devices
+               technician="technician.default", groups=()) -> View:
+    """Every registered device (whose tags match every `groups` KEY=VALUE, if any) with its tags
+    and live state (from the broker when `broker` and reachable)."""
+    from .devices import device_folders
+    from .groups import select_devices
 
-    devices = list_devices(state)
+    devices = select_devices(state, groups)
     view = View([])
     live, ota = {}, {}
     if broker and devices:
@@ -144,6 +146,7 @@ def fleet_view(state: State, *, broker: bool = True, timeout: float = 3.0, liste
     for d in devices:
         known.add(d.thing)
         row = d.public_dict()
+        row["tags"] = d.tags
         seen = live.get(d.thing, {})
         st = seen.get("status", ({}, True))[0]
         state_word = st.get("state") if view.source == "broker" else None
@@ -170,6 +173,10 @@ def fleet_view(state: State, *, broker: bool = True, timeout: float = 3.0, liste
         row["cert_expires"] = d.not_after
         row["source"] = view.source
         view.rows.append(row)
+    if groups:      # a filtered view: a folder is an orphan only if no device at all has it
+        from .devices import list_devices
+
+        known = {d.thing for d in list_devices(state)}
     orphans = [t for t in device_folders(state) if t not in known]
     if orphans:
         view.warnings.append(
