@@ -18,6 +18,10 @@ def main():
     except OSError:
         update = False
     del os
+    if not update:
+        from firmware import interning  # names first, in an empty heap (docs/heap.md, "Interned names")
+        interning.run()
+        del interning
     from firmware import start
     boot = start.boot(log=not update)
     phase = start._BOOT_ONLY
@@ -31,3 +35,4 @@ def main():
     else:
         from firmware import device
         device.run(*boot)
+

@@ -50,10 +50,8 @@ def boot(log=True):
     # What runs, for the status message (docs/device.md, "The status message"): an update on
     # trial, else the last confirmed update of that kind, else the factory build (core.VERSION,
     # the MicroPython release). Made once per boot, so the resident loop formats no version per
-    # message. Every new name or string in device code is a qstr for the device's life, and a
-    # few more at boot (a helper function, a "versions" key, a format string) cost the 64-bit
-    # twin's 72k slot app the 640 bytes in one piece it connects with (test_heap_budget.py): so
-    # none here. cfg["version"] is what the status message's "version":"%s" gets: the app's
+    # message. Every new name or string in device code is a qstr for the device's life (docs/heap.md,
+    # "Interned names"): so no helper function, "versions" key or format string here. cfg["version"] is what the status message's "version":"%s" gets: the app's
     # version, then the firmware's as a field of its own, both escaped by json.dumps.
     import gc
     import json
