@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..state import ENV_VAR, ORIGIN_ENV, ORIGIN_OPTION, State
-from . import aws, board, broker, fleet, logs, monitor, ota, policy, status
+from . import aws, board, broker, fleet, logs, monitor, ota, policy, rollout, status
 from .common import WardenGroup
 
 
@@ -65,5 +65,6 @@ main.add_command(status.status)
 main.add_command(aws.aws)
 # The fleet's monitor: status, metrics and broker signals against rules.json; alerts; quarantine
 main.add_command(monitor.monitor)
+main.add_command(rollout.rollout)
 fleet.device.add_command(monitor.device_quarantine)
 fleet.device.add_command(monitor.device_unquarantine)

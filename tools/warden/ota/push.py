@@ -102,6 +102,17 @@ def _not_revoked(state, thing, doing):
         "a new identity under a new name (`warden device add NAME`, then `warden deploy NAME`)"))
 
 
+def _not_held(state, thing, doing):
+    """OtaPushError if an active rollout holds THING: its runner is sending it the rollout's update
+    (or will), and a second conversation would be refused by the device or replace the rollout's."""
+    from ..rollout.store import held_by
+    r = held_by(state, thing)
+    if r is not None:
+        raise OtaPushError(f"{thing} is held by the rollout {r}: {doing} would cross it",
+                           hint=f"wait for it (`warden rollout status {r}`), or `warden rollout pause {r}` / "
+                                f"`warden rollout abort {r}` first")
+
+
 def check_locally(state, thing, data):
     """The checks the device will make, against the registry's record of it; returns the manifest."""
     from ..fleet.devices import get_device
@@ -122,19 +133,23 @@ def check_locally(state, thing, data):
 
 def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180.0, host=None, port=None,
          local_check=True, principal="technician.default", takeover=False, window=WINDOW, chunk=CHUNK,
-         wake_timeout=None, _mangle=None):
+         wake_timeout=None, channel=None, _mangle=None):
     """Send the update at `path` to THING and follow it to its outcome; returns an Outcome.
 
     `local_check=False` skips the host-side checks (tests use it to show the device refuses
     on its own what the tool would have refused). `wake_timeout`: how long to wait for the
     device to take the update's head, for a duty-cycled device that sleeps between readings
     (its session stays at the broker, which delivers the head when it wakes; the device then
-    stays awake until the update is installed, refused or abandoned); default `timeout`. `_mangle(offset)` (tests) may return "drop"
+    stays awake until the update is installed, refused or abandoned); default `timeout`. `channel`: a
+    Technician already connected (a rollout's, shared by many devices: warden.rollout.link), used and
+    left open; else one is made for this push. `_mangle(offset)` (tests) may return "drop"
     or "delay" for a chunk about to be sent: it is not sent, or sent after the next one."""
     if not 1 <= window <= 20 or not 256 <= chunk <= 8192:
         raise OtaPushError(f"window {window} or chunk {chunk} out of range",
                            hint="window 1-20 chunks (the broker's in-flight limit), chunk 256-8192 bytes")
     _not_revoked(state, thing, "it cannot take an update")
+    if channel is None:
+        _not_held(state, thing, "a push")
     data = Path(path).read_bytes()
     if local_check:
         m = check_locally(state, thing, data)
@@ -143,7 +158,7 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
     m_bytes, sig, payload = image.split(data)
     # the head, then who asks (a transfer belongs to whoever began it; takeover replaces another's)
     head = b"B" + data[:8 + len(m_bytes) + len(sig)] + b"\0" + principal.encode() + (b"\0takeover" if takeover else b"")
-    t = Technician(state, thing, host, port, principal=principal).connect()
+    t = channel or Technician(state, thing, host, port, principal=principal).connect()
     t0 = time.monotonic()
     sent = 0
     try:
@@ -189,7 +204,8 @@ def push(state, thing, path, *, progress=None, timeout=30.0, confirm_timeout=180
         return Outcome(ROLLED_BACK, d.get("reason"), m.version, m.counter, m.kind,
                        time.monotonic() - t0, sent, resumed)
     finally:
-        t.close()
+        if channel is None:
+            t.close()
 
 
 def _send_window(t, payload, base, size, window, chunk, timeout, progress, mangle):
@@ -262,7 +278,7 @@ def _send_window(t, payload, base, size, window, chunk, timeout, progress, mangl
 
 
 def rollback(state, thing, kind="app", *, timeout=30.0, confirm_timeout=180.0, host=None, port=None,
-             principal="technician.default", local_check=True, counter=None, key_secret=None):
+             principal="technician.default", local_check=True, counter=None, key_secret=None, channel=None):
     """Roll THING's `kind` back to the version in its other slot, without a download: a signed
     rollback (the other slot's version, size and SHA-256 as the device recorded them, and a
     counter newer than the installed one, signed with the project's signing key), checked by the
@@ -271,7 +287,9 @@ def rollback(state, thing, kind="app", *, timeout=30.0, confirm_timeout=180.0, h
     `local_check=False` sends it even when the device's status says there is nothing to go back
     to, and `counter` overrides the new counter (tests: the device refuses on its own)."""
     _not_revoked(state, thing, "it cannot be rolled back")
-    st = status(state, thing, timeout=timeout, host=host, port=port, principal=principal)
+    if channel is None:
+        _not_held(state, thing, "a rollback")
+    st = status(state, thing, timeout=timeout, host=host, port=port, principal=principal, channel=channel)
     dev = st["device"]
     now = (dev.get(kind) or {}).get("slot")
     recs = {slot: r for slot, r in (dev.get("slots") or {}).items() if r and r.get("kind") == kind and slot != now}
@@ -287,7 +305,7 @@ def rollback(state, thing, kind="app", *, timeout=30.0, confirm_timeout=180.0, h
     m = image.Manifest(image.ALG, keys.key_id(key.public_key()), kind, image.default_target(state), r["version"],
                        image.check_counter(new), r["size"], bytes.fromhex(r["sha"])).encode()
     sig = image.sign_raw(m, key)
-    t = Technician(state, thing, host, port, principal=principal).connect()
+    t = channel or Technician(state, thing, host, port, principal=principal).connect()
     t0 = time.monotonic()
     try:
         t.send(b"R" + image.assemble(m, sig, b""))
@@ -306,13 +324,14 @@ def rollback(state, thing, kind="app", *, timeout=30.0, confirm_timeout=180.0, h
             return Outcome(INSTALLED, None, r["version"], new, kind, time.monotonic() - t0, 0, 0)
         return Outcome(ROLLED_BACK, d.get("reason"), r["version"], new, kind, time.monotonic() - t0, 0, 0)
     finally:
-        t.close()
+        if channel is None:
+            t.close()
 
 
-def status(state, thing, *, timeout=10.0, host=None, port=None, principal="technician.default"):
+def status(state, thing, *, timeout=10.0, host=None, port=None, principal="technician.default", channel=None):
     """The device's own OTA report (versions, slots, pending update, last outcome) and the registry's."""
     dev = _not_revoked(state, thing, "it cannot connect, so it cannot report its status")
-    t = Technician(state, thing, host, port, principal=principal).connect()
+    t = channel or Technician(state, thing, host, port, principal=principal).connect()
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -326,6 +345,7 @@ def status(state, thing, *, timeout=10.0, host=None, port=None, principal="techn
             if d is not None:
                 break
     finally:
-        t.close()
+        if channel is None:
+            t.close()
     d.pop("step", None)
     return {"device": d, "registry": {"version": dev.version, "counter": dev.counter}}
