@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..state import ENV_VAR, ORIGIN_ENV, ORIGIN_OPTION, State
-from . import aws, board, broker, fleet, logs, monitor, ota, policy, rollout, status
+from . import aws, board, broker, dashboard, fleet, logs, monitor, ota, policy, rollout, status
 from .common import WardenGroup
 
 
@@ -68,3 +68,5 @@ main.add_command(monitor.monitor)
 main.add_command(rollout.rollout)
 fleet.device.add_command(monitor.device_quarantine)
 fleet.device.add_command(monitor.device_unquarantine)
+# The fleet's web page: devices, vitals, alerts, rollouts (reads only)
+main.add_command(dashboard.dashboard)

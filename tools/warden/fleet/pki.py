@@ -306,6 +306,20 @@ def issue_session(state: State, cn: str, hours: int = SESSION_HOURS):
                  not_before=now - _dt.timedelta(minutes=5), not_after=now + _dt.timedelta(hours=hours))
 
 
+def issue_session_server(state: State, cn: str, hosts, hours: int = SESSION_HOURS):
+    """A short-lived TLS server certificate for a service one principal runs (the dashboard over
+    mutual TLS): CN `<cn>@<tag>`, SAN `hosts`, logged as a session of `cn` (so `warden audit`
+    accounts for it), never written. Returns (certificate, key)."""
+    import secrets
+
+    now = _now()
+    cert, key = issue_server_cert(load_ca(state), hosts, cn=f"{cn}@{secrets.token_hex(4)}",
+                                  not_before=now - _dt.timedelta(minutes=5),
+                                  not_after=now + _dt.timedelta(hours=hours))
+    _log_issued(state, cert, "session")
+    return cert, key
+
+
 def broker_paths(state: State):
     """(CA PEM, broker cert PEM, broker key PEM, CRL PEM) paths."""
     d = state.pki_dir
