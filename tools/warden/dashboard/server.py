@@ -159,7 +159,8 @@ def build_app(state: State, *, tls: bool = False):
                     raise web.HTTPMisdirectedRequest(text="this dashboard answers to its loopback address only\n")
             resp = await handler(request)
         except web.HTTPException as e:
-            resp = e
+            e.headers.update(HEADERS)
+            raise
         resp.headers.update(HEADERS)
         return resp
 
