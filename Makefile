@@ -8,9 +8,9 @@ WARDEN := $(VENV)/bin/warden
 STATE  ?= .warden
 THING  ?= twin-001
 
-.PHONY: run test bench setup venv broker-bin port32 build clean distclean
+.PHONY: run test bench setup venv broker-bin port32 browser build clean distclean
 
-setup: venv broker-bin port32
+setup: venv broker-bin port32 browser
 
 # The venv is rebuilt only when requirements.txt or the package metadata change.
 venv: $(VENV)/.installed
@@ -23,6 +23,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 broker-bin:
 	@scripts/ensure-mosquitto.sh
+
+# Debian's chromium, which the dashboard's browser test drives headless (Playwright never downloads one).
+browser:
+	@scripts/ensure-chromium.sh
 
 # The 32-bit MicroPython port, where one is present ($$MICROPYTHON32 or ../shared/tools/micropython32):
 # the heap tests measure the device on it too.
