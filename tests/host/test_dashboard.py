@@ -4,6 +4,7 @@ to bind off the loopback without an active operator principal; and mutual TLS th
 operator's certificate admitted, a technician's, a revoked operator's and none refused)."""
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -15,6 +16,7 @@ from warden.cli import main
 from warden.dashboard.server import DashboardError, check_bind
 from warden.fleet import pki
 from warden.fleet.principals import add_principal, revoke_principal
+from warden.monitor.store import Store as MonitorStore
 from warden.rollout.store import Store as RolloutStore
 from warden.state import State
 
@@ -92,6 +94,11 @@ def test_device_and_rollout_pages_follow_the_stores(st):
         assert get(srv.url + "api/rollout/r1?since=x")[0] == 400
         assert get(srv.url + "api/device/nobody")[0] == 404
         assert get(srv.url + "api/rollout/nothing")[0] == 404
+        # dev-a's last will says offline, with no version: the page keeps the version it last reported
+        with MonitorStore(st) as mon:
+            mon.add_point("dev-a", "status", time.time(), {"state": "offline", "reason": "lwt"})
+        a = json.loads(get(srv.url + "api/device/dev-a")[2])["device"]
+        assert (a["connection"], a["reason"], a["version"]) == ("offline", "lwt", "1.0.0")
 
 
 def test_headers_and_the_loopback_host_check(st):

@@ -32,6 +32,7 @@ VITAL_NAMES = {"hf": "heap free", "hl": "heap low", "up": "uptime s", "msg_rate"
                "wait": "backlog", "drop": "log drops", "rssi": "RSSI dBm", "temp": "temp C"}
 CHART_POINTS = 120      # the newest points a device's chart draws
 EVENTS = 200            # the newest rollout events a rollout's view lists
+STATUS_LOOKBACK = 20    # the newest status points searched for the version a device last said it runs
 
 
 def _iso(ts) -> str | None:
@@ -66,14 +67,16 @@ def _close(*stores):
 
 def _status(mon, thing: str, row: dict) -> dict:
     """online/offline and since when: the monitor's newest status point, else the registry's word."""
-    pts = mon.points(thing, "status", limit=1) if mon is not None else []
+    pts = mon.points(thing, "status", limit=STATUS_LOOKBACK) if mon is not None else []
     if row.get("status") == "revoked":
         return {"state": "revoked", "since": row.get("revoked_at"), "reason": row.get("revoke_reason")}
     if not pts:
         return {"state": "unknown", "since": None, "reason": None}
-    ts, st = pts[0]
+    ts, st = pts[-1]
+    # An offline status (the broker's last will) carries no version: the one the device last said it runs
+    version = next((p.get("version") for _, p in reversed(pts) if p.get("version")), None)
     return {"state": str(st.get("state") or "unknown"), "since": _iso(st.get("since") or ts),
-            "reason": st.get("reason"), "version": st.get("version"), "seen": _iso(ts)}
+            "reason": st.get("reason"), "version": version, "seen": _iso(ts)}
 
 
 def _vitals(mon, thing: str) -> dict | None:

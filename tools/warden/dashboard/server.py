@@ -220,7 +220,8 @@ async def start(state: State, host: str = "127.0.0.1", port: int = 8765, princip
         raise DashboardError(f"cannot listen on {host}:{port}: {e.strerror or e}",
                              hint="is another dashboard running there? choose another --port") from None
     bound = runner.addresses[0][1] if runner.addresses else port
-    shown = f"[{host}]" if ":" in host else host
+    shown = server_hosts(host)[0] if host in ("0.0.0.0", "::", "") else host    # a name a browser can use
+    shown = f"[{shown}]" if ":" in shown else shown
     return runner, f"{'https' if tls else 'http'}://{shown}:{bound}/"
 
 
