@@ -95,7 +95,7 @@ def resume(state, name: str) -> None:
 def abort(state, name: str, reason: str = "aborted by an operator", *, rollback=False, out=print,
           wait_s: float | None = None, **session) -> dict:
     """Stop the rollout (a running `run` starts no other device and ends once its transfers end).
-    rollback: every device it updated is sent back to its previous version by a signed rollback
+    rollback: every device that confirmed its update (passed its gate or not) is sent back to its previous version by a signed rollback
     (warden.ota.push.rollback: the other slot's image, no download), once the transfers still
     under way have ended. Returns the summary."""
     with Store(state) as st:
@@ -107,7 +107,9 @@ def abort(state, name: str, reason: str = "aborted by an operator", *, rollback=
         deadline = time.monotonic() + (wait_s if wait_s is not None else r.plan.timeout_s)
         while any(m.state == "sending" for m in st.members(name)) and time.monotonic() < deadline:
             time.sleep(TICK_S)       # a run still finishing a transfer: its outcome decides
-        targets = [m for m in st.members(name) if m.state in ("succeeded", "soaking")]
+        # every device that confirmed the update runs it, the ones that failed their gate first
+        confirmed = set(st.confirmed(name))
+        targets = [m for m in st.members(name) if m.thing in confirmed and m.state != "restored"]
     if targets:
         from .link import SharedTechnician
         tech = SharedTechnician(state, concurrency=len(targets), **session).connect()
@@ -366,7 +368,7 @@ def gate_failure(plan: Plan, seen: dict, elapsed: float, baseline: dict, metrics
     sent = seen["telemetry"] + seen["status"] + seen["metrics"]
     allowed = plan.max_msgs_per_min * max(plan.soak_s, 1.0) / 60.0
     if sent > allowed:
-        return (f"sent {sent} messages in {elapsed:.0f} s, more than {plan.max_msgs_per_min:g} a minute "
+        return (f"sent {sent} messages in {elapsed:.1f} s, more than {plan.max_msgs_per_min:g} a minute "
                 f"allows in its {plan.soak_s:g} s soak")
     if alerts:
         return "monitor alert(s): " + ", ".join(sorted(set(alerts)))

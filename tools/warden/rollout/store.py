@@ -277,6 +277,12 @@ class Store:
         with self._tx():
             self._event(name, thing, event, detail)
 
+    def confirmed(self, name: str) -> list:
+        """The devices that confirmed this rollout's update (whatever their health gate said since)."""
+        rows = self.db.execute("SELECT DISTINCT thing FROM rollout_events WHERE rollout=? AND event='confirmed'",
+                               (name,))
+        return [r[0] for r in rows]
+
     def events(self, name: str, since_id: int = 0, limit: int = 500) -> list:
         rows = self.db.execute("SELECT * FROM rollout_events WHERE rollout=? AND id>? ORDER BY id LIMIT ?",
                                (name, since_id, limit))
