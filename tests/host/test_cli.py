@@ -112,7 +112,7 @@ def test_build_without_mpy_cross_is_one_line_and_a_hint(tmp_path, monkeypatch):
 def test_every_command_is_registered_by_the_cli_package():
     """cli/__init__.py adds each command family to main; the families are cli/<family>.py."""
     assert sorted(main.commands) == ["audit", "aws", "broker", "build", "dashboard", "demo", "deploy", "device",
-                                     "flash", "keys", "logs", "monitor", "ota", "pki", "policy", "principal", "sign", "status",
+                                     "flash", "keys", "logs", "monitor", "ota", "pki", "policy", "principal", "rollout", "sign", "status",
                                      "twin", "watch"]
     for name, command in main.commands.items():
         module = sys.modules[command.callback.__module__]

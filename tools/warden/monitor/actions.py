@@ -57,3 +57,10 @@ def revoke(state: State, thing: str, reason: str):
     from ..fleet.devices import revoke_device
 
     return revoke_device(state, thing, reason)
+
+
+def pause_rollouts(state: State, thing: str, reason: str) -> list:
+    """Pause every active rollout that includes `thing` (its run starts no other device and stops once
+    its transfers end); the names of those paused."""
+    from ..rollout.runner import pause_holding
+    return pause_holding(state, thing, reason)

@@ -230,6 +230,9 @@ class Monitor:
                 elif action == "revoke":
                     actions.revoke(self.state, ev.thing, f"monitor: {ev.rule}")
                     done.append("revoked")
+                elif action == "pause-rollouts":
+                    names = actions.pause_rollouts(self.state, ev.thing, f"monitor: {ev.rule} on {ev.thing}")
+                    done.append("paused " + ", ".join(names) if names else "no rollout to pause")
             except WardenError as e:
                 done.append(f"{action} failed: {e}")
         with Store(self.state) as store:

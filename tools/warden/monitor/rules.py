@@ -32,7 +32,7 @@ RULES_VERSION = 1
 RULES_FILE = "rules.json"
 TYPES = ("above", "below", "sum", "count", "rising", "fleet")
 SIGNALS = ("auth_fail", "cert_fail", "refused_id", "connect", "disconnect")
-ACTIONS = ("quarantine", "revoke")
+ACTIONS = ("quarantine", "revoke", "pause-rollouts")
 # What a metrics report yields (docs/vitals: the device's fields), plus the rates worked out from
 # two reports of one boot: msg_rate (messages sent a minute, from tx) and byte_rate (from txb).
 METRICS = ("hf", "hl", "boots", "tx", "txb", "rx", "rxb", "ca", "sl", "kept", "wait", "drop", "up",
