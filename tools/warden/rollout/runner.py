@@ -55,7 +55,7 @@ def create(state, name: str, file, things: list, plan: Plan) -> dict:
             raise RolloutError(f"{thing} would refuse this update: {e}", hint=getattr(e, "hint", None)) from None
         with Registry(state.registry_path) as reg:
             d = reg.get(thing)
-        old[thing] = getattr(d, f"{m.kind}_version", None) or d.version
+        old[thing] = getattr(d, f"{m.kind}_version", None) or d.version or "factory"
     with Store(state) as st:
         for thing in things:
             r = st.held_by(thing)
