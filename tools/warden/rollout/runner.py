@@ -258,7 +258,13 @@ class Run:
             self._start(m.thing, asleep=seen == "asleep")
             if stage == "main":
                 self.started += 1
-                self.next_start = self.clock() + 60.0 / self._rate()
+                # The next start's slot follows this one's, not the moment the loop got here: the
+                # loop looks once a tick, so a rate faster than a start a tick starts several
+                # devices in one (at most a tick's worth: time spent at the concurrency limit
+                # is not made up in a burst). A slower rate keeps its full gap between starts.
+                gap = 60.0 / self._rate()
+                slot = max(self.next_start, self.clock() - (TICK_S if gap < TICK_S else 0.0))
+                self.next_start = slot + gap
         note = tuple(offline)
         if offline and note != self.waiting_note:
             self.out(f"waiting for {len(offline)} offline device(s) to appear: {', '.join(offline[:5])}"
