@@ -58,6 +58,8 @@ SECTIONS = [
     ("logs-remote", _optional("logs_remote_bench", "Remote log pull: over MQTT vs from the twin flash")),
     ("aws", _optional("aws_bench", "warden aws sync: 1,000 devices against moto (AWS's API on loopback)")),
     ("device-list", _optional("device_list_bench", "`warden device list` on a 1,000-device registry")),
+    ("rollout", _optional("rollout_bench", "Rollouts: 20 twins, one app update, and a misbehaving canary stopped")),
+    ("monitor-ingest", _optional("monitor_bench", "`warden monitor`: metrics reports ingested a second")),
 ]
 
 
