@@ -144,6 +144,7 @@ class Run:
         self.technician, self.operator = technician, operator
         self.clock = clock
         self.results: queue.Queue = queue.Queue()
+        self._early: list = []            # results _wait() took off the queue, for _collect()
         self.inflight: dict = {}          # thing -> worker thread
         self.soaking: dict = {}           # thing -> (soak start, wall time of the confirmation, baseline)
         self.started = 0                  # devices started after the canary (the ramp and the rate count them)
@@ -220,7 +221,14 @@ class Run:
             if self.watch.lost or self.tech_lost():
                 raise otapush.OtaPushError("lost the connection to the broker",
                                            hint=f"run it again to resume: `warden rollout run {self.name}`")
-            time.sleep(TICK_S)
+            self._wait()
+
+    def _wait(self):
+        """Until a device's transfer ends (then at once: its slot goes to the next device) or a tick passed."""
+        try:
+            self._early.append(self.results.get(timeout=TICK_S))
+        except queue.Empty:
+            pass
 
     def tech_lost(self) -> bool:
         return not self.tech.client.is_connected()
@@ -305,10 +313,13 @@ class Run:
 
     def _collect(self):
         while True:
-            try:
-                thing, o, err = self.results.get_nowait()
-            except queue.Empty:
-                return
+            if self._early:
+                thing, o, err = self._early.pop(0)
+            else:
+                try:
+                    thing, o, err = self.results.get_nowait()
+                except queue.Empty:
+                    return
             self.inflight.pop(thing, None)
             with Store(self.state) as st:
                 if o is not None and o.result == otapush.INSTALLED:
