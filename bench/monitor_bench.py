@@ -4,7 +4,7 @@ warden.monitor judges and keeps, for 100 things, reports in the device's format 
 
 - its Engine + Store alone (no broker), as live.py uses them, with the fleet's history an hour deep
   (a report every 300 s per device, the device's default, and the reports' times at that pace);
-- the same with every report inside the fleet rule's hour (a burst: its percentile reads them all);
+- the same with every report inside the fleet rule's hour (a burst: its percentile covers them all);
 - the live Monitor (`warden monitor`'s own loop) at the real broker, fed by 100 device sessions
   (paho, mutual TLS, QoS 0 as the device sends them) publishing a burst: from the first publish to
   the last report judged.
@@ -23,9 +23,8 @@ PERIOD_S = 300               # the device's default metrics period
 COLS = ["metric", "reports", "s", "reports/s"]
 NOTE = ("100 things, the default rules. 'An hour deep': the store already holds an hour of the fleet's "
         "reports (12 a device) and the new ones come at that pace; 'burst': every report falls inside the "
-        "fleet rule's hour. The fleet rule (message-rate-outlier) reads every other device's reports of the "
-        "last hour on each report: most of the engine's time, and growing with the fleet's size times its "
-        "report rate.")
+        "fleet rule's hour. The fleet rule (message-rate-outlier) reads the fleet's reports of the last hour "
+        "once per 5 s of data time (engine.Engine.FLEET_REFRESH_S), not on each report.")
 
 
 def report(i, k):

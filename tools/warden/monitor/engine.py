@@ -56,14 +56,20 @@ def _num(value):
 
 def derive(report: dict, previous: dict | None) -> dict:
     """The report with the values worked out from it and the device's previous report: msg_rate and
-    byte_rate (sent a minute, from tx/txb; only within one boot: uptime went up) and cf_total."""
+    byte_rate (sent a minute, from tx/txb; only within one boot: uptime went up), cf_total (connect
+    failures since boot) and cf_new (since the previous report: the device's counters are since
+    boot, so a threshold on cf_total would hold until the next reboot)."""
     out = dict(report)
     cf = report.get("cf")
     out["cf_total"] = sum(v for v in cf.values() if _num(v) is not None) if isinstance(cf, dict) else None
+    out["cf_new"] = out["cf_total"]      # the first report of a boot: every failure is new
     out["msg_rate"] = out["byte_rate"] = None
     if previous:
         up, pup = _num(report.get("up")), _num(previous.get("up"))
         if up is not None and pup is not None and up > pup:
+            before = _num(previous.get("cf_total"))
+            if out["cf_total"] is not None and before is not None and out["cf_total"] >= before:
+                out["cf_new"] = out["cf_total"] - before
             for key, name in (("tx", "msg_rate"), ("txb", "byte_rate")):
                 now, before = _num(report.get(key)), _num(previous.get(key))
                 if now is not None and before is not None and now >= before:
@@ -74,9 +80,16 @@ def derive(report: dict, previous: dict | None) -> dict:
 class Engine:
     """Runs `rules` over data points kept in `store`."""
 
+    # A fleet rule compares a device with every other device's points of its window: read from the
+    # store and decoded once per FLEET_REFRESH_S of data time and kept, not once per report (which
+    # made ingest quadratic in the fleet: ~75% of the time with a hundred devices; `make bench`,
+    # monitor-ingest). A percentile of the fleet over an hour moves little in a few seconds.
+    FLEET_REFRESH_S = 5.0
+
     def __init__(self, rules: Rules, store: Store):
         self.rules = rules
         self.store = store
+        self._fleet: dict = {}      # (metric, window) -> (data time read at, [(thing, value), ...])
 
     # -- data points in ----------------------------------------------------------------------------
     def metrics(self, thing: str, ts: float, report: dict) -> list:
@@ -155,15 +168,27 @@ class Engine:
             v = _num(data.get(rule.metric))
             if v is None:
                 return None
-            others = self.store.fleet_points("metrics", ts - rule.window, thing)
-            values = [_num(d.get(rule.metric)) for _, d in others]
-            values = [x for x in values if x is not None]
-            devices = {t for t, d in others if _num(d.get(rule.metric)) is not None}
+            pairs = self._fleet_values(rule, ts)
+            values = [x for t, x in pairs if t != thing]
+            devices = {t for t, _ in pairs if t != thing}
             if len(devices) < rule.min_devices:
                 return None
             limit = percentile(values, rule.percentile)
             return v > limit, v
         return None
+
+    def _fleet_values(self, rule: Rule, ts: float) -> list:
+        """(thing, value) of every device's `rule.metric` in the rule's window (cached: see FLEET_REFRESH_S)."""
+        key = (rule.metric, rule.window)
+        got = self._fleet.get(key)
+        if got is None or not 0 <= ts - got[0] < self.FLEET_REFRESH_S:
+            pairs = []
+            for t, d in self.store.fleet_points("metrics", ts - rule.window, ""):
+                v = _num(d.get(rule.metric))
+                if v is not None:
+                    pairs.append((t, v))
+            got = self._fleet[key] = (ts, pairs)
+        return got[1]
 
     def _judge(self, thing, ts, rule: Rule, data) -> list:
         got = self.value(thing, ts, rule, data)
