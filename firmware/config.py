@@ -21,6 +21,7 @@ DEFAULTS = {
     "watchdog_ms": 60000,     # hardware watchdog, fed by the main loop (0: off)
     "sleep_ms": 0,            # duty cycle: after a delivered reading, deep sleep this long (0: stay up)
     "ota_idle_ms": 30000,     # an OTA conversation silent this long is dropped (a sleeper may sleep again)
+    "metrics_s": 300,         # a metrics report every this many seconds (0: none; firmware/metrics.py)
     "sensors": {"temperature": {"kind": "sine", "base": 21.0, "amplitude": 2.0, "period": 60}},
 }
 
@@ -63,6 +64,11 @@ def validate(cfg):
             raise ConfigError("config: %s must be positive" % k)
     if _check(cfg, "interval_ms", int, "an integer (ms)") < 10:
         raise ConfigError("config: interval_ms must be at least 10")
+    # (a remote setting is 0 or 10..86400, firmware/devconfig.py; a shorter one stays possible in
+    # the provisioned config for tests, as for the keepalive)
+    m = _check(cfg, "metrics_s", int, "an integer (seconds)")
+    if not 0 <= m <= 86400:
+        raise ConfigError("config: metrics_s must be 0 (off) or 1..86400 s, got %d" % m)
     if _check(cfg, "qos", int, "0 or 1") not in (0, 1):
         raise ConfigError("config: qos must be 0 or 1")
     _check(cfg, "timeout", (int, float), "a number (seconds)")

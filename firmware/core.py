@@ -18,6 +18,7 @@
 #     firmware/refusal.py            itself, at the reading after the refusals it counted
 #     firmware/devconfig.py          itself, config and rsapss, once it answered a config command
 #     firmware/logsend.py            itself, once the log request it was loaded for is answered
+#     firmware/metrics.py            itself and the hal's boot-time part, once a report is sent
 # unload() forgets a module in both places that keep it alive: sys.modules and the
 # attribute that binds it on its parent package (`from firmware import x` sets firmware.x;
 # a binding left there keeps the module's code for life). It works only for modules imported

@@ -37,10 +37,12 @@ SETTINGS = {
     "interval_ms": (100, 86400000, "now"),
     "qos": (0, 1, "now"),
     "sleep_ms": (0, 86400000, "now"),     # 0 (stay up) or at least 1000
+    "metrics_s": (0, 86400, "now"),       # 0 (no reports) or at least 10 (seconds)
     "keepalive": (30, 1200, "boot"),      # the session's client is made once per boot; AWS IoT: 30..1200
     "log_quota": (65536, 1048576, "boot"),
     "sensors": (None, None, "boot"),      # the hal makes the read functions at boot
 }
+_ON_MIN = {"sleep_ms": 1000, "metrics_s": 10}   # 0 is off, any other value at least this
 _KINDS = ("sine", "ramp", "const", "chip_temperature", "adc")   # i2c names a driver module: provisioned only
 
 
@@ -96,8 +98,8 @@ def check(settings):
                           "provisioned only)" % k)
         if k == "sensors":
             why = _sensors(v)
-        elif type(v) is not int or not r[0] <= v <= r[1] or (k == "sleep_ms" and 0 < v < 1000):
-            why = "an integer %d..%d%s" % (r[0], r[1], " (0: off, else at least 1000)" if k == "sleep_ms" else "")
+        elif type(v) is not int or not r[0] <= v <= r[1] or 0 < v < _ON_MIN.get(k, 0):
+            why = "an integer %d..%d%s" % (r[0], r[1], " (0: off, else at least %d)" % _ON_MIN[k] if k in _ON_MIN else "")
         else:
             why = None
         if why:
@@ -182,6 +184,9 @@ def answer(dev, msg):
         raise Refused("not a config command: want G (get) or S (set)")
     ctr, settings = verify(msg, dev.thing)
     wait = apply(cfg, ctr, settings)
+    if "metrics_s" in settings:
+        import time
+        dev.vit[2] = time.ticks_ms()   # in force at once: a report at the next reading, then at the new pace
     eventlog.info("config", "settings changed by command %d: %s" % (ctr, ", ".join(sorted(settings))))
     return {"step": "applied", "counter": ctr, "settings": stored(), "at_boot": wait}
 

@@ -77,6 +77,11 @@ class Device:
         self.acked = 0          # readings acknowledged since boot, live and kept
         self.first = True       # no live reading acknowledged yet (logged once)
         self.missed = 0
+        # For the metrics report (firmware/metrics.py, loaded only to build and send one; the
+        # client counts its traffic and connects): [readings kept since boot, lowest heap free
+        # since the last report, ticks_ms of the next report, the report's own state]. One list:
+        # one name for life.
+        self.vit = [0, gc.mem_free(), time.ticks_ms(), None]
         self.pending = []       # commands received, (name, msg), handled by the loop in order (bounded)
         self.ota = None         # firmware.otalink.OtaLink, made at the first OTA request
         self.selftest = None    # an update awaiting its self-test (firmware/ota_state.py)
@@ -263,6 +268,7 @@ class Device:
             return
         try:
             self.outbox.add(n, ts, values)
+            self.vit[0] += 1
         except Exception as e:  # a failing store must not stop the sampling clock
             self.missed += 1
             eventlog.error("outbox", "reading %d lost: %s" % (n, describe(e)))
@@ -339,6 +345,17 @@ class Device:
                 next_reading = time.ticks_add(next_reading, interval)
                 if time.ticks_diff(now, next_reading) > interval:
                     next_reading = time.ticks_add(now, interval)  # fell behind (a long connect): skip ahead
+                v = self.vit
+                k = gc.mem_free()
+                if k < v[1]:
+                    v[1] = k
+                if self.client is not None and self.cfg["metrics_s"] and time.ticks_diff(now, v[2]) >= 0:
+                    try:
+                        from firmware import metrics   # builds and publishes the report, then unloads itself
+                        metrics.send(self)
+                    except Exception:
+                        pass   # a report is QoS 0 and holds totals: the next one says it all
+                    metrics = None   # this frame lives for life: it must not keep the module
                 if max_readings and self.acked >= max_readings:
                     return
                 if self.cfg["sleep_ms"] and self.acked and self.selftest is None and self.ota is None and (

@@ -12,10 +12,12 @@
 # So the modules of the boot phase and of the session are loaded here once each, one at a time,
 # and dropped again, only for their names: whatever pool they need is made now.
 
-# What the boot phase and the session load; each module's own imports come with it.
+# What the boot phase and the session load; each module's own imports come with it. The session
+# loads firmware.metrics every metrics_s (a report): its names too, or the first report would
+# need a new pool in a running session's heap.
 _MODULES = ("firmware.start", "firmware.logboot", "logopen", "logread", "firmware.config",
             "firmware.identity", "firmware.ota_state", "firmware.topics", "firmware.device",
-            "firmware.outbox", "mqttconn", "mqttsub")
+            "firmware.outbox", "mqttconn", "mqttsub", "firmware.metrics")
 
 
 def run():

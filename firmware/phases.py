@@ -18,6 +18,7 @@ WHILE = {
     "refusing": ("firmware.refusal",),   # refusals counted since the last reading
     "configuring": ("firmware.devconfig", "firmware.config", "rsapss"),   # one remote-settings command
     "sending a log": ("firmware.logsend",),   # one remote log request (index or a window of chunks)
+    "reporting": ("firmware.metrics", "firmware.hal.unixboot", "firmware.hal.esp32boot"),   # one metrics report
 }
 
 # The device's own code, as opposed to the twin's stand-ins for C modules of a board.

@@ -279,6 +279,8 @@ class MQTTClient:
                 else:
                     self._send(tx, i)
                     self._send(msg)
+            if not n:
+                self.io[0] += 1  # (a retransmission is the same message)
             if not qos:
                 return
             if not n:
@@ -425,12 +427,14 @@ class MQTTClient:
                 if sh == 21:
                     raise self._fail(_P_LEN, _kind(op), op)
                 sh += 7
+            self.io[3] += n + 2 + sh // 7  # the whole packet: its type, length and rest
             big = n > self.max_packet
             if big and t != 3:
                 raise self._fail(_P_MAX, _kind(op), op, n, self.max_packet)
             if connack and t != 2:
                 raise self._fail(_P_NOT_CONNACK, _kind(op), op)
             if t == 3:  # PUBLISH
+                self.io[2] += 1
                 qos = op >> 1 & 3
                 if qos > 1:
                     raise self._fail(_P_QOS, qos)
@@ -548,6 +552,7 @@ class MQTTClient:
         except OSError as e:
             raise self._fail(e, "sending")
         self._tx_t = ticks_ms()
+        self.io[1] += len(buf) if n < 0 else n
 
     def _fail(self, e, *a):
         # Close the connection and return the error to raise: e is an exception or the

@@ -62,6 +62,10 @@ def init(c, client_id, server, port=0, user=None, password=None, keepalive=0,
     c._ping_t = -1  # ticks_ms of the outstanding PINGREQ, or -1
     c._tx_t = c._rx_t = 0  # _rx_t: when the last packet started (its deadline counts from it)
     c.retained = 0  # the retain flag of the PUBLISH being delivered to the callback
+    # Counted since the client was made (cheap: a few integers): PUBLISHes sent, bytes sent,
+    # PUBLISHes received, bytes received (whole MQTT packets), connects tried, connects made, and
+    # failed connects by error (an OSError's errno, else the error's class).
+    c.io = [0, 0, 0, 0, 0, 0, {}]
     c._rb = bytearray(4)  # small reads (lengths, ids) and the PUBACK we send
     c._tx = bytearray(256)  # small packets are assembled here and sent in one write
 
@@ -75,6 +79,23 @@ def will(c, topic, msg, retain, qos):
 
 
 def connect(c, clean_session, timeout):
+    io = c.io
+    io[4] += 1
+    try:
+        r = _connect(c, clean_session, timeout)
+    except Exception as e:
+        f = io[6]
+        k = e.errno if isinstance(e, OSError) else type(e)
+        try:
+            f[k] = f.get(k, 0) + 1
+        except MemoryError:
+            pass    # the count is lost, not the error
+        raise
+    io[5] += 1
+    return r
+
+
+def _connect(c, clean_session, timeout):
     c._drop()
     tmo = c.timeout if timeout is None else timeout
     # the CONNECT packet

@@ -124,3 +124,20 @@ def sync_clock(config, log):
         n += 1
         log.error("clock", "NTP via %s failed: %s; TLS needs the time, retry in %d ms" % (host, why, delay))
         _wait(delay)
+
+
+def vitals():
+    """(RSSI of the access point in dBm, the chip's temperature in C) for the metrics report
+    (firmware/metrics.py), each None when it cannot be read (off the network, no sensor)."""
+    import esp32
+    import network
+    try:
+        rssi = network.WLAN(network.STA_IF).status("rssi")
+    except Exception:   # OSError off the network
+        rssi = None
+    try:
+        mcu = getattr(esp32, "mcu_temperature", None)  # S2, S3, C3, C6 (as firmware/hal/esp32.py's sensor)
+        temp = mcu() if mcu is not None else (esp32.raw_temperature() - 32) / 1.8
+    except Exception:
+        temp = None
+    return rssi, temp

@@ -35,10 +35,13 @@ SETTINGS = {
     "interval_ms": (100, 86400000, "now"),
     "qos": (0, 1, "now"),
     "sleep_ms": (0, 86400000, "now"),
+    "metrics_s": (0, 86400, "now"),       # 0 (off) or at least 10
     "keepalive": (30, 1200, "boot"),   # AWS IoT accepts 30..1200 s
     "log_quota": (65536, 1048576, "boot"),
     "sensors": (None, None, "boot"),
 }
+# settings whose 0 means off and whose other values start higher: firmware/devconfig.py _ON_MIN
+ON_MIN = {"sleep_ms": 1000, "metrics_s": 10}
 SENSOR_KINDS = ("sine", "ramp", "const", "chip_temperature", "adc")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 # What is provisioned, never sent: named in the refusal, so the user learns where it is changed.
@@ -75,8 +78,9 @@ def check(settings: dict) -> dict:
 
 
 def _integer(k, v, r):
-    if type(v) is not int or not r[0] <= v <= r[1] or (k == "sleep_ms" and 0 < v < 1000):
-        return f"an integer {r[0]}..{r[1]}" + (" (0: off, else at least 1000)" if k == "sleep_ms" else "")
+    low = ON_MIN.get(k)
+    if type(v) is not int or not r[0] <= v <= r[1] or (low and 0 < v < low):
+        return f"an integer {r[0]}..{r[1]}" + (f" (0: off, else at least {low})" if low else "")
     return None
 
 
