@@ -69,6 +69,17 @@ def test_message_rate_comes_from_the_devices_tx_counter_within_one_boot(state):
     assert derive(report(1, 5, tx=3), report(9, 500, tx=900))["msg_rate"] is None
 
 
+def test_connect_failures_since_the_last_report_from_the_devices_totals_since_boot():
+    first = derive(report(1, 60, cf={"refused": 2}), None)
+    assert (first["cf_total"], first["cf_new"]) == (2, 2)                # a boot's first: all of them
+    later = derive(report(2, 120, cf={"refused": 2, "tls": 1}), first)
+    assert (later["cf_total"], later["cf_new"]) == (3, 1)
+    same = derive(report(3, 180, cf={"refused": 2, "tls": 1}), later)
+    assert same["cf_new"] == 0                                           # none since: the alarm clears
+    rebooted = derive(report(1, 30, cf={"timeout": 1}), same)            # uptime went down: a new boot
+    assert (rebooted["cf_total"], rebooted["cf_new"]) == (1, 1)
+
+
 def test_any_authorization_failure_raises_and_clears_once_its_window_has_passed(state):
     eng, store = engine_for(state, {"name": "authorization-failure", "type": "count", "signal": "auth_fail",
                                     "window": 300, "threshold": 0})

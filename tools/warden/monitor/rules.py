@@ -33,10 +33,12 @@ RULES_FILE = "rules.json"
 TYPES = ("above", "below", "sum", "count", "rising", "fleet")
 SIGNALS = ("auth_fail", "cert_fail", "refused_id", "connect", "disconnect")
 ACTIONS = ("quarantine", "revoke", "pause-rollouts")
-# What a metrics report yields (docs/vitals: the device's fields), plus the rates worked out from
-# two reports of one boot: msg_rate (messages sent a minute, from tx) and byte_rate (from txb).
+# What a metrics report yields (its fields: docs/device.md, "The metrics report"), plus what is
+# worked out from it (engine.derive): from two reports of one boot msg_rate (messages sent a
+# minute, from tx) and byte_rate (from txb); cf_total (connect failures since boot) and cf_new
+# (since the previous report).
 METRICS = ("hf", "hl", "boots", "tx", "txb", "rx", "rxb", "ca", "sl", "kept", "wait", "drop", "up",
-           "rssi", "temp", "msg_rate", "byte_rate", "cf_total")
+           "rssi", "temp", "msg_rate", "byte_rate", "cf_total", "cf_new")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 
 DEFAULT_RULES = {
