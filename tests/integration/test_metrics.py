@@ -100,3 +100,49 @@ def test_a_twins_reports_reach_the_operator_and_the_monitors_rules(pki_state, br
     # 1); report 3 the reboot loop (boots 1 + 1 in the hour), and no new connect failure; heap-fine never
     assert raised == [[], ["connect-failures", "heap-low"], ["connect-failures", "heap-low", "reboot-loop"]], events
     assert [e["rule"] for e in events if e["state"] == "cleared"] == ["connect-failures"], events
+
+
+def test_a_flooding_twin_raises_message_rate_and_clears_once_it_is_told_to_stop(pki_state, broker, mqtt_client,
+                                                                              tmp_path):
+    """The default `message-rate` rule (more than 120 messages a minute, 2 reports to alarm, 2 to
+    clear) on a real twin that takes a reading every 20 ms: raised from its reports; a signed remote
+    setting (`warden device config`) slows it to one every 2 s, and the rule clears on the reports
+    that follow."""
+    from warden.fleet import devconfig
+    from warden.ota import keys
+
+    thing = "metrics-flood"
+    if not keys.has_key(pki_state):
+        keys.init_keys(pki_state)
+    pki_state.broker_port = broker.port
+    devices.add_device(pki_state, thing)
+    path = twinlib.flash_path(pki_state, thing)
+    twinlib.update_config(path, broker={"host": "localhost", "port": broker.port}, interval_ms=20, metrics_s=1)
+    topic = f"dt/warden/{thing}/metrics"
+    op = mqtt_client("operator")
+    assert not op.subscribe(topic, qos=0)[0].is_failure
+    mon_state = State(tmp_path / ".warden")
+    data = monrules.default_rules_data()
+    data["rules"] = [r for r in data["rules"] if r["name"] == "message-rate"]
+    monrules.rules_path(mon_state).parent.mkdir(parents=True, exist_ok=True)
+    monrules.rules_path(mon_state).write_text(json.dumps(data))
+    events = []
+    mon = Monitor(mon_state, emit=events.append)
+    t = Twin(path, heap=twinlib.DEFAULT_HEAP, restart_on_reset=False).start()
+    try:
+        with Store(mon_state) as store:
+            engine = Engine(mon.rules, store)
+
+            def feed(n):
+                for _ in range(n):
+                    m = op.expect(topic, timeout=15)
+                    mon._message(engine, m.topic, m.payload, json.loads(m.payload)["up"])
+            feed(3)
+            assert [e["state"] for e in events if e.get("rule") == "message-rate"] == ["raised"], events
+            devconfig.set_settings(pki_state, thing, {"interval_ms": 2000}, port=broker.port)
+            t.wait_for(r"INFO config: settings changed by command \d+: interval_ms", 15)
+            op.expect(topic, timeout=15)      # a report that may straddle the change: not judged
+            feed(3)
+    finally:
+        t.stop()
+    assert [e["state"] for e in events if e.get("rule") == "message-rate"] == ["raised", "cleared"], events
