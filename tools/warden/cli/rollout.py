@@ -47,7 +47,7 @@ def rollout():
 @click.option("--abort-min", type=int, default=5, show_default=True, help="... once at least this many finished.")
 @click.option("--soak", "soak_s", type=float, default=60.0, show_default=True,
               help="Seconds of the health gate after a device confirms.")
-@click.option("--heap-margin", type=int, default=4096, show_default=True,
+@click.option("--heap-margin", type=int, default=12288, show_default=True,
               help="Bytes a device's free heap may fall below its pre-update level (vitals).")
 @click.option("--max-msgs", "max_msgs_per_min", type=float, default=120.0, show_default=True,
               help="Messages a minute a healthy device sends at most during the soak.")

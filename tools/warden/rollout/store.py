@@ -89,7 +89,9 @@ class Plan:
     abort_percent: float = 20.0     # abort when this share of finished devices failed ...
     abort_min: int = 5              # ... once at least this many finished (a canary failure aborts at once)
     soak_s: float = 60.0            # the health gate's time after a device confirms
-    heap_margin: int = 4096         # a device's heap free may drop this much below its pre-update level
+    # a device's free heap may drop this much below its pre-update level: the first update out of the
+    # factory app costs up to ~10 KB on the 64-bit twin, ~6.6 KB on a board (docs/heap.md, "Interned names")
+    heap_margin: int = 12288
     max_msgs_per_min: float = 120.0  # readings and status messages a healthy device sends per minute, at most
     min_readings: int = 1           # readings it must send during the soak
     timeout_s: float = 600.0        # one device's update, from its head to its self-test verdict
