@@ -174,9 +174,14 @@ def test_a_killed_rollout_resumes_and_an_offline_twin_is_updated_when_it_returns
 
 
 def test_create_refuses_what_a_device_would_refuse(fleet_state, rbroker, twins, tmp_path):
-    old = signed(fleet_state, tmp_path, "0.9.0", 1)      # older than what the fleet runs now
-    with pytest.raises(RolloutError, match="would refuse this update"):
-        runner.create(fleet_state, "old", old, ["r00"], Plan())
+    # An update no newer than what the registry says a device runs (counter 1): in the order of this
+    # file the fleet is on counter 10 or more by now; run alone, r19 is recorded on counter 2 here.
+    with Registry(fleet_state.registry_path) as reg:
+        if not reg.get("r19").app_counter:
+            reg.update("r19", app_counter=2, counter=2)
+    old = signed(fleet_state, tmp_path, "0.9.0", 1)
+    with pytest.raises(RolloutError, match="r19 would refuse this update"):
+        runner.create(fleet_state, "old", old, ["r19"], Plan())
     with pytest.raises(RolloutError, match="no device named"):
         runner.create(fleet_state, "ghost", old, ["nosuch"], Plan())
     r = cli(fleet_state, "rollout", "create", "x", str(old))
