@@ -12,19 +12,27 @@
 # So the modules of the boot phase and of the session are loaded here once each, one at a time,
 # and dropped again, only for their names: whatever pool they need is made now.
 
-# What the boot phase and the session load; each module's own imports come with it. The session
-# loads firmware.metrics every metrics_s (a report): its names too, or the first report would
-# need a new pool in a running session's heap.
-_MODULES = ("firmware.start", "firmware.logboot", "logopen", "logread", "firmware.config",
-            "firmware.identity", "firmware.ota_state", "firmware.topics", "firmware.device",
-            "firmware.outbox", "mqttconn", "mqttsub", "firmware.metrics")
+# What the boot phase and the session load (firmware/start.py's _BOOT_ONLY, the resident session,
+# what a connect and a metrics report load); a module's top-level imports come with it, the ones a
+# function makes (topics -> topiccheck, identity -> der) are named here. The session loads
+# firmware.metrics every metrics_s: its names too, or the first report would need a new pool in a
+# running session's heap. The hal's boot half is the platform's own (run() names it).
+_MODULES = ("firmware.start", "firmware.logboot", "logopen", "logread", "cryptokit", "firmware.config",
+            "firmware.identity", "der", "firmware.ota_state", "firmware.topics", "firmware.topiccheck",
+            "firmware.device", "firmware.outbox", "mqttconn", "mqttsub", "firmware.metrics")
 
 
 def run():
     import sys
     from firmware import core
-    for name in _MODULES:
+    hal_boot = "firmware.hal.esp32boot" if sys.platform == "esp32" else "firmware.hal.unixboot"
+    for name in _MODULES + (hal_boot,):
         had = list(sys.modules)
         __import__(name)
         core.unload([m for m in sys.modules if m not in had])
+    # Names a running device makes from data: MicroPython interns every one-character string it
+    # makes (iterating a str: topiccheck over the thing name, a parser over a payload). All of the
+    # printable ASCII ones now, so that none of them is the name that needs the next pool later.
+    for _ in bytes(range(32, 127)).decode():
+        pass
     core.unload(("firmware.interning",))

@@ -151,29 +151,34 @@ def test_firmware_update_installs_and_confirms(fleet, broker, device, tmp_path):
     assert st["device"]["firmware"]["slot"] == "ota_1"
 
 
-def test_an_update_that_does_not_fit_in_64k_leaves_the_device_publishing(fleet, broker, device, mqtt_client,
-                                                                         tmp_path):
-    """At 64k: on the 64-bit twin an update does not fit (docs/heap.md); the push fails, the device
-    must not: it lets the OTA code go and goes on publishing (it used to keep the OTA code loaded
-    and fail every reconnect for lack of heap). On the 32-bit port it installs."""
-    t = device("ota-64k", heap="64k")
+def test_an_update_that_does_not_fit_leaves_the_device_publishing(fleet, broker, device, mqtt_client,
+                                                                    tmp_path):
+    """At 76k the 64-bit twin runs its session (from 70k) but an update does not fit (it needs 88k,
+    docs/heap.md); the push fails, the device must not: it lets the OTA code go and goes on
+    publishing (it used to keep the OTA code loaded and fail every reconnect for lack of heap)."""
+    t = device("ota-64k", heap="76k")
     op = mqtt_client("operator")
     op.subscribe("dt/warden/ota-64k/telemetry")
     upd = signed(fleet, tmp_path, image.build_bundle(), version="2.0.0", counter=10)
     # On a board's heap layout (the 32-bit port) it installs in update mode (test_ota_budget.py);
-    # on the 64-bit twin at 64k it fails one of the clean ways: the device refuses for lack of
-    # heap, or restarts and the push gives up. Either way the device goes on publishing.
+    # on the 64-bit twin at 76k it fails one of the clean ways: the device refuses for lack of
+    # heap, restarts and the push gives up, or installs it, runs short on trial and rolls back.
+    # Either way the device goes on publishing.
+    crashed_on_trial = False
     try:
         out = otapush.push(fleet, "ota-64k", upd, timeout=3, port=broker.port)
-        assert out.result == otapush.INSTALLED or (out.result == otapush.REJECTED
-                                                   and "out of memory" in out.reason), out
+        # too big on trial: main.py prints the crash, rolls the update back and resets
+        crashed_on_trial = out.result == otapush.ROLLED_BACK and "crashed on trial: MemoryError" in out.reason
+        assert out.result == otapush.INSTALLED or crashed_on_trial or (
+            out.result == otapush.REJECTED and "out of memory" in out.reason), out
     except otapush.OtaPushError:
         pass
     after = len(t.lines)
     seqs = set()
     while len(seqs) < 30:   # 3 s of readings (100 ms apart), live or kept meanwhile
         seqs.add(json.loads(op.expect("dt/warden/ota-64k/telemetry", timeout=15).payload)["seq"])
-    assert t.proc.poll() is None and "Traceback" not in t.output, t.output
+    assert t.proc.poll() is None and ("Traceback" not in t.output or crashed_on_trial), t.output
+    assert "Traceback" not in "\n".join(t.lines[after:]), t.output
     assert "connect failed: MemoryError" not in "\n".join(t.lines[after:]), t.output
 
 

@@ -291,7 +291,9 @@ def test_hostile_broker_never_crashes_the_device(pki_state, twin_via):
         assert re.search(pattern, line), "%s: %s" % (name, line)
         assert "Traceback" not in line
     assert "MemoryError" not in t.output
-    assert heap < 60 * 1024, heap  # bounded: the steady state (~54 KB) plus a little, never growing
+    # bounded: the steady state (~62 KB on the 64-bit twin, with the qstr pool interned at boot:
+    # docs/heap.md, "Interned names") plus a little, never growing
+    assert heap < 68 * 1024, heap
 
 
 def test_power_cut_while_offline_loses_no_kept_reading(pki_state, broker, twin_via, mqtt_client, tmp_path):
