@@ -136,16 +136,17 @@ def test_power_cuts_during_a_windowed_transfer_resume_and_install(pki_state, bro
 
 
 def test_an_update_short_of_heap_leaves_the_device_publishing_and_resumes_with_more(pki_state, broker, tmp_path):
-    """At 64k on the 64-bit twin an app update runs short of heap (docs/heap.md): the device lets
-    the OTA code go and goes on publishing; the same device with more heap resumes the transfer
-    where its durable offset was and installs it. (On the 32-bit port it fits at 64k.)"""
+    """At 74k on the 64-bit twin (a session runs from 70k there, an update needs 88k: docs/heap.md)
+    an app update runs short of heap: the device lets the OTA code go and goes on publishing; the
+    same device with more heap resumes the transfer where its durable offset was and installs it.
+    (On the 32-bit port it fits at a board's 64 KiB.)"""
     from support.devrun import twin_is_32bit
     if twin_is_32bit():
-        pytest.skip("on the 32-bit port an update fits at 64k (test_ota_budget.py)")
+        pytest.skip("on the 32-bit port an update fits at a board's 64 KiB (test_ota_budget.py)")
     fleet = _fleet(pki_state)
     t = _twin(fleet, broker, "win-short", interval_ms=100)
     t.stop()
-    t = Twin(t.flash, heap="64k").start()
+    t = Twin(t.flash, heap="74k").start()
     try:
         t.wait_for(r"INFO telemetry: first reading", 15)
         upd = _signed(fleet, tmp_path, image.build_bundle(), "app", "2.7.0", 72)
