@@ -109,3 +109,35 @@ def test_quarantine_drops_telemetry_keeps_status_and_is_lifted(pki_state, broker
         assert r.exit_code == 1 and "not quarantined" in r.output and "Traceback" not in r.output
     finally:
         path.unlink()
+
+
+def test_a_twin_with_a_certificate_from_another_ca_is_a_certificate_failure(pki_state, broker, tmp_path):
+    """A twin whose certificate no CA of the fleet issued (a cloned board, a forged identity) is
+    refused at every handshake; the broker logs each refusal, and the default `certificate-failure`
+    rule (more than 3 in 300 s) raises an alert, against the broker: a refused handshake has no
+    thing name to blame."""
+    from support import certfactory as cf
+    from support.twinproc import Twin
+    from warden.board import twin as twinlib
+    from warden.fleet import pki
+
+    monrules.load_rules(pki_state)
+    run_once(pki_state, broker)          # what the log held before: judged, and not this test's
+    rogue_key, key = cf.ec_key(), cf.ec_key()
+    cert = cf.make_cert("mon-cloned", key, rogue_key, "rogue CA")      # issued by a CA of its own
+    ca_der = pki.cert_der(pki.load_cert((pki_state.pki_dir / pki.CA_CERT).read_bytes()))   # it trusts the broker
+    config = twinlib.device_config(pki_state, "mon-cloned", broker={"host": "localhost", "port": broker.port},
+                                   backoff_ms=50, backoff_max_ms=100)
+    flash = twinlib.build_flash(tmp_path / "cloned.bin", twinlib.identity_files(cf.der(cert), cf.key_der(key), ca_der),
+                                config, log_key=bytes(32))
+    t = Twin(flash).start()
+    try:
+        for _ in range(5):
+            t.wait_for(r"ERROR mqtt: connect failed", 15)
+    finally:
+        t.stop()
+    events = run_once(pki_state, broker)
+    fails = [e for e in events if e.get("signal") == "cert_fail"]
+    assert len(fails) >= 4, events
+    raised = [(e["thing"], e["rule"]) for e in events if e.get("event") == "alert" and e["state"] == "raised"]
+    assert ("(broker)", "certificate-failure") in raised, events
