@@ -40,12 +40,12 @@ run: setup
 	@echo "starting a local broker and the twin $(THING) (state $(STATE)); then ./warden runs warden from here"
 	$(WARDEN) --state $(STATE) demo $(THING)
 
-# The suite runs on $(TEST_WORKERS) pytest-xdist workers, a test file whole on one of them (tests/conftest.py
-# groups them; the device tests spread one by one): `make test TEST_WORKERS=0` runs it in one process.
+# The suite runs on $(TEST_WORKERS) pytest-xdist workers, a test file whole on one of them (--dist loadfile,
+# docs/testing.md "In parallel"): `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 2
 test: setup
 	@echo "running the whole test suite on $(TEST_WORKERS) workers: host, device under micropython, integration (about 3 minutes on 2 cores)"
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(PY) -m bench

@@ -8,18 +8,6 @@ import pytest
 pytest_plugins = ["support.fixtures_broker"]
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    """`make test` runs on 2 workers (pytest-xdist, `-n 2 --dist loadgroup`, docs/testing.md): each
-    test file is one group, run whole on one worker in its own order with its module fixtures (a
-    broker, a fleet) set up once; a test that has an `xdist_group` already keeps it. The device
-    tests are the exception: each is its own micropython process over the session's compiled app,
-    so they spread one by one."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None and item.path.parent.name != "device":
-            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(config.rootpath).as_posix()))
-
-
 @pytest.fixture(scope="session")
 def app_build(tmp_path_factory):
     """The device code compiled with mpy-cross, once per session."""

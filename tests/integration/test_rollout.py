@@ -23,7 +23,6 @@ from warden.rollout.store import Plan, RolloutError, Store
 from warden.state import State
 
 FLEET = 20
-pytestmark = pytest.mark.xdist_group("rollout")
 
 
 @pytest.fixture(scope="module")
