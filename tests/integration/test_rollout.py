@@ -185,3 +185,22 @@ def test_create_refuses_what_a_device_would_refuse(fleet_state, rbroker, twins, 
         runner.create(fleet_state, "ghost", old, ["nosuch"], Plan())
     r = cli(fleet_state, "rollout", "create", "x", str(old))
     assert r.exit_code != 0 and "--to" in r.output
+
+
+def test_a_sleeping_device_is_updated_at_its_wake_and_its_sleeps_are_no_fault(fleet_state, rbroker, twins, tmp_path):
+    """A duty-cycled twin (asleep when its turn comes: its status says offline, reason sleep) is sent
+    the update's head at once; it takes it at its wake, confirms, and passes its gate although it
+    goes to sleep again during the soak (a sleep is its settings, not a fault)."""
+    t = twins["r15"]
+    t.stop()
+    twinlib.update_config(t.flash, sleep_ms=1500)
+    t.start()
+    t.wait_for(r"INFO app: deep sleep for 1500 ms", 20)
+    upd = signed(fleet_state, tmp_path, "2.2.0", 30)
+    runner.create(fleet_state, "sleepy", upd, ["r15"], Plan(canary=1, **dict(PLAN, soak_s=4.0)))
+    lines = []
+    s = runner.Run(fleet_state, "sleepy", out=lines.append).run()
+    assert s["state"] == "done" and s["counts"] == {"succeeded": 1}, (s, lines)
+    log = t.output
+    confirmed = log.index("INFO ota: self-test passed: app 2.2.0 confirmed")
+    assert "INFO app: deep sleep for 1500 ms" in log[confirmed:], log       # it slept in its soak too

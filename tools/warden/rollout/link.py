@@ -184,7 +184,13 @@ class Watcher:
                 self.metrics[thing] = (now, data)
             if not m.retain:        # a retained message is history, not something sent now
                 q = self.messages.setdefault(thing, collections.deque())
-                q.append((now, kind, data.get("state") if kind == "status" else None))
+                # a status that is not online: "offline" (a reboot, a lost session, its last will),
+                # or "asleep" (a duty-cycled device going to sleep as its settings say: not a fault)
+                st = None
+                if kind == "status":
+                    st = "online" if data.get("state") == "online" else (
+                        "asleep" if data.get("reason") == "sleep" else "offline")
+                q.append((now, kind, st))
                 while q and q[0][0] < now - self.KEEP_S:
                     q.popleft()
 
@@ -209,13 +215,14 @@ class Watcher:
 
     def since(self, thing: str, t0: float) -> dict:
         """What THING sent since `t0`: counts of messages by kind, and "offline": how many of its
-        status messages said it was not online (a reboot, a lost session: its last will)."""
+        status messages said it was offline for a fault (a reboot, a lost session: its last will; a
+        device that sleeps by its settings is not)."""
         with self._lock:
             q = list(self.messages.get(thing, ()))
         counts = {"status": 0, "telemetry": 0, "metrics": 0, "offline": 0}
         for ts, kind, st in q:
             if ts >= t0:
                 counts[kind] += 1
-                if kind == "status" and st != "online":
+                if st == "offline":
                     counts["offline"] += 1
         return counts
