@@ -252,3 +252,12 @@ def test_alerts_are_listed_with_the_data_that_raised_them(state):
     assert (alert["thing"], alert["rule"], alert["state"], alert["data"]["hl"]) == ("t1", "heap-low", "open", 100)
     r = CliRunner().invoke(main, ["--state", str(state.root), "monitor", "alerts"])
     assert "heap-low" in r.output and "t1" in r.output
+
+
+def test_readings_are_kept_sampled_for_the_dashboard_and_judged_by_no_rule(state):
+    eng, store = engine_for(state, {"name": "heap-low", "type": "below", "metric": "hl", "threshold": 1 << 30})
+    for i in range(30):       # a reading every second for 30 s
+        assert eng.reading("d1", 1000 + i, {"seq": i, "ts": 1000 + i, "t": 20.5}) == []
+    kept = store.points("d1", "telemetry")
+    assert [d["seq"] for _, d in kept] == [0, 10, 20]     # one per 10 s of data time
+    assert store.alerts() == []

@@ -11,7 +11,7 @@ Where each column comes from:
 - online/offline and since when: the newest "status" data point the monitor kept
   (warden.monitor.store), else what the registry knows;
 - vitals: the newest "metrics" point (the report of docs/monitor.md, with the monitor's derived
-  rates); readings: "telemetry" points where a process keeps them;
+  rates); readings: "telemetry" points (warden monitor keeps one a device per 10 s);
 - open alerts: the monitor's alerts table;
 - rollouts: warden.rollout.store's summary() (counts per state and per stage, each device's row
   and reason) and its events.

@@ -1,7 +1,8 @@
-"""`warden monitor`'s session: the operator principal over mutual TLS reads `dt/<app>/+/status` and
-`dt/<app>/+/metrics`, the broker's log gives its signals, each data point goes through the rules
-(engine.py), and each alert is reported, kept, optionally published on `alerts/<app>/<thing>/<rule>`
-and acted on (actions.py).
+"""`warden monitor`'s session: the operator principal over mutual TLS reads `dt/<app>/+/status`,
+`dt/<app>/+/metrics` and `dt/<app>/+/telemetry` (readings: kept, sampled, for the dashboard; no rule
+judges them), the broker's log gives its signals, each data point goes through the rules
+(engine.py), and each alert is reported, kept, optionally published on
+`alerts/<app>/<thing>/<rule>` and acted on (actions.py).
 
 It must not decide what an alert is (engine.py) nor parse the log (signals.py). Messages arrive on
 paho's network thread and are handed over through a queue: the store is used from one thread.
@@ -99,7 +100,8 @@ class Monitor:
         if rc != 0:
             raise MonitorError(f"the broker refused {self.principal}: {rc}")
         app = self.state.app
-        _, self._sub_mid = c.subscribe([(f"dt/{app}/+/status", 0), (f"dt/{app}/+/metrics", 0)])
+        _, self._sub_mid = c.subscribe([(f"dt/{app}/+/status", 0), (f"dt/{app}/+/metrics", 0),
+                                        (f"dt/{app}/+/telemetry", 0)])
         _, self._barrier_mid = c.subscribe(f"dt/{app}/{BARRIER}/status", 0)
 
     def close(self):
@@ -186,13 +188,16 @@ class Monitor:
             return
         if not isinstance(data, dict):
             return
-        self.summary.reports += 1
+        if kind != "telemetry":
+            self.summary.reports += 1
         if self.points:
             self.emit({"event": kind, "thing": thing, "time": ts, "data": data})
         if kind == "metrics":
             self._events(engine.metrics(thing, ts, data))
         elif kind == "status":
             self._events(engine.status(thing, ts, data))
+        elif kind == "telemetry":
+            engine.reading(thing, ts, data)
 
     def _signal(self, engine: Engine, sig):
         name = sig.name
