@@ -21,16 +21,18 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
+# The Debian packages (mosquitto, then libc6-i386, then chromium) are installed one after the other:
+# apt-get takes one lock. `make -j2 setup` (.ci/run) installs them beside the venv's pip install.
 broker-bin:
 	@scripts/ensure-mosquitto.sh
 
 # Debian's chromium, which the dashboard's browser test drives headless (Playwright never downloads one).
-browser:
+browser: port32
 	@scripts/ensure-chromium.sh
 
 # The 32-bit MicroPython port, where one is present ($$MICROPYTHON32 or ../shared/tools/micropython32):
 # the heap tests measure the device on it too.
-port32:
+port32: broker-bin
 	@scripts/ensure-i386.sh
 
 build: venv
